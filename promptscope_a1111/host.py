@@ -1,0 +1,248 @@
+"""The A1111 side of the host seam: prompts, tokens, UNet, results and generation jobs, read from v1.10.1."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from promptscope_lib_ext.seam import (
+    GenerationRequest,
+    GenerationResult,
+    JobInfo,
+    Progress,
+    PromptTokens,
+    TokenPiece,
+)
+
+log = logging.getLogger("promptscope")
+
+
+def unet_of(sd_model: Any) -> torch.nn.Module | None:
+    """SD1/SD2 (`ldm`) and SDXL (`sgm`) both keep the UNet at `model.diffusion_model`."""
+    return getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+
+
+def model_kind(sd_model: Any) -> str:
+    if getattr(sd_model, "is_sdxl", False):
+        return "sdxl"
+    if getattr(sd_model, "is_sd2", False):
+        return "sd2"
+    return "sd1"
+
+
+def job_info(p: Any) -> JobInfo:
+    hires = bool(getattr(p, "is_hr_pass", False))
+    prompts = (getattr(p, "hr_prompts", None) if hires else None) or list(getattr(p, "prompts", None) or [])
+    negatives = (getattr(p, "hr_negative_prompts", None) if hires else None) or list(
+        getattr(p, "negative_prompts", None) or []
+    )
+    width = getattr(p, "hr_upscale_to_x", 0) if hires else getattr(p, "width", 0)
+    height = getattr(p, "hr_upscale_to_y", 0) if hires else getattr(p, "height", 0)
+    steps = (getattr(p, "hr_second_pass_steps", 0) or getattr(p, "steps", 0)) if hires else getattr(p, "steps", 0)
+    return JobInfo(
+        prompts=[str(x) for x in prompts],
+        negative_prompts=[str(x) for x in negatives],
+        seeds=[int(s) for s in (getattr(p, "seeds", None) or [])],
+        pass_name="hires" if hires else "first",
+        width=int(width or 0),
+        height=int(height or 0),
+        steps=int(steps or 0),
+        is_img2img=hasattr(p, "init_images") and not hires,
+        model_kind=model_kind(getattr(p, "sd_model", None)),
+        extra={"iteration": getattr(p, "iteration", 0)},
+    )
+
+
+# -- tokens -------------------------------------------------------------------------------------------------
+
+
+def text_model_of(sd_model: Any) -> Any | None:
+    """The hijacked text encoder that chunks prompts (`tokenize_line`); for SDXL the CLIP-L embedder, whose
+    chunking the OpenCLIP-G embedder shares, so token positions are the same for both."""
+    cond = getattr(sd_model, "cond_stage_model", None)
+    if cond is not None and hasattr(cond, "tokenize_line"):
+        return cond
+    for embedder in getattr(getattr(sd_model, "conditioner", None), "embedders", []) or []:
+        if hasattr(embedder, "tokenize_line"):
+            return embedder
+    return None
+
+
+def _token_text(text_model: Any, token_id: int) -> str:
+    tok = getattr(text_model, "tokenizer", None)
+    if tok is not None and hasattr(tok, "convert_ids_to_tokens"):
+        return str(tok.convert_ids_to_tokens(int(token_id)))
+    decoder = getattr(tok, "decoder", None)
+    if isinstance(decoder, dict):
+        return str(decoder.get(int(token_id), ""))
+    return str(token_id)
+
+
+def _decode_piece(text_model: Any, piece: str) -> str:
+    """CLIP's byte-level BPE stores non-ASCII text as byte symbols; turn a token back into readable text."""
+    tok = getattr(text_model, "tokenizer", None)
+    byte_decoder = getattr(tok, "byte_decoder", None)
+    core = piece[:-4] if piece.endswith("</w>") else piece
+    if isinstance(byte_decoder, dict) and core and all(ch in byte_decoder for ch in core):
+        with contextlib.suppress(UnicodeDecodeError):
+            return bytes(byte_decoder[ch] for ch in core).decode("utf-8")
+    return core
+
+
+def tokenize_with(text_model: Any, prompt: str) -> PromptTokens:
+    """Chunks exactly as the host encodes `prompt`: A1111's `tokenize_line` (75 + start/end, BREAK, emphasis,
+    textual-inversion embeddings), with each token tied to a word by CLIP's end-of-word marker."""
+    chunks, _count = text_model.tokenize_line(prompt)
+    id_end = getattr(text_model, "id_end", None)
+    words: list[str] = []
+    out_chunks: list[tuple[TokenPiece, ...]] = []
+    current = ""
+    for chunk in chunks:
+        fixes = {int(f.offset): f.embedding for f in getattr(chunk, "fixes", [])}
+        pieces: list[TokenPiece] = []
+        body = list(chunk.tokens[1:-1])
+        mults = list(chunk.multipliers[1:-1])
+        skip = 0
+        for offset, (token, mult) in enumerate(zip(body, mults)):
+            if skip:
+                skip -= 1
+                pieces.append(TokenPiece(words[-1], len(words) - 1, float(mult), True))
+                continue
+            if offset in fixes:
+                emb = fixes[offset]
+                name = str(getattr(emb, "name", "embedding"))
+                if current:
+                    words.append(current)
+                    current = ""
+                words.append(name)
+                pieces.append(TokenPiece(name, len(words) - 1, float(mult), True))
+                skip = int(getattr(emb, "vectors", 1)) - 1
+                continue
+            if token == id_end:
+                pieces.append(TokenPiece("", None, float(mult)))
+                continue
+            raw = _token_text(text_model, token)
+            text = _decode_piece(text_model, raw)
+            current += text
+            pieces.append(TokenPiece(text, len(words), float(mult)))
+            if raw.endswith("</w>"):
+                words.append(current)
+                current = ""
+        if current:  # a word split across a chunk boundary stays one word
+            pass
+        out_chunks.append(tuple(pieces))
+    if current:
+        words.append(current)
+    return PromptTokens(prompt=prompt, words=tuple(words), chunks=tuple(out_chunks), chunk_length=len(body) or 75)
+
+
+def tokenizer_for(sd_model: Any) -> Callable[[str], PromptTokens]:
+    def tokenize(prompt: str) -> PromptTokens:
+        text_model = text_model_of(sd_model)
+        if text_model is None:
+            raise RuntimeError("PromptScope: this model's text encoder does not expose tokenize_line()")
+        return tokenize_with(text_model, prompt)
+
+    return tokenize
+
+
+# -- results ------------------------------------------------------------------------------------------------
+
+
+def add_infotext(p: Any, key: str, value: Any) -> None:
+    """Write `key: value` into every image's infotext (A1111 quotes values with commas or colons itself)."""
+    p.extra_generation_params[key] = value
+
+
+def attach_images(processed: Any, images: Sequence[Any], infotexts: Sequence[str] | None = None) -> None:
+    """Show extra images after the generation's own in the gallery (and the API's response)."""
+    texts = (
+        list(infotexts)
+        if infotexts is not None
+        else [processed.infotexts[0] if processed.infotexts else ""] * len(images)
+    )
+    processed.images.extend(images)
+    processed.infotexts.extend(texts)
+
+
+# -- jobs (for tabs) ----------------------------------------------------------------------------------------
+
+_SETTING_KEYS = (
+    "steps",
+    "cfg_scale",
+    "sampler_name",
+    "scheduler",
+    "width",
+    "height",
+    "batch_size",
+    "denoising_strength",
+)
+
+
+def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[GenerationResult]:
+    """Generate each request through A1111's own txt2img pipeline (scripts, saving, infotext) in order.
+
+    Call it from a handler wrapped by `modules.call_queue.wrap_gradio_gpu_call`, which holds the queue lock
+    and the progress state; stops early when the user presses Interrupt.
+    """
+    from modules import processing, scripts, shared
+
+    results: list[GenerationResult] = []
+    total = len(requests)
+    shared.state.job_count = total
+    for done, req in enumerate(requests):
+        if shared.state.interrupted or getattr(shared.state, "stopping_generation", False):
+            break
+        if progress is not None:
+            progress(done, total, f"Generating {done + 1}/{total}")
+        shared.state.job = f"PromptScope {done + 1}/{total}"
+        kwargs = {k: v for k, v in req.settings.items() if k in _SETTING_KEYS}
+        p = processing.StableDiffusionProcessingTxt2Img(
+            sd_model=shared.sd_model,
+            outpath_samples=shared.opts.outdir_samples or shared.opts.outdir_txt2img_samples,
+            outpath_grids=shared.opts.outdir_grids or shared.opts.outdir_txt2img_grids,
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            seed=int(req.seed),
+            n_iter=1,
+            **kwargs,
+        )
+        p.scripts = scripts.scripts_txt2img
+        p.script_args = _default_alwayson_args(scripts.scripts_txt2img)
+        p.extra_generation_params.update(req.infotext)
+        with contextlib.closing(p):
+            processed = processing.process_images(p)
+        if processed.images:
+            results.append(
+                GenerationResult(
+                    request=req,
+                    image=processed.images[0],
+                    seed=int(processed.all_seeds[0] if processed.all_seeds else req.seed),
+                    infotext=processed.infotexts[0] if processed.infotexts else processed.info,
+                )
+            )
+        shared.state.nextjob()
+    if progress is not None:
+        progress(len(results), total, "Done")
+    return results
+
+
+def _default_alwayson_args(runner: Any) -> list[Any]:
+    """Every always-on script's UI defaults, as the API fills them (`init_default_script_args`)."""
+    size = max([getattr(s, "args_to", 0) or 0 for s in getattr(runner, "scripts", [])] + [1])
+    args: list[Any] = [None] * size
+    for script in getattr(runner, "alwayson_scripts", []):
+        defaults = getattr(script, "promptscope_defaults", None)
+        values = (
+            defaults()
+            if callable(defaults)
+            else [getattr(c, "value", None) for c in getattr(script, "controls", None) or []]
+        )
+        for offset, value in enumerate(values):
+            if script.args_from + offset < script.args_to:
+                args[script.args_from + offset] = value
+    args[0] = 0  # no selectable script
+    return args

@@ -1,0 +1,47 @@
+"""What PromptScope registers with A1111 for the life of the loaded scripts, and how all of it is undone.
+
+Callbacks are registered through a PatchSet, so `on_script_unloaded` (Reload UI, extension disabled) removes them,
+closes any sampling session still open, and forgets our modules so the reloaded scripts import the code on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modules import script_callbacks
+from promptscope_lib_ext.patches import PatchSet
+
+from . import forget_modules
+from .sampling import close_open_sessions, rebind_open_sessions
+
+
+class ExtensionLifetime:
+    def __init__(self) -> None:
+        self.patches = PatchSet("extension")
+        self.unloaded = False
+
+    def on(self, event: str, fn: Callable[..., Any]) -> None:
+        """Register `fn` for A1111's `on_<event>` once; removed again on unload."""
+        key = (event, id(fn))
+        if key in {k[1:] for k in self.patches._keys}:
+            return
+        getattr(script_callbacks, f"on_{event}")(fn, name=f"promptscope_{event}")
+        self.patches.on_restore(
+            lambda: script_callbacks.remove_callbacks_for_function(fn), key=key, what=f"on_{event} callback"
+        )
+
+    def unload(self) -> None:
+        if self.unloaded:
+            return
+        self.unloaded = True
+        close_open_sessions()
+        self.patches.restore()
+        forget_modules()
+
+
+def start() -> ExtensionLifetime:
+    life = ExtensionLifetime()
+    life.on("model_loaded", rebind_open_sessions)
+    life.on("script_unloaded", life.unload)
+    return life
