@@ -1,0 +1,614 @@
+"""Durable SQLite store of sessions, arms, rounds, images and rating events.
+
+Guarantees, and how:
+- Every rating is committed when made: each write is its own `BEGIN IMMEDIATE … COMMIT` in autocommit mode,
+  `synchronous=FULL` in WAL mode, so a rating the caller saw returned survives kill -9 (and power loss).
+- Two writers (two browser tabs, two processes): WAL + `busy_timeout` + `BEGIN IMMEDIATE` (the write lock is
+  taken up front, so no deadlocking read→write upgrades); within a process a lock serialises the connection.
+- History is never deleted: a rating, an undo, "mark the rest as bad" all append events. The current rating of
+  an image is its latest event ('pending' if it has none). Only like/dislike are observations for the model.
+- A corrupt file raises `StoreCorruptError` naming it, after moving it (and its -wal/-shm) to a timestamped
+  backup. Nothing is reset here: the caller decides to open a new, empty store.
+- `PRAGMA user_version` holds the schema version; older files are migrated in one transaction, newer ones are
+  refused (`StoreVersionError`) without being touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+DB_FILENAME = "seed_bandit.sqlite3"
+RATING_VALUES = ("like", "dislike", "skip")
+_EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo back to "not rated"
+
+# Schema history. Version 1 is the minimal schema; version 2 added arm versions (parent_id, updated) and the
+# undo bookkeeping on rating events (undoes, batch, client). Never edit a released step: append a new one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            created REAL NOT NULL,
+            settings TEXT NOT NULL DEFAULT '{}',
+            options TEXT NOT NULL DEFAULT '{}')""",
+        """CREATE TABLE arms (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            label TEXT NOT NULL DEFAULT '',
+            prompt TEXT NOT NULL,
+            negative TEXT NOT NULL DEFAULT '',
+            settings TEXT NOT NULL DEFAULT '{}',
+            is_template INTEGER NOT NULL DEFAULT 0,
+            retired INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL)""",
+        "CREATE INDEX arms_session ON arms(session_id)",
+        """CREATE TABLE rounds (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            number INTEGER NOT NULL,
+            mode TEXT NOT NULL,
+            k INTEGER NOT NULL,
+            shared_seeds INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            UNIQUE (session_id, number))""",
+        """CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            arm_id INTEGER NOT NULL REFERENCES arms(id),
+            round_id INTEGER REFERENCES rounds(id),
+            seed INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            negative TEXT NOT NULL DEFAULT '',
+            slot_choices TEXT NOT NULL DEFAULT '[]',
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            created REAL NOT NULL)""",
+        "CREATE INDEX images_session ON images(session_id, arm_id)",
+        "CREATE INDEX images_round ON images(round_id)",
+        """CREATE TABLE ratings (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            value TEXT NOT NULL CHECK (value IN ('like', 'dislike', 'skip', 'pending')),
+            created REAL NOT NULL)""",
+    ),
+    2: (
+        "ALTER TABLE arms ADD COLUMN parent_id INTEGER REFERENCES arms(id)",
+        "ALTER TABLE arms ADD COLUMN updated REAL",
+        "UPDATE arms SET updated = created",
+        "ALTER TABLE ratings ADD COLUMN undoes INTEGER REFERENCES ratings(id)",
+        "ALTER TABLE ratings ADD COLUMN batch TEXT",
+        "ALTER TABLE ratings ADD COLUMN client TEXT",
+        "CREATE INDEX ratings_image ON ratings(image_id, id)",
+        "CREATE INDEX ratings_undoes ON ratings(undoes)",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """Base class of store failures that are not input errors."""
+
+
+class StoreCorruptError(StoreError):
+    def __init__(self, path: Path, backup: Path | None, detail: str):
+        self.path, self.backup, self.detail = path, backup, detail
+        where = f"it was moved to {backup}" if backup else "it could not be moved aside"
+        super().__init__(
+            f"The seed-bandit database {path} is corrupt ({detail}); {where}. "
+            "Nothing was reset: open the store again to start a new, empty database, "
+            "or restore a backup copy into that path."
+        )
+
+
+class StoreVersionError(StoreError):
+    pass
+
+
+class NotFoundError(ValueError):
+    """An id that does not exist (a ValueError, so input validation catches it; HTTP maps it to 404)."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    msg = str(exc).lower()
+    return any(s in msg for s in ("malformed", "not a database", "file is encrypted"))
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the schema from its `user_version` up to `target` in one transaction; returns the old version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"database schema version {current} is newer than this PromptScope supports ({SCHEMA_VERSION}); "
+                "update PromptScope (the file was not modified)"
+            )
+        for version in range(current + 1, target + 1):
+            for stmt in MIGRATIONS[version]:
+                conn.execute(stmt)
+        if target > current:
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+        return current
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _row(cur: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cur.description, row)}
+
+
+_CURRENT = """COALESCE((SELECT r.value FROM ratings r WHERE r.image_id = i.id ORDER BY r.id DESC LIMIT 1), 'pending')"""
+_RATED_AT = """(SELECT r.created FROM ratings r WHERE r.image_id = i.id ORDER BY r.id DESC LIMIT 1)"""
+
+
+class Store:
+    """One SQLite file in `folder`. Thread-safe; several processes may open the same folder."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        filename: str = DB_FILENAME,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 10_000,
+        synchronous: str = "FULL",
+    ):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / filename
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._conn = conn
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if existed:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:  # before any PRAGMA that writes (journal_mode) touches the file
+                    raise StoreVersionError(
+                        f"{self.path} has schema version {version}, newer than this PromptScope supports "
+                        f"({SCHEMA_VERSION}); update PromptScope (the file was not modified)"
+                    )
+                check = conn.execute("PRAGMA quick_check").fetchall()
+                if check != [("ok",)]:
+                    raise sqlite3.DatabaseError(
+                        "database disk image is malformed: " + "; ".join(r[0] for r in check[:3])
+                    )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                self.close()
+                raise
+            self._quarantine(str(exc))
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- plumbing -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _quarantine(self, detail: str) -> None:
+        """Close, move the bad file (and its WAL/SHM) to a timestamped backup, raise StoreCorruptError."""
+        self.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while backup.exists():
+            backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        moved: Path | None = None
+        try:
+            os.replace(self.path, backup)
+            moved = backup
+            for suffix in ("-wal", "-shm"):
+                side = Path(str(self.path) + suffix)
+                if side.exists():
+                    os.replace(side, Path(str(backup) + suffix))
+        except OSError:
+            pass
+        raise StoreCorruptError(self.path, moved, detail)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"store {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self.conn
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    self._quarantine(str(exc))
+                raise
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One committed transaction; the write lock is taken at BEGIN (IMMEDIATE) so writers queue, not fail."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    self._quarantine(str(exc))
+                raise
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
+        with self._read() as conn:
+            cur = conn.execute(sql, args)
+            row = cur.fetchone()
+            return _row(cur, row) if row else None
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            cur = conn.execute(sql, args)
+            return [_row(cur, r) for r in cur.fetchall()]
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def journal_mode(self) -> str:
+        with self._read() as conn:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    # ---- sessions ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _session_out(row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        row["settings"] = json.loads(row["settings"])
+        row["options"] = json.loads(row["options"])
+        return row
+
+    def create_session(self, name: str, settings: dict | None = None, options: dict | None = None) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO sessions (name, created, settings, options) VALUES (?, ?, ?, ?)",
+                (name, self.clock(), json.dumps(settings or {}), json.dumps(options or {})),
+            )
+            return int(cur.lastrowid)
+
+    def get_session(self, session_id: int) -> dict[str, Any]:
+        row = self._session_out(self._one("SELECT * FROM sessions WHERE id = ?", (session_id,)))
+        if row is None:
+            raise NotFoundError(f"no session with id {session_id}")
+        return row
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        rows = self._all(
+            """SELECT s.*, (SELECT COUNT(*) FROM arms a WHERE a.session_id = s.id) AS n_arms,
+                      (SELECT COUNT(*) FROM images i WHERE i.session_id = s.id) AS n_images
+               FROM sessions s ORDER BY s.id"""
+        )
+        return [self._session_out(r) for r in rows]
+
+    def update_session(
+        self, session_id: int, name: str | None = None, settings: dict | None = None, options: dict | None = None
+    ) -> None:
+        self.get_session(session_id)
+        with self._write() as conn:
+            if name is not None:
+                conn.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
+            if settings is not None:
+                conn.execute("UPDATE sessions SET settings = ? WHERE id = ?", (json.dumps(settings), session_id))
+            if options is not None:
+                conn.execute("UPDATE sessions SET options = ? WHERE id = ?", (json.dumps(options), session_id))
+
+    # ---- arms -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _arm_out(row: dict[str, Any]) -> dict[str, Any]:
+        row["settings"] = json.loads(row["settings"])
+        row["is_template"] = bool(row["is_template"])
+        row["retired"] = bool(row["retired"])
+        return row
+
+    def add_arm(
+        self,
+        session_id: int,
+        prompt: str,
+        negative: str = "",
+        settings: dict | None = None,
+        label: str = "",
+        is_template: bool = False,
+        parent_id: int | None = None,
+        _conn: sqlite3.Connection | None = None,
+    ) -> int:
+        self.get_session(session_id)
+        now = self.clock()
+        args = (session_id, label, prompt, negative, json.dumps(settings or {}), int(is_template), now, now, parent_id)
+        sql = """INSERT INTO arms (session_id, label, prompt, negative, settings, is_template, created, updated,
+                                   parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        if _conn is not None:
+            return int(_conn.execute(sql, args).lastrowid)
+        with self._write() as conn:
+            return int(conn.execute(sql, args).lastrowid)
+
+    def get_arm(self, arm_id: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM arms WHERE id = ?", (arm_id,))
+        if row is None:
+            raise NotFoundError(f"no arm with id {arm_id}")
+        return self._arm_out(row)
+
+    def list_arms(self, session_id: int, include_retired: bool = True) -> list[dict[str, Any]]:
+        self.get_session(session_id)
+        sql = "SELECT * FROM arms WHERE session_id = ?" + ("" if include_retired else " AND retired = 0")
+        return [self._arm_out(r) for r in self._all(sql + " ORDER BY id", (session_id,))]
+
+    def set_arm_retired(self, arm_id: int, retired: bool) -> None:
+        self.get_arm(arm_id)
+        with self._write() as conn:
+            conn.execute("UPDATE arms SET retired = ?, updated = ? WHERE id = ?", (int(retired), self.clock(), arm_id))
+
+    def set_arm_label(self, arm_id: int, label: str) -> None:
+        self.get_arm(arm_id)
+        with self._write() as conn:
+            conn.execute("UPDATE arms SET label = ?, updated = ? WHERE id = ?", (label, self.clock(), arm_id))
+
+    def replace_arm(
+        self, arm_id: int, prompt: str, negative: str, settings: dict, label: str, is_template: bool
+    ) -> int:
+        """A new version of an arm (its images keep pointing at the version that made them): the old one is
+        retired and the new one records it as its parent, in one transaction."""
+        old = self.get_arm(arm_id)
+        with self._write() as conn:
+            conn.execute("UPDATE arms SET retired = 1, updated = ? WHERE id = ?", (self.clock(), arm_id))
+            return self.add_arm(old["session_id"], prompt, negative, settings, label, is_template, arm_id, conn)
+
+    # ---- rounds and images ------------------------------------------------------------------------------------
+    def create_round(self, session_id: int, mode: str, k: int, shared_seeds: bool) -> dict[str, Any]:
+        self.get_session(session_id)
+        with self._write() as conn:
+            number = conn.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM rounds WHERE session_id = ?", (session_id,)
+            ).fetchone()[0]
+            cur = conn.execute(
+                "INSERT INTO rounds (session_id, number, mode, k, shared_seeds, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, number, mode, k, int(shared_seeds), self.clock()),
+            )
+            return {
+                "id": int(cur.lastrowid),
+                "session_id": session_id,
+                "number": int(number),
+                "mode": mode,
+                "k": k,
+                "shared_seeds": bool(shared_seeds),
+            }
+
+    def get_round(self, round_id: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM rounds WHERE id = ?", (round_id,))
+        if row is None:
+            raise NotFoundError(f"no round with id {round_id}")
+        row["shared_seeds"] = bool(row["shared_seeds"])
+        return row
+
+    def list_rounds(self, session_id: int) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM rounds WHERE session_id = ? ORDER BY number", (session_id,))
+
+    def add_image(
+        self,
+        session_id: int,
+        arm_id: int,
+        round_id: int | None,
+        seed: int,
+        prompt: str,
+        negative: str,
+        slot_choices: Sequence[int],
+        path: str,
+        sha256: str,
+    ) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                """INSERT INTO images (session_id, arm_id, round_id, seed, prompt, negative, slot_choices, path,
+                                       sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    session_id,
+                    arm_id,
+                    round_id,
+                    int(seed),
+                    prompt,
+                    negative,
+                    json.dumps(list(slot_choices)),
+                    path,
+                    sha256,
+                    self.clock(),
+                ),
+            )
+            return int(cur.lastrowid)
+
+    @staticmethod
+    def _image_out(row: dict[str, Any]) -> dict[str, Any]:
+        row["slot_choices"] = json.loads(row["slot_choices"])
+        return row
+
+    _IMAGE_SELECT = f"""SELECT i.*, ro.number AS round_number, {_CURRENT} AS rating, {_RATED_AT} AS rated_at
+                        FROM images i LEFT JOIN rounds ro ON ro.id = i.round_id"""
+
+    def get_image(self, image_id: int) -> dict[str, Any]:
+        row = self._one(self._IMAGE_SELECT + " WHERE i.id = ?", (image_id,))
+        if row is None:
+            raise NotFoundError(f"no image with id {image_id}")
+        return self._image_out(row)
+
+    def list_images(
+        self,
+        session_id: int,
+        arm_id: int | None = None,
+        round_id: int | None = None,
+        rating: str | None = None,
+    ) -> list[dict[str, Any]]:
+        sql, args = self._IMAGE_SELECT + " WHERE i.session_id = ?", [session_id]
+        if arm_id is not None:
+            sql += " AND i.arm_id = ?"
+            args.append(arm_id)
+        if round_id is not None:
+            sql += " AND i.round_id = ?"
+            args.append(round_id)
+        rows = [self._image_out(r) for r in self._all(sql + " ORDER BY i.id", args)]
+        return rows if rating is None else [r for r in rows if r["rating"] == rating]
+
+    def image_counts(self, session_id: int) -> dict[int, int]:
+        """Images generated per arm (rated or not)."""
+        rows = self._all("SELECT arm_id, COUNT(*) AS n FROM images WHERE session_id = ? GROUP BY arm_id", (session_id,))
+        return {r["arm_id"]: r["n"] for r in rows}
+
+    def relink_image(self, image_id: int, new_path: str) -> None:
+        """Point an image at a moved file, after checking it is the same file (by hash)."""
+        img = self.get_image(image_id)
+        if sha256_file(new_path) != img["sha256"]:
+            raise ValueError(f"{new_path} is not image {image_id}: its SHA-256 differs")
+        with self._write() as conn:
+            conn.execute("UPDATE images SET path = ? WHERE id = ?", (str(new_path), image_id))
+
+    # ---- ratings ----------------------------------------------------------------------------------------------
+    def add_rating(self, image_id: int, value: str, client: str | None = None, batch: str | None = None) -> int:
+        """Append one rating event and commit it before returning its id."""
+        if value not in RATING_VALUES:
+            raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+                raise NotFoundError(f"no image with id {image_id}")
+            cur = conn.execute(
+                "INSERT INTO ratings (image_id, value, created, batch, client) VALUES (?, ?, ?, ?, ?)",
+                (image_id, value, self.clock(), batch, client),
+            )
+            return int(cur.lastrowid)
+
+    def mark_rest(self, round_id: int, value: str = "dislike", client: str | None = None) -> list[int]:
+        """Rate every still-pending image of a round (one batch, undone together); returns their ids."""
+        if value not in RATING_VALUES:
+            raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
+        self.get_round(round_id)
+        batch = uuid.uuid4().hex
+        with self._write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT i.id FROM images i WHERE i.round_id = ? AND {_CURRENT} = 'pending' ORDER BY i.id",
+                    (round_id,),
+                )
+            ]
+            now = self.clock()
+            conn.executemany(
+                "INSERT INTO ratings (image_id, value, created, batch, client) VALUES (?, ?, ?, ?, ?)",
+                [(i, value, now, batch, client) for i in ids],
+            )
+            return ids
+
+    def undo_last(self, session_id: int, client: str | None = None) -> list[dict[str, Any]]:
+        """Undo the latest not-yet-undone rating action in a session (of `client`, if given).
+
+        Appends one event per image restoring what was current before the undone event. If someone rated the
+        image since, its current value stays (the undo event repeats it), so an undo never erases another tab's
+        later rating. A "mark the rest" batch is undone as a whole. Returns [{image_id, value}] written.
+        """
+        with self._write() as conn:
+            sql = """SELECT r.id, r.batch FROM ratings r JOIN images i ON i.id = r.image_id
+                     WHERE i.session_id = ? AND r.undoes IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM ratings u WHERE u.undoes = r.id)"""
+            args: list[Any] = [session_id]
+            if client is not None:
+                sql += " AND r.client = ?"
+                args.append(client)
+            last = conn.execute(sql + " ORDER BY r.id DESC LIMIT 1", args).fetchone()
+            if last is None:
+                return []
+            if last[1] is not None:
+                targets = conn.execute(
+                    """SELECT id, image_id FROM ratings r WHERE batch = ? AND undoes IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM ratings u WHERE u.undoes = r.id) ORDER BY id""",
+                    (last[1],),
+                ).fetchall()
+            else:
+                targets = conn.execute("SELECT id, image_id FROM ratings WHERE id = ?", (last[0],)).fetchall()
+            batch = uuid.uuid4().hex if len(targets) > 1 else None
+            now = self.clock()
+            out = []
+            for event_id, image_id in targets:
+                # The image's effective history: rating events that are not undos and not undone.
+                effective = conn.execute(
+                    """SELECT id, value FROM ratings r WHERE image_id = ? AND undoes IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM ratings u WHERE u.undoes = r.id) ORDER BY id DESC LIMIT 2""",
+                    (image_id,),
+                ).fetchall()
+                if effective[0][0] == event_id:
+                    value = effective[1][1] if len(effective) > 1 else "pending"
+                else:  # rated again since (e.g. by another tab): keep that rating
+                    value = conn.execute(
+                        "SELECT value FROM ratings WHERE image_id = ? ORDER BY id DESC LIMIT 1", (image_id,)
+                    ).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO ratings (image_id, value, created, undoes, batch, client) VALUES (?, ?, ?, ?, ?, ?)",
+                    (image_id, value, now, event_id, batch, client),
+                )
+                out.append({"image_id": image_id, "value": value})
+            return out
+
+    def rating_events(self, image_id: int) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM ratings WHERE image_id = ? ORDER BY id", (image_id,))
+
+    def current_ratings(self, session_id: int) -> list[dict[str, Any]]:
+        """Every image of the session whose current rating is like or dislike (the model's observations)."""
+        rows = self._all(
+            f"""SELECT * FROM (SELECT i.id AS image_id, i.arm_id, i.round_id, i.slot_choices,
+                                      {_CURRENT} AS rating, {_RATED_AT} AS rated_at
+                               FROM images i WHERE i.session_id = ?)
+                WHERE rating IN ('like', 'dislike') ORDER BY image_id""",
+            (session_id,),
+        )
+        for r in rows:
+            r["slot_choices"] = json.loads(r["slot_choices"])
+        return rows
+
+    def rating_history(self, session_id: int) -> list[dict[str, Any]]:
+        """All rating events of a session in order, with the image's arm (for history plots)."""
+        return self._all(
+            """SELECT r.id, r.image_id, i.arm_id, r.value, r.created, r.undoes, r.batch, r.client
+               FROM ratings r JOIN images i ON i.id = r.image_id WHERE i.session_id = ? ORDER BY r.id""",
+            (session_id,),
+        )

@@ -1,0 +1,265 @@
+"""Store: WAL, migrations, corruption handling, rating events and undo, concurrent writers, kill -9."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lib_ext.bandit.store import (
+    DB_FILENAME,
+    SCHEMA_VERSION,
+    NotFoundError,
+    Store,
+    StoreCorruptError,
+    StoreVersionError,
+    migrate,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1_000_000.0
+
+    def __call__(self):
+        self.t += 1.0
+        return self.t
+
+
+def _populate(store, n_images=4):
+    sid = store.create_session("s", {"steps": 20}, {"mode": "more_good"})
+    arm = store.add_arm(sid, "a cat", "blurry", {"cfg": 7}, "A")
+    rnd = store.create_round(sid, "more_good", n_images, False)
+    imgs = [
+        store.add_image(sid, arm, rnd["id"], 1000 + i, "a cat", "blurry", [], f"/x/{i}.png", "0" * 64)
+        for i in range(n_images)
+    ]
+    return sid, arm, rnd, imgs
+
+
+def test_wal_and_schema_version(tmp_path):
+    with Store(tmp_path) as store:
+        assert store.journal_mode() == "wal"
+        assert store.schema_version() == SCHEMA_VERSION
+        assert (tmp_path / DB_FILENAME).exists()
+
+
+def test_ratings_are_events_and_current_is_latest(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        store.add_rating(imgs[0], "like")
+        store.add_rating(imgs[0], "dislike")
+        store.add_rating(imgs[1], "skip")
+        assert store.get_image(imgs[0])["rating"] == "dislike"
+        assert [e["value"] for e in store.rating_events(imgs[0])] == ["like", "dislike"]
+        # Pending and skipped images are not observations.
+        cur = store.current_ratings(sid)
+        assert [(r["image_id"], r["rating"]) for r in cur] == [(imgs[0], "dislike")]
+        assert store.get_image(imgs[2])["rating"] == "pending"
+        with pytest.raises(ValueError, match="rating must be"):
+            store.add_rating(imgs[0], "meh")
+        with pytest.raises(NotFoundError):
+            store.add_rating(99999, "like")
+
+
+def test_undo_restores_previous_state_and_keeps_history(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        store.add_rating(imgs[0], "like", client="tab1")
+        store.add_rating(imgs[0], "dislike", client="tab1")
+        store.add_rating(imgs[1], "like", client="tab1")
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[1], "value": "pending"}]
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "like"}]
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "pending"}]
+        assert store.undo_last(sid, "tab1") == []
+        assert len(store.rating_events(imgs[0])) == 4  # nothing deleted
+        assert store.current_ratings(sid) == []
+
+
+def test_undo_never_erases_another_tabs_later_rating(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        store.add_rating(imgs[0], "like", client="tab1")
+        store.add_rating(imgs[0], "dislike", client="tab2")
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "dislike"}]
+        assert store.get_image(imgs[0])["rating"] == "dislike"
+
+
+def test_mark_rest_rates_only_pending_and_undoes_as_a_batch(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store, 5)
+        store.add_rating(imgs[0], "like")
+        store.add_rating(imgs[1], "skip")
+        assert store.mark_rest(rnd["id"]) == imgs[2:]
+        assert [store.get_image(i)["rating"] for i in imgs] == ["like", "skip", "dislike", "dislike", "dislike"]
+        undone = store.undo_last(sid)
+        assert sorted(u["image_id"] for u in undone) == imgs[2:]
+        assert [store.get_image(i)["rating"] for i in imgs] == ["like", "skip", "pending", "pending", "pending"]
+
+
+def test_arm_versions(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        new = store.replace_arm(arm, "a black cat", "", {}, "A2", False)
+        assert store.get_arm(arm)["retired"] and not store.get_arm(new)["retired"]
+        assert store.get_arm(new)["parent_id"] == arm
+        assert [a["id"] for a in store.list_arms(sid, include_retired=False)] == [new]
+        assert store.get_image(imgs[0])["arm_id"] == arm  # images keep the version that made them
+
+
+def _v1_database(folder):
+    conn = sqlite3.connect(folder / DB_FILENAME, isolation_level=None)
+    migrate(conn, target=1)
+    conn.execute("INSERT INTO sessions (id, name, created) VALUES (1, 'old', 1.0)")
+    conn.execute("INSERT INTO arms (id, session_id, prompt, created) VALUES (1, 1, 'old prompt', 1.0)")
+    conn.execute("INSERT INTO rounds (id, session_id, number, mode, k, created) VALUES (1, 1, 1, 'uniform', 2, 1.0)")
+    for i in (1, 2):
+        conn.execute(
+            "INSERT INTO images (id, session_id, arm_id, round_id, seed, prompt, path, sha256, created) "
+            "VALUES (?, 1, 1, 1, 5, 'old prompt', 'p.png', 'h', 1.0)",
+            (i,),
+        )
+    conn.execute("INSERT INTO ratings (image_id, value, created) VALUES (1, 'like', 2.0)")
+    conn.execute("INSERT INTO ratings (image_id, value, created) VALUES (2, 'dislike', 3.0)")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+
+
+def test_migrates_a_version_1_database(tmp_path):
+    _v1_database(tmp_path)
+    with Store(tmp_path, clock=Clock()) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.get_arm(1)["parent_id"] is None
+        assert store.get_arm(1)["updated"] == 1.0
+        assert [r["rating"] for r in store.current_ratings(1)] == ["like", "dislike"]
+        # New-version features work on migrated data.
+        assert store.undo_last(1) == [{"image_id": 2, "value": "pending"}]
+    with Store(tmp_path) as store:  # reopening is a no-op migration
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_untouched(tmp_path):
+    path = tmp_path / DB_FILENAME
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreVersionError, match="newer"):
+        Store(tmp_path)
+    assert path.read_bytes() == before
+
+
+def test_garbage_file_is_moved_aside_with_a_clear_message(tmp_path):
+    path = tmp_path / DB_FILENAME
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreCorruptError) as info:
+        Store(tmp_path)
+    err = info.value
+    assert str(path) in str(err) and "corrupt" in str(err) and "Nothing was reset" in str(err)
+    assert not path.exists()
+    assert err.backup.exists() and err.backup.read_bytes() == b"this is not sqlite at all" * 100
+    assert ".corrupt-" in err.backup.name
+    # The caller decides to start again: a new, empty store.
+    with Store(tmp_path) as store:
+        assert store.list_sessions() == []
+
+
+def test_damaged_pages_are_detected(tmp_path):
+    with Store(tmp_path) as store:
+        sid = store.create_session("s")
+        arm = store.add_arm(sid, "p" * 500)
+        for i in range(300):
+            store.add_image(sid, arm, None, i, "p" * 200, "", [], f"/img/{i}.png", "f" * 64)
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / DB_FILENAME
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    for p in range(2, len(data) // page, 2):  # trash every other page's b-tree header (keep the file header)
+        data[p * page : p * page + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError) as info:
+        Store(tmp_path)
+    assert info.value.backup.exists()
+
+
+def test_second_store_on_the_same_folder_sees_committed_ratings(tmp_path):
+    a = Store(tmp_path)
+    b = Store(tmp_path)
+    sid, arm, rnd, imgs = _populate(a)
+    a.add_rating(imgs[0], "like")
+    assert b.get_image(imgs[0])["rating"] == "like"
+    a.close()
+    b.close()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from lib_ext.bandit.store import Store
+    folder, images, n, client = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), sys.argv[4]
+    store = Store(folder)
+    print("ready", flush=True)
+    for j in range(n):
+        event = store.add_rating(images[j % len(images)], "like" if j % 3 else "dislike", client=client)
+        print(event, flush=True)  # reported only after add_rating returned, i.e. after COMMIT
+    """
+)
+
+
+def _writer(folder, images, n, client):
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(folder), ",".join(map(str, images)), str(n), client],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_writer_processes_lose_nothing(tmp_path):
+    with Store(tmp_path) as store:
+        sid, arm, rnd, imgs = _populate(store, 6)
+    n = 150
+    procs = [_writer(tmp_path, imgs, n, f"tab{i}") for i in range(2)]
+    reported = [p.communicate(timeout=120)[0].split()[1:] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    with Store(tmp_path) as store:
+        events = store.rating_history(sid)
+        assert len(events) == 2 * n
+        assert {e["client"] for e in events} == {"tab0", "tab1"}
+        assert sorted(int(x) for r in reported for x in r) == sorted(e["id"] for e in events)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs kill -9")
+def test_kill_9_loses_no_reported_rating(tmp_path):
+    with Store(tmp_path) as store:
+        sid, arm, rnd, imgs = _populate(store, 6)
+    proc = _writer(tmp_path, imgs, 100_000, "victim")
+    assert proc.stdout.readline().strip() == "ready"
+    reported = [int(proc.stdout.readline()) for _ in range(200)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reported += [int(x) for x in proc.stdout.read().split()]  # lines flushed before the kill
+    with Store(tmp_path) as store:
+        stored = {e["id"] for e in store.rating_history(sid)}
+    assert set(reported) <= stored
+    assert len(stored) >= len(reported)
+
+
+def test_undo_after_undo_and_rerating(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        store.add_rating(imgs[0], "like")
+        store.add_rating(imgs[0], "dislike")
+        assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like"}]
+        store.add_rating(imgs[0], "skip")
+        assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like"}]
+        assert store.get_image(imgs[0])["rating"] == "like"
