@@ -1,0 +1,183 @@
+"""Heatmap overlays: colour a map (OpenCV colormaps by name), blend it over the image, lay out a captioned per-word
+grid, and export the raw maps as ``.safetensors``.
+
+Sizes: maps are ``[H, W]`` (rows, columns) like the image's ``(height, width)``; PIL's ``size`` is ``(width, height)``
+and so is ``cv2.resize``'s ``dsize`` — both are converted explicitly here, so non-square images come out upright.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .aggregate import Mode, combine_mode, normalize_minmax
+
+COLORMAPS: dict[str, int] = {
+    name.removeprefix("COLORMAP_").lower(): getattr(cv2, name) for name in dir(cv2) if name.startswith("COLORMAP_")
+}
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_float_map(heat: ArrayLike) -> np.ndarray:
+    if isinstance(heat, torch.Tensor):
+        heat = heat.detach().float().cpu().numpy()
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"a heatmap is 2-D [H, W]; got shape {heat.shape}")
+    return heat
+
+
+def colorize(heat: ArrayLike, cmap: str = "jet", normalize: bool = True) -> np.ndarray:
+    """``[H, W]`` heat → ``[H, W, 3]`` uint8 RGB through an OpenCV colormap (jet, turbo, inferno, viridis, …)."""
+    code = COLORMAPS.get(cmap.lower())
+    if code is None:
+        raise ValueError(f"unknown colormap {cmap!r}; known: {', '.join(sorted(COLORMAPS))}")
+    values = _as_float_map(heat)
+    if normalize:
+        values = normalize_minmax(torch.from_numpy(values)).numpy()
+    gray = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(gray, code), cv2.COLOR_BGR2RGB)
+
+
+def resize_to(heat: ArrayLike, height: int, width: int) -> np.ndarray:
+    """Resize a ``[h, w]`` map to ``[height, width]`` (bicubic), clamped to its own range."""
+    values = _as_float_map(heat)
+    if values.shape == (height, width):
+        return values
+    out = cv2.resize(values, (width, height), interpolation=cv2.INTER_CUBIC)  # dsize is (width, height)
+    return np.clip(out, values.min(), values.max())
+
+
+def overlay(
+    image: Image.Image | np.ndarray, heat: ArrayLike, alpha: float = 0.5, cmap: str = "jet", normalize: bool = True
+) -> Image.Image:
+    """The heat (resized to the image) coloured and alpha-blended over the image: alpha 0 = image, 1 = heat."""
+    base = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    base = base.convert("RGB")
+    width, height = base.size
+    values = _as_float_map(heat)
+    if normalize:
+        values = normalize_minmax(torch.from_numpy(values)).numpy()
+    colored = colorize(resize_to(values, height, width), cmap, normalize=False)
+    alpha = float(min(1.0, max(0.0, alpha)))
+    blended = np.asarray(base, dtype=np.float32) * (1.0 - alpha) + colored.astype(np.float32) * alpha
+    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+
+
+def mode_map(positive: ArrayLike | None, negative: ArrayLike | None, mode: Mode) -> torch.Tensor:
+    """positive / negative / delta = max(0, pos − neg) of one word's normalised maps (None: absent, counts as 0)."""
+    pos = None if positive is None else torch.from_numpy(_as_float_map(positive))
+    neg = None if negative is None else torch.from_numpy(_as_float_map(negative))
+    return combine_mode(pos, neg, mode)
+
+
+_FONT_CANDIDATES = (
+    "NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/ヒラギノ角ゴシック W3.ttc",
+    "/System/Library/Fonts/Hiragino Sans GB.ttc",
+    "C:/Windows/Fonts/meiryo.ttc",
+    "C:/Windows/Fonts/msgothic.ttc",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "DejaVuSans.ttf",
+)
+
+
+@lru_cache(maxsize=16)
+def _font(size: int, path: str | None) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    for candidate in ((path,) if path else ()) + _FONT_CANDIDATES:
+        try:
+            return ImageFont.truetype(candidate, size)
+        except OSError:
+            continue
+    return ImageFont.load_default()
+
+
+def _drawable(text: str, font: Any) -> str:
+    """The bitmap fallback font only draws Latin-1: replace the rest rather than fail."""
+    if isinstance(font, ImageFont.FreeTypeFont):
+        return text
+    return text.encode("latin-1", errors="replace").decode("latin-1")
+
+
+def word_grid(
+    image: Image.Image | np.ndarray,
+    tiles: Sequence[tuple[str, ArrayLike]],
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    columns: int | None = None,
+    tile_width: int | None = None,
+    font_path: str | None = None,
+) -> Image.Image:
+    """One overlay per ``(caption, heat)`` tile, each captioned with its word, in a grid (default ⌈√n⌉ columns).
+
+    ``tile_width`` scales the tiles (keeping the image's aspect ratio); the default keeps the image size.
+    """
+    if not tiles:
+        raise ValueError("no word maps to draw")
+    base = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    base = base.convert("RGB")
+    if tile_width is not None and tile_width != base.width:
+        base = base.resize((tile_width, max(1, round(base.height * tile_width / base.width))), Image.BICUBIC)
+    width, height = base.size
+    columns = columns or math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / columns)
+    font_size = max(10, min(32, width // 12))
+    font = _font(font_size, font_path)
+    caption = font_size + 8
+    grid = Image.new("RGB", (columns * width, rows * (height + caption)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i, (word, heat) in enumerate(tiles):
+        x, y = (i % columns) * width, (i // columns) * (height + caption)
+        draw.text((x + 4, y + 4), _drawable(word, font), fill=(0, 0, 0), font=font)
+        grid.paste(overlay(base, heat, alpha=alpha, cmap=cmap), (x, y + caption))
+    return grid
+
+
+def export_safetensors(
+    path: str | os.PathLike,
+    maps: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | torch.Tensor,
+    words: Sequence[str],
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Save raw maps with the words and shapes in the metadata (values are strings; non-strings as JSON).
+
+    ``maps``: one tensor per word (a sequence or ``[n_words, …]`` tensor in ``words`` order, or a mapping word →
+    tensor). Tensors are stored as ``map_000``, ``map_001``, … so any word (spaces, Japanese) is safe.
+    """
+    from safetensors.torch import save_file
+
+    if isinstance(maps, Mapping):
+        tensors = [maps[w] for w in words]
+    else:
+        tensors = list(maps)
+    if len(tensors) != len(words):
+        raise ValueError(f"{len(tensors)} maps for {len(words)} words")
+    named = {f"map_{i:03d}": t.detach().to("cpu").contiguous().clone() for i, t in enumerate(tensors)}
+    metadata = {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in (meta or {}).items()}
+    metadata["words"] = json.dumps(list(words), ensure_ascii=False)
+    metadata["shapes"] = json.dumps([list(t.shape) for t in named.values()])
+    metadata["keys"] = json.dumps(list(named))
+    save_file(named, os.fspath(path), metadata=metadata)
+
+
+def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Maps by word and the metadata of a file written by :func:`export_safetensors`."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        keys = json.loads(metadata["keys"])
+        words = json.loads(metadata["words"])
+        return {w: f.get_tensor(k) for w, k in zip(words, keys)}, metadata
