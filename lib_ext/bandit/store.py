@@ -589,6 +589,18 @@ class Store:
                 out.append({"image_id": image_id, "value": value})
             return out
 
+    def rating_tallies(self, session_id: int) -> dict[int, dict[str, int]]:
+        """Per arm, how many images are currently like / dislike / skip / pending."""
+        rows = self._all(
+            f"""SELECT arm_id, rating, COUNT(*) AS n FROM (SELECT i.arm_id, {_CURRENT} AS rating FROM images i
+                WHERE i.session_id = ?) GROUP BY arm_id, rating""",
+            (session_id,),
+        )
+        out: dict[int, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["arm_id"], dict.fromkeys((*RATING_VALUES, "pending"), 0))[r["rating"]] = r["n"]
+        return out
+
     def rating_events(self, image_id: int) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM ratings WHERE image_id = ? ORDER BY id", (image_id,))
 

@@ -1,0 +1,538 @@
+"""The one facade the tab and the HTTP routes call, so the UI stays thin.
+
+Everything here validates its inputs and raises ValueError with a message fit for the user (NotFoundError, a
+ValueError subclass, for ids that do not exist: HTTP 404). Generation is not done here: `run_round` takes a
+`generate` callback (the host's job runner: A1111 processing under the queue lock, or the standalone toy host).
+
+Model per session: every arm's like-rate has a Beta posterior; the prior is either uniform or empirical Bayes
+(moment-matched over the session's arms, κ ≤ 10, the same for all arms; it matters most for new arms with few
+ratings); ratings can be discounted by wall-clock age (half-life). Template arms additionally learn their slot
+options with a logistic slot model. Only current like/dislike ratings are observations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import export as _export
+from .betafn import beta_pdf
+from .policy import MODES, ArmBelief, PolicyArm, plan_round
+from .posterior import (
+    STOP_RULES,
+    UNIFORM_PRIOR,
+    Observation,
+    Prior,
+    count_arms,
+    discount_factor,
+    empirical_bayes_prior,
+    stopping_status,
+    summarize,
+)
+from .store import RATING_VALUES, NotFoundError, Store, sha256_file
+from .templates import SlotModel, parse_template
+
+MAX_ROUND = 256
+MAX_TEXT = 20_000
+PRIORS = ("empirical", "uniform")
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "mode": "more_good",  # "more_good" (TS) | "find_best" (top-two TS) | "uniform"
+    "shared_seeds": False,
+    "half_life_hours": None,  # None: no drift discount
+    "prior": "empirical",
+    "round_size": 8,
+    "stop_rule": "p_best",
+    "p_best_threshold": 0.95,
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to generate. `infotext` goes into the image's generation parameters (PNG Info)."""
+
+    index: int
+    session_id: int
+    round_id: int
+    round_number: int
+    arm_id: int
+    seed: int
+    prompt: str
+    negative: str
+    settings: dict[str, Any]
+    slot_choices: tuple[int, ...] = ()
+    infotext: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What the host's generator returns per finished job (an interrupted round returns fewer)."""
+
+    job: Job
+    path: str
+    sha256: str | None = None
+
+
+# ---- validation helpers ----------------------------------------------------------------------------------------
+def _id(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{what} must be a positive integer id, got {value!r}")
+    return int(value)
+
+
+def _text(value: Any, what: str, allow_empty: bool = True, max_len: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+    if not allow_empty and not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise ValueError(f"{what} is longer than {max_len} characters")
+    return value
+
+
+def _settings(value: Any, what: str = "settings") -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{what} must be a JSON object (a dict with string keys)")
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+    if len(encoded) > MAX_TEXT:
+        raise ValueError(f"{what} is too large")
+    return json.loads(encoded)
+
+
+def _options(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(updates) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown session option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
+    out = {**DEFAULT_OPTIONS, **base, **updates}
+    if out["mode"] not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {out['mode']!r}")
+    if not isinstance(out["shared_seeds"], bool):
+        raise ValueError("shared_seeds must be true or false")
+    h = out["half_life_hours"]
+    if h is not None and (isinstance(h, bool) or not isinstance(h, int | float) or not (h > 0 and math.isfinite(h))):
+        raise ValueError(f"half_life_hours must be a positive number or null, got {h!r}")
+    if out["prior"] not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {out['prior']!r}")
+    k = out["round_size"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_ROUND:
+        raise ValueError(f"round_size must be an integer from 1 to {MAX_ROUND}, got {k!r}")
+    if out["stop_rule"] not in STOP_RULES:
+        raise ValueError(f"stop_rule must be one of {STOP_RULES}, got {out['stop_rule']!r}")
+    t = out["p_best_threshold"]
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0.5 <= t < 1:
+        raise ValueError(f"p_best_threshold must be in [0.5, 1), got {t!r}")
+    return out
+
+
+class BanditService:
+    """Sessions, arms, rounds, ratings, statistics and exports over one store folder."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+        store: Store | None = None,
+    ):
+        self.store = store or Store(data_dir, clock=clock)
+        self.clock = clock
+        self._rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> BanditService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- sessions ------------------------------------------------------------------------------------------------
+    def create_session(self, name: str, settings: dict | None = None, **options: Any) -> dict[str, Any]:
+        """`settings`: generation settings shared by the session's arms (steps, cfg, sampler, size, …);
+        `options`: see DEFAULT_OPTIONS."""
+        name = _text(name, "session name", allow_empty=False, max_len=200).strip()
+        sid = self.store.create_session(name, _settings(settings), _options(options, {}))
+        return self.get_session(sid)
+
+    def get_session(self, session_id: int) -> dict[str, Any]:
+        s = self.store.get_session(_id(session_id, "session id"))
+        s["options"] = {**DEFAULT_OPTIONS, **s["options"]}
+        return s
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        return self.store.list_sessions()
+
+    def update_session(
+        self, session_id: int, name: str | None = None, settings: dict | None = None, **options: Any
+    ) -> dict[str, Any]:
+        s = self.get_session(session_id)
+        self.store.update_session(
+            s["id"],
+            name=None if name is None else _text(name, "session name", allow_empty=False, max_len=200).strip(),
+            settings=None if settings is None else _settings(settings),
+            options=_options(options, s["options"]) if options else None,
+        )
+        return self.get_session(s["id"])
+
+    # ---- arms ----------------------------------------------------------------------------------------------------
+    def _arm_out(self, arm: dict[str, Any]) -> dict[str, Any]:
+        if arm["is_template"]:
+            arm["slots"] = [[o.text for o in s.options] for s in parse_template(arm["prompt"]).slots]
+        return arm
+
+    def add_arm(
+        self, session_id: int, prompt: str, negative: str = "", settings: dict | None = None, label: str = ""
+    ) -> dict[str, Any]:
+        """A whole prompt, or a template with `{a|b}` slots (detected from the prompt)."""
+        sid = self.get_session(session_id)["id"]
+        prompt = _text(prompt, "prompt", allow_empty=False)
+        template = parse_template(prompt)  # raises a clear ValueError on bad slot syntax
+        arm_id = self.store.add_arm(
+            sid, prompt, _text(negative, "negative prompt"), _settings(settings, "arm settings"),
+            _text(label, "label", max_len=200), is_template=bool(template.slots),
+        )  # fmt: skip
+        return self.get_arm(arm_id)
+
+    def get_arm(self, arm_id: int) -> dict[str, Any]:
+        return self._arm_out(self.store.get_arm(_id(arm_id, "arm id")))
+
+    def list_arms(self, session_id: int, include_retired: bool = True) -> list[dict[str, Any]]:
+        sid = self.get_session(session_id)["id"]
+        return [self._arm_out(a) for a in self.store.list_arms(sid, include_retired)]
+
+    def edit_arm(
+        self,
+        arm_id: int,
+        prompt: str | None = None,
+        negative: str | None = None,
+        settings: dict | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """Edit an arm. A label change is in place; a change of what gets generated (prompt, negative,
+        settings) makes a new arm version (the old one is retired, its images and ratings stay with it, since
+        they measured the old prompt). Returns the current version."""
+        old = self.get_arm(arm_id)
+        new_prompt = old["prompt"] if prompt is None else _text(prompt, "prompt", allow_empty=False)
+        new_negative = old["negative"] if negative is None else _text(negative, "negative prompt")
+        new_settings = old["settings"] if settings is None else _settings(settings, "arm settings")
+        new_label = old["label"] if label is None else _text(label, "label", max_len=200)
+        if (new_prompt, new_negative, new_settings) == (old["prompt"], old["negative"], old["settings"]):
+            if new_label != old["label"]:
+                self.store.set_arm_label(old["id"], new_label)
+            return self.get_arm(old["id"])
+        template = parse_template(new_prompt)
+        new_id = self.store.replace_arm(
+            old["id"], new_prompt, new_negative, new_settings, new_label, is_template=bool(template.slots)
+        )
+        return self.get_arm(new_id)
+
+    def retire_arm(self, arm_id: int, retired: bool = True) -> dict[str, Any]:
+        arm = self.get_arm(arm_id)
+        if not isinstance(retired, bool):
+            raise ValueError("retired must be true or false")
+        self.store.set_arm_retired(arm["id"], retired)
+        return self.get_arm(arm["id"])
+
+    # ---- model ---------------------------------------------------------------------------------------------------
+    def _model(self, session_id: int) -> dict[str, Any]:
+        """Counts, prior, per-arm beliefs and slot models from the store's current ratings."""
+        session = self.get_session(session_id)
+        opts = session["options"]
+        arms = self.store.list_arms(session["id"])
+        now = self.clock()
+        half_life = None if opts["half_life_hours"] is None else float(opts["half_life_hours"]) * 3600.0
+        rows = self.store.current_ratings(session["id"])
+        obs = [Observation(r["arm_id"], r["rating"] == "like", r["rated_at"]) for r in rows]
+        counts = count_arms(obs, [a["id"] for a in arms], now, half_life)
+        prior = empirical_bayes_prior(counts.values()) if opts["prior"] == "empirical" else UNIFORM_PRIOR
+        slot_models: dict[int, SlotModel] = {}
+        for arm in arms:
+            if arm["is_template"] and not arm["retired"]:
+                mine = [r for r in rows if r["arm_id"] == arm["id"]]
+                weights = [discount_factor(now - r["rated_at"], half_life) for r in mine]
+                slot_models[arm["id"]] = SlotModel(parse_template(arm["prompt"])).fit(
+                    [r["slot_choices"] for r in mine], [r["rating"] == "like" for r in mine], weights
+                )
+        return {"session": session, "arms": arms, "counts": counts, "prior": prior, "slot_models": slot_models}
+
+    # ---- rounds --------------------------------------------------------------------------------------------------
+    def plan_round(
+        self, session_id: int, k: int | None = None, mode: str | None = None, shared_seeds: bool | None = None
+    ) -> list[Job]:
+        """Choose the next round's images (arms, seeds, slot options) and record the round."""
+        m = self._model(session_id)
+        session, opts = m["session"], m["session"]["options"]
+        k = opts["round_size"] if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_ROUND:
+            raise ValueError(f"round size must be an integer from 1 to {MAX_ROUND}, got {k!r}")
+        mode = opts["mode"] if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        shared = opts["shared_seeds"] if shared_seeds is None else shared_seeds
+        if not isinstance(shared, bool):
+            raise ValueError("shared_seeds must be true or false")
+        active = [a for a in m["arms"] if not a["retired"]]
+        if not active:
+            raise ValueError("this session has no active arms: add a prompt (or un-retire one) first")
+        n_images = self.store.image_counts(session["id"])
+        prior: Prior = m["prior"]
+        beliefs = {
+            a["id"]: ArmBelief(
+                prior.alpha + m["counts"][a["id"]].successes,
+                prior.beta + m["counts"][a["id"]].failures,
+                n_images.get(a["id"], 0),
+            )
+            for a in active
+        }
+        parms = [PolicyArm(a["id"], m["slot_models"].get(a["id"])) for a in active]
+        with self._rng_lock:
+            planned = plan_round(parms, beliefs, k, mode, self._rng, shared)
+        rnd = self.store.create_round(session["id"], mode, k, shared)
+        by_id = {a["id"]: a for a in active}
+        jobs = []
+        for i, p in enumerate(planned):
+            arm = by_id[p.arm_id]
+            prompt = parse_template(arm["prompt"]).expand(p.slot_choices) if arm["is_template"] else arm["prompt"]
+            info = {
+                "PromptScope session": str(session["id"]),
+                "PromptScope arm": str(arm["id"]),
+                "PromptScope round": str(rnd["number"]),
+            }
+            if arm["is_template"]:
+                info["PromptScope slots"] = json.dumps(list(p.slot_choices))
+            jobs.append(
+                Job(i, session["id"], rnd["id"], rnd["number"], arm["id"], p.seed, prompt, arm["negative"],
+                    {**session["settings"], **arm["settings"]}, tuple(p.slot_choices), info)
+            )  # fmt: skip
+        return jobs
+
+    def record_image(self, job: Job, path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
+        """Register a generated image file (by path and SHA-256) for a planned job."""
+        if not isinstance(job, Job):
+            raise ValueError("job must be a Job from plan_round")
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"generated image {p} does not exist")
+        arm = self.get_arm(job.arm_id)
+        rnd = self.store.get_round(_id(job.round_id, "round id"))
+        if arm["session_id"] != job.session_id or rnd["session_id"] != job.session_id:
+            raise ValueError("job does not belong to its session (arm or round of another session)")
+        digest = sha256 or sha256_file(p)
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        image_id = self.store.add_image(
+            job.session_id, job.arm_id, job.round_id, job.seed, job.prompt, job.negative, job.slot_choices,
+            str(p.resolve()), digest,
+        )  # fmt: skip
+        return self.store.get_image(image_id)
+
+    def run_round(
+        self,
+        session_id: int,
+        generate: Callable[[list[Job]], Sequence[ImageResult]],
+        k: int | None = None,
+        mode: str | None = None,
+        shared_seeds: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Plan a round, generate it through the host's callback, record what came back.
+
+        An interrupted generation may return fewer results; those are recorded, the rest is reported missing.
+        """
+        jobs = self.plan_round(session_id, k, mode, shared_seeds)
+        results = list(generate(jobs))
+        planned = {j.index: j for j in jobs}
+        images, done = [], set()
+        for n, res in enumerate(results, 1):
+            if not isinstance(res, ImageResult) or planned.get(res.job.index) != res.job:
+                raise ValueError("generate() must return ImageResult objects for the jobs it was given")
+            if res.job.index in done:
+                raise ValueError(f"generate() returned job {res.job.index} twice")
+            done.add(res.job.index)
+            images.append(self.record_image(res.job, res.path, res.sha256))
+            if progress is not None:
+                progress(n, len(jobs))
+        return {
+            "round": self.store.get_round(jobs[0].round_id),
+            "images": images,
+            "missing": [j.index for j in jobs if j.index not in done],
+        }
+
+    # ---- ratings -------------------------------------------------------------------------------------------------
+    def rate(self, image_id: int, value: str, client: str | None = None) -> dict[str, Any]:
+        """Record like / dislike / skip for an image; committed before this returns."""
+        image_id = _id(image_id, "image id")
+        if value not in RATING_VALUES:
+            raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
+        client = None if client is None else _text(client, "client id", max_len=200)
+        event = self.store.add_rating(image_id, value, client=client)
+        return {"image_id": image_id, "rating": value, "event_id": event}
+
+    def undo(self, session_id: int, client: str | None = None) -> list[dict[str, Any]]:
+        """Undo the last rating action (of this client, if given) in a session; [] if there is none."""
+        sid = self.get_session(session_id)["id"]
+        return self.store.undo_last(sid, None if client is None else _text(client, "client id", max_len=200))
+
+    def mark_rest(self, round_id: int, value: str = "dislike", client: str | None = None) -> dict[str, Any]:
+        """Rate every still-pending image of a round (default "dislike"); undone by one `undo`."""
+        rnd = self.store.get_round(_id(round_id, "round id"))
+        if value not in RATING_VALUES:
+            raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
+        ids = self.store.mark_rest(rnd["id"], value, client)
+        return {"round_id": rnd["id"], "rating": value, "image_ids": ids}
+
+    # ---- queries -------------------------------------------------------------------------------------------------
+    def images(
+        self, session_id: int, arm_id: int | None = None, round_id: int | None = None, rating: str | None = None
+    ) -> list[dict[str, Any]]:
+        sid = self.get_session(session_id)["id"]
+        if rating is not None and rating not in (*RATING_VALUES, "pending"):
+            raise ValueError(f"rating filter must be one of {(*RATING_VALUES, 'pending')}, got {rating!r}")
+        return self.store.list_images(
+            sid,
+            None if arm_id is None else _id(arm_id, "arm id"),
+            None if round_id is None else _id(round_id, "round id"),
+            rating,
+        )
+
+    def stats(self, session_id: int, draws: int = 20_000) -> dict[str, Any]:
+        """Per-arm n, likes, dislikes, skipped, pending, posterior mean, 95 % interval, P(best) (active arms);
+        the prior; and for "find the best" the stopping rule's verdict."""
+        m = self._model(session_id)
+        opts = m["session"]["options"]
+        active = [a["id"] for a in m["arms"] if not a["retired"]]
+        with self._rng_lock:
+            rows = summarize(m["counts"], m["prior"], active, self._rng, draws)
+            stats_by_id = {r.arm_id: r for r in rows}
+            stop = stopping_status(
+                [stats_by_id[a].alpha for a in active], [stats_by_id[a].beta for a in active], self._rng, draws,
+                rule=opts["stop_rule"], p_best_threshold=opts["p_best_threshold"],
+            )  # fmt: skip
+        tallies = self.store.rating_tallies(m["session"]["id"])
+        out_rows = []
+        for arm in m["arms"]:
+            r = stats_by_id[arm["id"]].as_dict()
+            t = tallies.get(arm["id"], {})
+            r.update(
+                label=arm["label"], prompt=arm["prompt"], negative=arm["negative"], retired=arm["retired"],
+                is_template=arm["is_template"], skipped=t.get("skip", 0), pending=t.get("pending", 0),
+            )  # fmt: skip
+            if arm["id"] in m["slot_models"]:
+                r["slots"] = m["slot_models"][arm["id"]].option_summary()
+            out_rows.append(r)
+        leader = active[stop.leader] if active and stop.leader >= 0 else None
+        return {
+            "session_id": m["session"]["id"],
+            "mode": opts["mode"],
+            "prior": {"alpha": m["prior"].alpha, "beta": m["prior"].beta, "kind": opts["prior"]},
+            "arms": out_rows,
+            "stop": {"leader_arm_id": leader, "p_best": stop.p_best, "value_remaining_p95": stop.value_remaining_p95,
+                     "stop": stop.stop, "reason": stop.reason},
+        }  # fmt: skip
+
+    def posterior_curves(self, session_id: int, points: int = 201, include_retired: bool = False) -> dict[str, Any]:
+        """Posterior densities on a grid in (0, 1), for the density plot."""
+        if isinstance(points, bool) or not isinstance(points, int) or not 3 <= points <= 5000:
+            raise ValueError("points must be an integer from 3 to 5000")
+        m = self._model(session_id)
+        x = np.linspace(0.0, 1.0, points)[1:-1]
+        curves = {}
+        for arm in m["arms"]:
+            if arm["retired"] and not include_retired:
+                continue
+            c = m["counts"][arm["id"]]
+            curves[arm["id"]] = beta_pdf(x, m["prior"].alpha + c.successes, m["prior"].beta + c.failures).tolist()
+        return {"x": x.tolist(), "arms": curves}
+
+    def history(self, session_id: int) -> dict[str, Any]:
+        """Per round number: each arm's cumulative likes/dislikes (current ratings of images from rounds so far)
+        and posterior mean under the session's current prior, for the history plot. No drift discount here."""
+        m = self._model(session_id)
+        rounds = self.store.list_rounds(m["session"]["id"])
+        number_of = {r["id"]: r["number"] for r in rounds}
+        rows = self.store.current_ratings(m["session"]["id"])
+        arm_ids = [a["id"] for a in m["arms"]]
+        likes = {a: 0 for a in arm_ids}
+        dislikes = {a: 0 for a in arm_ids}
+        by_round: dict[int, list[dict]] = {}
+        for r in rows:
+            by_round.setdefault(number_of.get(r["round_id"], 0), []).append(r)
+        series = []
+        for number in sorted(by_round):
+            for r in by_round[number]:
+                (likes if r["rating"] == "like" else dislikes)[r["arm_id"]] += 1
+            a0, b0 = m["prior"].alpha, m["prior"].beta
+            series.append({
+                "round": number,
+                "arms": {a: {"likes": likes[a], "dislikes": dislikes[a],
+                             "mean": (a0 + likes[a]) / (a0 + b0 + likes[a] + dislikes[a])} for a in arm_ids},
+            })  # fmt: skip
+        return {"rounds": series}
+
+    # ---- exports -------------------------------------------------------------------------------------------------
+    def _images_for_export(self, session_id: int, ratings: Sequence[str], arm_ids: Sequence[int] | None) -> list:
+        if isinstance(ratings, str) or not ratings or any(r not in RATING_VALUES for r in ratings):
+            raise ValueError(f"ratings must be a non-empty list drawn from {RATING_VALUES}")
+        arms = None if arm_ids is None else {_id(a, "arm id") for a in arm_ids}
+        imgs = self.images(session_id)
+        return [i for i in imgs if i["rating"] in ratings and (arms is None or i["arm_id"] in arms)]
+
+    def export_dataset(
+        self,
+        session_id: int,
+        dest_root: str | os.PathLike,
+        name: str,
+        trigger: str,
+        class_token: str,
+        repeats: int = 10,
+        ratings: Sequence[str] = ("like",),
+        arm_ids: Sequence[int] | None = None,
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Liked images (by default) as a kohya-ss dataset folder under dest_root/name."""
+        imgs = self._images_for_export(session_id, ratings, arm_ids)
+        return _export.export_kohya_dataset(imgs, dest_root, name, trigger, class_token, repeats, overwrite)
+
+    def export_negative(
+        self,
+        session_id: int,
+        dest_root: str | os.PathLike,
+        name: str,
+        trigger: str = "wrong",
+        repeats: int = 1,
+        ratings: Sequence[str] = ("dislike",),
+        arm_ids: Sequence[int] | None = None,
+        include_prompt: bool = True,
+        overwrite: bool = False,
+    ) -> dict[str, Any]:
+        """Disliked images (the user picks which ratings go in) as a "negative LoRA" set."""
+        imgs = self._images_for_export(session_id, ratings, arm_ids)
+        return _export.export_negative_set(imgs, dest_root, name, trigger, repeats, include_prompt, overwrite)
+
+    def export_stats(
+        self, session_id: int, dest_root: str | os.PathLike, name: str, overwrite: bool = False
+    ) -> dict[str, str]:
+        st = self.stats(session_id)
+        meta = {"session_id": st["session_id"], "mode": st["mode"], "prior": st["prior"], "stop": st["stop"],
+                "exported_at": self.clock()}  # fmt: skip
+        return _export.export_stats(st["arms"], dest_root, name, meta, overwrite)
+
+
+__all__ = ["BanditService", "ImageResult", "Job", "NotFoundError"]

@@ -1,0 +1,231 @@
+"""Service facade: the flow the tab and the HTTP routes use, and its input validation."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib_ext.bandit.service import BanditService, ImageResult, NotFoundError
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1_700_000_000.0
+
+    def __call__(self):
+        self.t += 0.5
+        return self.t
+
+
+def fake_generator(folder: Path, limit: int | None = None):
+    """Writes one small file per job, as the host's job runner would write a PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def generate(jobs):
+        out = []
+        for job in jobs[:limit]:
+            path = folder / f"r{job.round_number}_{job.index}_{job.seed}.png"
+            path.write_bytes(f"{job.prompt}|{job.seed}".encode())
+            out.append(ImageResult(job, str(path)))
+        return out
+
+    return generate
+
+
+@pytest.fixture
+def svc(tmp_path):
+    s = BanditService(tmp_path / "db", clock=Clock(), seed=0)
+    yield s
+    s.close()
+
+
+def test_full_flow(svc, tmp_path):
+    sess = svc.create_session("cats", {"steps": 20, "cfg_scale": 7}, mode="more_good", round_size=6)
+    a = svc.add_arm(sess["id"], "a cat, (masterpiece:1.2)", "blurry", label="A")
+    b = svc.add_arm(sess["id"], "a {red|blue} cat, <lora:x:0.5>", "", {"cfg_scale": 5}, label="T")
+    assert b["is_template"] and b["slots"] == [["red", "blue"]]
+    progress = []
+    res = svc.run_round(sess["id"], fake_generator(tmp_path / "out"), progress=lambda i, n: progress.append(i))
+    assert len(res["images"]) == 6 and res["missing"] == [] and progress == [1, 2, 3, 4, 5, 6]
+    img = res["images"][0]
+    assert len(img["sha256"]) == 64 and Path(img["path"]).is_file() and img["rating"] == "pending"
+    # Jobs carry merged settings and infotext for PNG Info.
+    jobs = svc.plan_round(sess["id"], k=4)
+    for j in jobs:
+        assert j.infotext["PromptScope session"] == str(sess["id"])
+        assert j.infotext["PromptScope round"] == "2"
+        assert j.settings["steps"] == 20
+        if j.arm_id == b["id"]:
+            assert j.settings["cfg_scale"] == 5 and json.loads(j.infotext["PromptScope slots"]) == list(j.slot_choices)
+            assert j.prompt in ("a red cat, <lora:x:0.5>", "a blue cat, <lora:x:0.5>")
+        assert 0 <= j.seed < 2**32
+    # Ratings: pending and skip do not count.
+    ids = [i["id"] for i in res["images"]]
+    svc.rate(ids[0], "like")
+    svc.rate(ids[1], "skip")
+    st = svc.stats(sess["id"])
+    total = {r["arm_id"]: r for r in st["arms"]}
+    assert sum(r["likes"] for r in st["arms"]) == 1 and sum(r["n"] for r in st["arms"]) == 1
+    assert sum(r["skipped"] for r in st["arms"]) == 1 and sum(r["pending"] for r in st["arms"]) == 4
+    assert sum(r["p_best"] for r in st["arms"]) == pytest.approx(1.0)
+    assert set(total) == {a["id"], b["id"]}
+    # mark the rest as bad, then undo it as one action.
+    marked = svc.mark_rest(res["round"]["id"])
+    assert len(marked["image_ids"]) == 4
+    assert sum(r["dislikes"] for r in svc.stats(sess["id"])["arms"]) == 4
+    assert len(svc.undo(sess["id"])) == 4
+    assert sum(r["dislikes"] for r in svc.stats(sess["id"])["arms"]) == 0
+    hist = svc.history(sess["id"])
+    assert hist["rounds"][-1]["arms"][svc.images(sess["id"])[0]["arm_id"]]["likes"] == 1
+    curves = svc.posterior_curves(sess["id"], points=11)
+    assert len(curves["x"]) == 9 and set(curves["arms"]) == {a["id"], b["id"]}
+
+
+def test_interrupted_round_records_what_came_back(svc, tmp_path):
+    sess = svc.create_session("s")
+    svc.add_arm(sess["id"], "x")
+    res = svc.run_round(sess["id"], fake_generator(tmp_path / "o", limit=2), k=5)
+    assert len(res["images"]) == 2 and res["missing"] == [2, 3, 4]
+
+
+def test_thompson_rounds_follow_ratings(svc, tmp_path):
+    sess = svc.create_session("s", round_size=8)
+    good = svc.add_arm(sess["id"], "good")["id"]
+    bad = svc.add_arm(sess["id"], "bad")["id"]
+    gen = fake_generator(tmp_path / "o")
+    for _ in range(6):
+        for img in svc.run_round(sess["id"], gen)["images"]:
+            svc.rate(img["id"], "like" if img["arm_id"] == good else "dislike")
+    last = svc.plan_round(sess["id"], k=40)
+    assert sum(j.arm_id == good for j in last) >= 36
+    st = svc.stats(sess["id"])
+    assert st["stop"]["leader_arm_id"] == good
+    by = {r["arm_id"]: r for r in st["arms"]}
+    assert by[good]["ci_low"] > by[bad]["ci_high"]
+
+
+def test_edit_makes_a_new_version_and_retire(svc):
+    sess = svc.create_session("s")
+    arm = svc.add_arm(sess["id"], "a cat", label="A")
+    same = svc.edit_arm(arm["id"], label="A!")
+    assert same["id"] == arm["id"] and same["label"] == "A!"
+    new = svc.edit_arm(arm["id"], prompt="a {black|white} cat")
+    assert new["id"] != arm["id"] and new["parent_id"] == arm["id"] and new["is_template"]
+    assert svc.get_arm(arm["id"])["retired"]
+    svc.retire_arm(new["id"])
+    with pytest.raises(ValueError, match="no active arms"):
+        svc.plan_round(sess["id"])
+    svc.retire_arm(new["id"], retired=False)
+    assert len(svc.plan_round(sess["id"], k=2)) == 2
+
+
+def test_drift_discount_and_uniform_prior_options(svc, tmp_path):
+    clock = svc.clock
+    sess = svc.create_session("s", half_life_hours=1.0, prior="uniform")
+    arm = svc.add_arm(sess["id"], "x")["id"]
+    res = svc.run_round(sess["id"], fake_generator(tmp_path / "o"), k=2)
+    svc.rate(res["images"][0]["id"], "like")
+    svc.rate(res["images"][1]["id"], "like")
+    fresh = next(r for r in svc.stats(sess["id"])["arms"] if r["arm_id"] == arm)
+    assert fresh["alpha"] == pytest.approx(3.0, abs=1e-3)
+    clock.t += 3600.0
+    aged = next(r for r in svc.stats(sess["id"])["arms"] if r["arm_id"] == arm)
+    assert aged["alpha"] == pytest.approx(1 + 2 * 0.5, abs=1e-3)
+    assert aged["likes"] == 2  # raw counts stay
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda s, sid: s.create_session(""), "must not be empty"),
+        (lambda s, sid: s.create_session("x", mode="greedy"), "mode must be"),
+        (lambda s, sid: s.create_session("x", half_life_hours=-1), "half_life_hours"),
+        (lambda s, sid: s.create_session("x", round_size=0), "round_size"),
+        (lambda s, sid: s.create_session("x", colour="red"), "unknown session option"),
+        (lambda s, sid: s.create_session("x", {"a": float("nan")}), "JSON"),
+        (lambda s, sid: s.create_session("x", ["not", "a", "dict"]), "JSON object"),
+        (lambda s, sid: s.add_arm(sid, ""), "must not be empty"),
+        (lambda s, sid: s.add_arm(sid, "{a|b"), "unclosed"),
+        (lambda s, sid: s.add_arm(sid, 3), "must be a string"),
+        (lambda s, sid: s.add_arm(sid, "x\x00"), "NUL"),
+        (lambda s, sid: s.add_arm("1", "x"), "positive integer"),
+        (lambda s, sid: s.add_arm(True, "x"), "positive integer"),
+        (lambda s, sid: s.rate(1, "love"), "rating must be"),
+        (lambda s, sid: s.rate(0, "like"), "positive integer"),
+        (lambda s, sid: s.plan_round(sid, k=1000), "round size"),
+        (lambda s, sid: s.plan_round(sid, mode="x"), "mode must be"),
+        (lambda s, sid: s.images(sid, rating="great"), "rating filter"),
+        (lambda s, sid: s.retire_arm(1, retired="yes"), "true or false"),
+    ],
+)
+def test_validation_messages(svc, call, match):
+    sid = svc.create_session("ok")["id"]
+    svc.add_arm(sid, "p")
+    with pytest.raises(ValueError, match=match):
+        call(svc, sid)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get_session(999),
+        lambda s: s.get_arm(999),
+        lambda s: s.rate(999, "like"),
+        lambda s: s.mark_rest(999),
+        lambda s: s.add_arm(999, "x"),
+    ],
+)
+def test_unknown_ids_are_not_found(svc, call):
+    with pytest.raises(NotFoundError):
+        call(svc)
+
+
+def test_generate_must_return_its_jobs(svc, tmp_path):
+    sess = svc.create_session("s")
+    svc.add_arm(sess["id"], "x")
+
+    def bad(jobs):
+        p = tmp_path / "f.png"
+        p.write_bytes(b"x")
+        return [ImageResult(jobs[0].__class__(**{**jobs[0].__dict__, "seed": 1}), str(p))]
+
+    with pytest.raises(ValueError, match="ImageResult"):
+        svc.run_round(sess["id"], bad, k=1)
+
+
+def test_services_on_one_folder_share_state(tmp_path):
+    a = BanditService(tmp_path / "db", seed=1)
+    b = BanditService(tmp_path / "db", seed=2)
+    sid = a.create_session("shared")["id"]
+    a.add_arm(sid, "x")
+    img = a.run_round(sid, fake_generator(tmp_path / "o"), k=1)["images"][0]
+    b.rate(img["id"], "like", client="tab-b")
+    assert a.stats(sid)["arms"][0]["likes"] == 1
+    a.close()
+    b.close()
+
+
+def test_export_through_service(svc, tmp_path):
+    sess = svc.create_session("s")
+    svc.add_arm(sess["id"], "a (cat:1.3) <lora:pet:0.7>")
+    imgs = svc.run_round(sess["id"], fake_generator(tmp_path / "o"), k=4)["images"]
+    svc.rate(imgs[0]["id"], "like")
+    svc.rate(imgs[1]["id"], "dislike")
+    svc.rate(imgs[2]["id"], "skip")
+    rep = svc.export_dataset(sess["id"], tmp_path / "exp", "ds", "sks", "cat", repeats=20)
+    folder = Path(rep["image_dir"])
+    assert folder.name == "20_sks cat" and len(rep["written"]) == 1
+    caps = list(folder.glob("*.txt"))
+    assert [c.read_text() for c in caps] == ["sks, a cat\n"]
+    neg = svc.export_negative(sess["id"], tmp_path / "exp", "neg", ratings=["dislike", "skip"])
+    assert Path(neg["image_dir"]).name == "1_wrong" and len(neg["written"]) == 2
+    assert {c.read_text() for c in Path(neg["image_dir"]).glob("*.txt")} == {"wrong, a cat\n"}
+    paths = svc.export_stats(sess["id"], tmp_path / "exp", "stats")
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["arms"][0]["likes"] == 1 and Path(paths["csv"]).read_text().startswith("arm_id,label")
+    with pytest.raises(ValueError, match="ratings must be"):
+        svc.export_negative(sess["id"], tmp_path / "exp", "n2", ratings="dislike")
+    with pytest.raises(ValueError):
+        svc.export_dataset(sess["id"], tmp_path / "exp", "../escape", "sks", "cat")
+    assert np.isfinite(data["meta"]["stop"]["p_best"])
