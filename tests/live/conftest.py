@@ -1,0 +1,77 @@
+"""Live tier: tests against a real A1111 WebUI checkout named by PROMPTSCOPE_WEBUI; skipped when it is unset.
+
+    PROMPTSCOPE_WEBUI=/path/to/stable-diffusion-webui          the checkout (required)
+    PROMPTSCOPE_WEBUI_PYTHON=/path/to/python                    default: <checkout>/venv/bin/python
+    PROMPTSCOPE_WEBUI_ARGS="--ckpt models/Stable-diffusion/x.safetensors"   extra launch args
+    PROMPTSCOPE_WEBUI_PORT=7861                                  default: a free port
+    PROMPTSCOPE_WEBUI_START_TIMEOUT=600                          seconds until /sdapi/v1/options answers
+
+The session links this repository into `<checkout>/extensions/promptscope`, starts the server on 127.0.0.1
+with `--api` on the CPU, and always stops it and removes the link it made, also when a test fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.live.webui_harness import (
+    ENV_CHECKOUT,
+    HarnessError,
+    WebUIClient,
+    WebUIConfig,
+    WebUIServer,
+    errors_mentioning,
+)
+
+# The titles our always-on scripts show in the WebUI (and that `alwayson_scripts` keys use). One place to adjust.
+SCRIPT_TITLES = {
+    "guidance": "PromptScope: Semantic guidance",
+    "heatmaps": "PromptScope: Attention heatmaps",
+}
+# The extension must show these in the txt2img and img2img script lists.
+EXPECTED_ALWAYSON_TITLES = tuple(SCRIPT_TITLES.values())
+
+LIVE_DIR = Path(__file__).resolve().parent
+SKIP_REASON = f"live tier: set {ENV_CHECKOUT} to an A1111 WebUI checkout to run it"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unset = WebUIConfig.from_env() is None
+    for item in items:
+        if LIVE_DIR not in Path(str(item.fspath)).resolve().parents:
+            continue
+        if item.get_closest_marker("live") is None:
+            # A test here without the marker would escape `-m "not live"` and run without its skip: refuse it.
+            raise pytest.UsageError(f"{item.nodeid}: tests under tests/live/ must be marked @pytest.mark.live")
+        if unset:
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+@pytest.fixture(scope="session")
+def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServer]:
+    config = WebUIConfig.from_env()
+    if config is None:
+        pytest.skip(SKIP_REASON)
+    log_path = tmp_path_factory.mktemp("webui") / "webui-console.log"
+    try:
+        server = WebUIServer(config, log_path).__enter__()
+    except HarnessError as e:
+        pytest.fail(f"live tier: {e}", pytrace=False)
+    try:
+        print(f"\n[live] WebUI up on port {server.port} in {server.start_seconds:.1f} s; console log: {log_path}")
+        yield server
+    finally:
+        server.stop()
+    # Also catches errors printed during tests that ran after test_console_has_no_promptscope_traceback.
+    bad = errors_mentioning(server.client.log(), "promptscope")
+    if bad:
+        pytest.fail("PromptScope errors in the WebUI console:\n\n" + "\n\n".join(bad), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def webui(webui_server: WebUIServer) -> WebUIClient:
+    """The API client of the running WebUI (see WebUIClient: get, post, txt2img, log)."""
+    return webui_server.client

@@ -1,0 +1,368 @@
+"""Runs a real A1111 WebUI checkout for the live tests: links our extension in, starts the server on 127.0.0.1,
+talks to its API with the standard library only, and always stops it again.
+
+Nothing here imports the WebUI: the server is a separate process with its own interpreter (its venv).
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+ENV_CHECKOUT = "PROMPTSCOPE_WEBUI"
+ENV_PYTHON = "PROMPTSCOPE_WEBUI_PYTHON"
+ENV_ARGS = "PROMPTSCOPE_WEBUI_ARGS"
+ENV_PORT = "PROMPTSCOPE_WEBUI_PORT"
+ENV_START_TIMEOUT = "PROMPTSCOPE_WEBUI_START_TIMEOUT"
+
+# CPU, offline, API on, no environment preparation (no git clones, no pip, no install.py runs).
+BASE_ARGS = (
+    "--skip-prepare-environment",
+    "--skip-install",
+    "--skip-torch-cuda-test",
+    "--skip-version-check",
+    "--no-download-sd-model",
+    "--use-cpu",
+    "all",
+    "--no-half",
+    "--precision",
+    "full",
+    "--api",
+    "--api-server-stop",
+)
+# The server must stay on the loopback interface: these would expose it.
+FORBIDDEN_ARGS = ("--listen", "--share", "--server-name", "--ngrok", "--cors-allow-origins-regex")
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+class HarnessError(RuntimeError):
+    """The WebUI could not be prepared or started; the message says why."""
+
+
+@dataclass(frozen=True)
+class WebUIConfig:
+    checkout: Path
+    python: Path
+    extra_args: tuple[str, ...] = ()
+    port: int | None = None
+    start_timeout: float = 600.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WebUIConfig | None:
+        """None when PROMPTSCOPE_WEBUI is unset or empty (the live tier is then skipped)."""
+        env = dict(os.environ if env is None else env)
+        raw = env.get(ENV_CHECKOUT, "").strip()
+        if not raw:
+            return None
+        checkout = Path(raw).expanduser().resolve()
+        python = Path(env.get(ENV_PYTHON) or checkout / "venv" / "bin" / "python").expanduser()
+        port = int(env[ENV_PORT]) if env.get(ENV_PORT) else None
+        timeout = float(env.get(ENV_START_TIMEOUT) or 600.0)
+        return cls(checkout, python, tuple(shlex.split(env.get(ENV_ARGS, ""))), port, timeout)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not (self.checkout / "launch.py").is_file():
+            out.append(f"{self.checkout} has no launch.py: {ENV_CHECKOUT} must name an A1111 WebUI checkout")
+        if not os.access(self.python, os.X_OK):
+            out.append(f"no interpreter at {self.python}: set {ENV_PYTHON}")
+        for arg in self.extra_args:
+            if arg.split("=", 1)[0] in FORBIDDEN_ARGS:
+                out.append(f"{ENV_ARGS} may not contain {arg}: the test server binds 127.0.0.1 only")
+        return out
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the WebUI looks for extensions: `--data-dir` if the extra args give one, else the checkout."""
+        args = list(self.extra_args)
+        for i, arg in enumerate(args):
+            if arg == "--data-dir" and i + 1 < len(args):
+                return Path(args[i + 1]).expanduser().resolve()
+            if arg.startswith("--data-dir="):
+                return Path(arg.split("=", 1)[1]).expanduser().resolve()
+        return self.checkout
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def launch_command(config: WebUIConfig, port: int) -> list[str]:
+    return [str(config.python), "launch.py", *BASE_ARGS, "--port", str(port), *config.extra_args]
+
+
+@dataclass
+class ExtensionLink:
+    """`<data dir>/extensions/<name>` pointing at our repository. Removed afterwards only if we made it."""
+
+    extensions_dir: Path
+    name: str = "promptscope"
+    target: Path = REPO_ROOT
+    created: bool = field(default=False, init=False)
+
+    @property
+    def path(self) -> Path:
+        return self.extensions_dir / self.name
+
+    def install(self) -> None:
+        link = self.path
+        if link.is_symlink() or link.exists():
+            if link.resolve() == self.target.resolve():
+                return  # someone linked it already: leave it as we found it
+            raise HarnessError(f"{link} exists and is not a link to {self.target}; move it away to run the live tests")
+        self.extensions_dir.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(self.target, target_is_directory=True)
+        self.created = True
+
+    def remove(self) -> None:
+        if self.created and self.path.is_symlink():
+            self.path.unlink()
+        self.created = False
+
+
+_TRACEBACK_START = re.compile(r"^\s*Traceback \(most recent call last\):", re.MULTILINE)
+# A1111 prints `*** Error running process: <file>` (modules/errors.py report) before a traceback.
+_A1111_ERROR = re.compile(r"^\*\*\* .*$", re.MULTILINE)
+
+
+def traceback_blocks(log: str) -> list[str]:
+    """Each traceback in a console log, from its 'Traceback' line (plus A1111's '*** Error ...' line before it)
+    to the exception line: the first later line that is not indented."""
+    blocks = []
+    lines = log.splitlines()
+    i = 0
+    while i < len(lines):
+        if _TRACEBACK_START.match(lines[i]):
+            start = i
+            if i > 0 and _A1111_ERROR.match(lines[i - 1]):
+                start = i - 1
+            j = i + 1
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent):
+                j += 1
+            end = min(j + 1, len(lines))  # include the exception line itself
+            blocks.append("\n".join(lines[start:end]))
+            i = end
+        else:
+            i += 1
+    return blocks
+
+
+def errors_mentioning(log: str, needle: str) -> list[str]:
+    """Tracebacks and A1111 '*** Error' lines of `log` that mention `needle` (case-insensitive)."""
+    needle = needle.lower()
+    found = [b for b in traceback_blocks(log) if needle in b.lower()]
+    seen = "\n".join(found).lower()
+    for m in _A1111_ERROR.finditer(log):
+        line = m.group(0)
+        if needle in line.lower() and line.lower() not in seen:
+            found.append(line)
+    return found
+
+
+class WebUIClient:
+    """Small JSON client for the WebUI's API. Ignores proxy settings: the server is on 127.0.0.1."""
+
+    def __init__(self, base_url: str, log_path: Path | None = None, request_timeout: float = 900.0):
+        self.base_url = base_url.rstrip("/")
+        self.log_path = log_path
+        self.request_timeout = request_timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with self._opener.open(req, timeout=timeout or self.request_timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:2000]
+            raise AssertionError(f"{method} {path} -> HTTP {e.code}: {detail}") from e
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str, timeout: float | None = None) -> Any:
+        return self.request("GET", path, timeout=timeout)
+
+    def post(self, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        return self.request("POST", path, body if body is not None else {}, timeout=timeout)
+
+    def txt2img(
+        self, prompt: str = "a red cube on a table", alwayson: dict[str, Sequence[Any]] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """A deliberately tiny generation (64x64, 2 steps, Euler, fixed seed); `alwayson` maps a script title
+        to its args in `ui()` order. Returns the API answer with 'info' parsed from JSON."""
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": "",
+            "width": 64,
+            "height": 64,
+            "steps": 2,
+            "cfg_scale": 5.0,
+            "sampler_name": "Euler",
+            "seed": 1234,
+            "batch_size": 1,
+            "n_iter": 1,
+            "send_images": True,
+            "save_images": False,
+        }
+        if alwayson:
+            body["alwayson_scripts"] = {title: {"args": list(args)} for title, args in alwayson.items()}
+        body.update(overrides)
+        res = self.post("/sdapi/v1/txt2img", body)
+        if isinstance(res.get("info"), str):
+            res["info"] = json.loads(res["info"])
+        return res
+
+    def log(self) -> str:
+        """The server's console output so far (stdout and stderr)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def log_since(self, offset: int) -> str:
+        return self.log()[offset:]
+
+
+def decode_image(b64: str) -> bytes:
+    """The PNG bytes of an image the API returned (base64, maybe with a data: prefix)."""
+    if b64.startswith("data:"):
+        b64 = b64.split(",", 1)[1]
+    return base64.b64decode(b64)
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise AssertionError("not a PNG")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+class WebUIServer:
+    """One WebUI process in its own process group. Use as a context manager: stopping always happens."""
+
+    def __init__(self, config: WebUIConfig, log_path: Path):
+        self.config = config
+        self.log_path = log_path
+        self.port = config.port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.link = ExtensionLink(config.data_dir / "extensions")
+        self.start_seconds: float | None = None
+        self.client = WebUIClient(f"http://127.0.0.1:{self.port}", log_path)
+
+    def __enter__(self) -> WebUIServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        problems = self.config.problems()
+        if problems:
+            raise HarnessError("; ".join(problems))
+        if port_in_use(self.port):
+            raise HarnessError(f"port {self.port} on 127.0.0.1 is already in use")
+        self.link.install()
+        env = {**os.environ, **OFFLINE_ENV}
+        env.pop("PYTHONPATH", None)  # pytest's path must not leak into the WebUI's interpreter
+        t0 = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                launch_command(self.config, self.port),
+                cwd=self.config.checkout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() can end it and every child
+            )
+        atexit.register(self._kill_group)
+        self._wait_ready(t0)
+        self.start_seconds = time.monotonic() - t0
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.config.start_timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise HarnessError(f"WebUI exited with code {self.proc.returncode} while starting:\n{self._tail()}")
+            try:
+                self.client.get("/sdapi/v1/options", timeout=5)
+                return
+            except (OSError, AssertionError):
+                time.sleep(0.5)
+        raise HarnessError(
+            f"WebUI did not answer /sdapi/v1/options in {self.config.start_timeout:.0f} s:\n{self._tail()}"
+        )
+
+    def _tail(self, n: int = 60) -> str:
+        return "\n".join(self.client.log().splitlines()[-n:])
+
+    def stop(self, grace: float = 30.0) -> None:
+        try:
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                if "--api-server-stop" in launch_command(self.config, self.port):
+                    # The server may drop the connection while it stops.
+                    with contextlib.suppress(OSError, AssertionError):
+                        self.client.post("/sdapi/v1/server-stop", timeout=10)
+                    _wait(proc, grace)
+                if proc.poll() is None:
+                    self._signal_group(signal.SIGTERM)
+                    _wait(proc, min(grace, 15.0))
+                if proc.poll() is None:
+                    self._kill_group()
+        finally:
+            atexit.unregister(self._kill_group)
+            self.link.remove()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # Only while our leader is alive and unreaped, so its pid (= the group id) cannot belong to anyone else.
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def _kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        if self.proc is not None:
+            _wait(self.proc, 10.0)
+
+
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=seconds)
+
+
+def running_server(config: WebUIConfig, log_path: Path) -> Iterator[WebUIServer]:
+    """Generator form for a pytest fixture: starts, yields, always stops."""
+    with WebUIServer(config, log_path) as server:
+        yield server
