@@ -6,12 +6,11 @@
 - ``render``: colormaps, overlays, the captioned per-word grid, ``.safetensors`` export.
 """
 
+from ..seam import PromptTokens, RowRole, TokenPiece
 from .aggregate import MODES, combine_mode, iou, normalize_minmax, threshold_mask, word_map
-from .capture import Capture, CaptureOptions, ImageMaps, RowRole, find_cross_attention
+from .capture import Capture, CaptureOptions, ImageMaps
 from .render import COLORMAPS, colorize, export_safetensors, load_safetensors, mode_map, overlay, word_grid
 from .tokens import (
-    PromptTokens,
-    TokenPiece,
     WordNotFound,
     WordSpan,
     find_word,
@@ -34,7 +33,6 @@ __all__ = [
     "colorize",
     "combine_mode",
     "export_safetensors",
-    "find_cross_attention",
     "find_word",
     "iou",
     "load_safetensors",

@@ -50,16 +50,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..seam import RowRole
 
-@dataclass(frozen=True)
-class RowRole:
-    """What one row of the current UNet batch is: the image it denoises, its sub-prompt (AND), cond or uncond."""
-
-    image: int
-    subprompt: int = 0
-    is_uncond: bool = False
-
-
+# The host's description of the UNet call now running: one RowRole(image, subprompt, is_uncond) per batch row, or None
+# when this call is not to be captured (lib_ext.seam.SamplingContext.current_rows).
 RowsProvider = Callable[[], "Sequence[RowRole] | None"]
 GroupBy = Literal["layer", "resolution"]
 
@@ -185,7 +179,7 @@ class _LayerState:
         self.rows, self.q, self.k = None, [], None
 
 
-ModuleList = Sequence[nn.Module] | Mapping[str, nn.Module] | Iterable[tuple[str, nn.Module]]
+ModuleList = Sequence[Any] | Mapping[str, nn.Module] | Iterable[tuple[str, nn.Module]]
 
 
 class Capture:
@@ -435,7 +429,8 @@ class Capture:
             native = maps.transpose(1, 2).reshape(len(block), n_keys, h, w)
             common = upsample_maps(native, size)
             for j, (_, role) in enumerate(block):
-                key = MapKey(self.pass_name, role.image, -1 if role.is_uncond else role.subprompt, role.is_uncond)
+                subprompt = -1 if role.is_uncond else max(0, role.subprompt)
+                key = MapKey(self.pass_name, role.image, subprompt, role.is_uncond)
                 self._sums.setdefault(key, _RunningSum()).add(common[j])
                 if self.options.group_by is not None and not role.is_uncond:
                     group = name if self.options.group_by == "layer" else f"{h}x{w}"
@@ -449,17 +444,15 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 
 def _named(modules: ModuleList) -> list[tuple[str, nn.Module]]:
+    """(name, module) pairs from modules, (name, module) tuples, a name → module mapping or AttentionSites."""
     if isinstance(modules, Mapping):
         return [(str(n), m) for n, m in modules.items()]
     out: list[tuple[str, nn.Module]] = []
     for i, item in enumerate(modules):
         if isinstance(item, tuple):
             out.append((str(item[0]), item[1]))
+        elif not isinstance(item, nn.Module) and isinstance(getattr(item, "module", None), nn.Module):
+            out.append((str(getattr(item, "name", f"attn2[{i}]")), item.module))  # lib_ext.attention_sites
         else:
             out.append((f"attn2[{i}]", item))
     return out
-
-
-def find_cross_attention(root: nn.Module, attr: str = "attn2") -> list[tuple[str, nn.Module]]:
-    """Every ``attn2`` module below ``root`` with its qualified name, in module order."""
-    return [(f"{name}", m) for name, m in root.named_modules() if name.split(".")[-1] == attr]

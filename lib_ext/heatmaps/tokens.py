@@ -2,8 +2,8 @@
 
 The host gives its token chunks (A1111: ``clip.tokenize_line()``: chunks of 75 tokens, a ``BREAK`` starts a new chunk,
 emphasis already stripped into multipliers, ``<lora:…>`` tags already removed, textual-inversion embeddings occupying
-several positions) as a host-independent :class:`PromptTokens`: per chunk, the chunk's real tokens (no start/end
-token, no padding) as :class:`TokenPiece` s, each saying which word of the prompt it belongs to. The text encoder sees
+several positions) as the seam's host-independent ``PromptTokens``: per chunk, its tokens without start/end as
+``TokenPiece`` s, each naming the prompt word it belongs to (None for padding and punctuation). The text encoder sees
 each chunk as 77 tokens (start + 75 + end), chunks concatenated: chunk ``c`` offset ``o`` is context position
 ``c·77 + 1 + o``, which is the key index in the captured maps.
 
@@ -18,34 +18,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
-CHUNK_TOKENS = 75
-CHUNK_CONTEXT = 77
+from ..seam import PromptTokens, TokenPiece
+
 SPECIAL_TOKENS = frozenset({"<|startoftext|>", "<|endoftext|>"})
-
-
-@dataclass(frozen=True)
-class TokenPiece:
-    """One token of a chunk: its text, the index of the prompt word it belongs to (None: not a word, e.g. a comma)."""
-
-    text: str
-    word_index: int | None
-    is_embedding: bool = False
-
-
-@dataclass(frozen=True)
-class PromptTokens:
-    """The host's tokenisation of one (sub-)prompt. ``word_texts`` may name words whose pieces don't concatenate
-    into readable text (byte-level BPE pieces of a Japanese word)."""
-
-    chunks: list[list[TokenPiece]]
-    word_texts: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def context_length(self) -> int:
-        return CHUNK_CONTEXT * max(1, len(self.chunks))
 
 
 @dataclass(frozen=True)
@@ -62,12 +40,6 @@ class WordNotFound(LookupError):
         self.message = message
 
 
-def context_position(chunk: int, offset: int) -> int:
-    if not 0 <= offset < CHUNK_TOKENS:
-        raise ValueError(f"offset {offset} is outside a chunk of {CHUNK_TOKENS} tokens")
-    return chunk * CHUNK_CONTEXT + 1 + offset
-
-
 @dataclass
 class _Word:
     index: int
@@ -77,23 +49,27 @@ class _Word:
 
 
 def _words(prompt_tokens: PromptTokens) -> list[_Word]:
-    """The prompt's words in order of appearance, each with its positions (a word may continue into the next chunk)."""
+    """The prompt's words in order of appearance, each with its positions (a word may continue into the next chunk).
+
+    A word's text is ``prompt_tokens.words[word_index]`` (readable even when byte-level pieces are not), else the
+    concatenation of its pieces' texts; an embedding's pieces all carry its name.
+    """
     by_index: dict[int, _Word] = {}
     for c, chunk in enumerate(prompt_tokens.chunks):
-        if len(chunk) > CHUNK_TOKENS:
-            raise ValueError(f"chunk {c} holds {len(chunk)} tokens; a chunk holds at most {CHUNK_TOKENS}")
+        if len(chunk) > prompt_tokens.chunk_length:
+            raise ValueError(f"chunk {c} holds {len(chunk)} tokens; a chunk holds {prompt_tokens.chunk_length}")
         for o, piece in enumerate(chunk):
             if piece.word_index is None:
                 continue
             word = by_index.get(piece.word_index)
             if word is None:
                 word = by_index[piece.word_index] = _Word(piece.word_index, "", [], piece.is_embedding)
-            if not (piece.is_embedding and word.text):  # an embedding's pieces all carry its name
+            if not (piece.is_embedding and word.text):
                 word.text += piece.text
-            word.positions.append(context_position(c, o))
-    for index, text in prompt_tokens.word_texts.items():
-        if index in by_index:
-            by_index[index].text = text
+            word.positions.append(prompt_tokens.position(c, o))
+    for index, word in by_index.items():
+        if 0 <= index < len(prompt_tokens.words) and prompt_tokens.words[index]:
+            word.text = prompt_tokens.words[index]
     return [w for w in by_index.values() if normalize_word(w.text)]
 
 
@@ -164,31 +140,32 @@ def clip_token_bytes(token: str) -> tuple[bytes, bool]:
 def prompt_tokens_from_clip(
     chunks: Sequence[Sequence[str | tuple[str, float] | None]],
     embeddings: Sequence[Sequence[tuple[int, str, int]]] | None = None,
+    prompt: str = "",
 ) -> PromptTokens:
-    """Build :class:`PromptTokens` from CLIP BPE token strings per chunk.
+    """Build :class:`~lib_ext.seam.PromptTokens` from CLIP BPE token strings per chunk, words tied by ``</w>``.
 
-    ``chunks[c]``: the chunk's tokens without start/end (A1111: ``chunk.tokens[1:-1]`` converted to strings; trailing
-    ``<|endoftext|>`` padding is dropped; entries may be ``(token, multiplier)``; ``None`` is no word).
-    ``embeddings[c]``: ``(offset, name, n_vectors)`` per textual-inversion embedding of chunk ``c`` (A1111's
-    ``chunk.fixes``: ``(fix.offset, fix.embedding.name, fix.embedding.vectors)``); those positions become one word
-    named after the embedding, whatever their placeholder tokens.
+    ``chunks[c]``: the chunk's 75 tokens without start/end (A1111: ``chunk.tokens[1:-1]`` through
+    ``tokenizer.convert_ids_to_tokens``); entries may be ``(token, multiplier)``; ``<|endoftext|>`` padding and
+    ``None`` are no word. ``embeddings[c]``: ``(offset, name, n_vectors)`` per textual-inversion embedding of chunk
+    ``c`` (A1111's ``chunk.fixes``: ``fix.offset, fix.embedding.name, fix.embedding.vectors``); those positions become
+    one word named after the embedding, whatever their placeholder tokens. A word's text is decoded from the bytes
+    of all its tokens, so a Japanese word split inside a character still reads right. Words without letters or
+    digits (commas, brackets) get ``word_index`` None.
     """
-    out_chunks: list[list[TokenPiece]] = []
-    word_texts: dict[int, str] = {}
-    next_index = 0
+    out_chunks: list[tuple[TokenPiece, ...]] = []
+    words: list[str] = []
     open_word: int | None = None  # a word whose last token (ending in </w>) has not come yet
     open_bytes = b""
 
     def close() -> None:
         nonlocal open_word, open_bytes
         if open_word is not None:
-            word_texts[open_word] = open_bytes.decode("utf-8", errors="replace")
+            words[open_word] = open_bytes.decode("utf-8", errors="replace")
         open_word, open_bytes = None, b""
 
     for c, raw in enumerate(chunks):
         tokens = [t[0] if isinstance(t, tuple) else t for t in raw]
-        while tokens and tokens[-1] in SPECIAL_TOKENS:
-            tokens.pop()
+        mults = [float(t[1]) if isinstance(t, tuple) else 1.0 for t in raw]
         emb_at: dict[int, tuple[str, int]] = {}
         for offset, name, n_vectors in embeddings[c] if embeddings and c < len(embeddings) else ():
             for o in range(offset, offset + n_vectors):
@@ -196,36 +173,36 @@ def prompt_tokens_from_clip(
         pieces: list[TokenPiece] = []
         emb_index: dict[int, int] = {}
         for o in range(max(len(tokens), max(emb_at, default=-1) + 1)):
+            mult = mults[o] if o < len(mults) else 1.0
             if o in emb_at:
                 close()
                 name, first = emb_at[o]
                 if first not in emb_index:
-                    emb_index[first] = next_index
-                    next_index += 1
-                pieces.append(TokenPiece(name, emb_index[first], is_embedding=True))
+                    emb_index[first] = len(words)
+                    words.append(name)
+                pieces.append(TokenPiece(name, emb_index[first], mult, is_embedding=True))
                 continue
             token = tokens[o] if o < len(tokens) else None
             if token is None or token in SPECIAL_TOKENS:
                 close()
-                pieces.append(TokenPiece(token or "", None))
+                pieces.append(TokenPiece("", None, mult))
                 continue
             data, ends = clip_token_bytes(token)
             if open_word is None:
-                open_word = next_index
-                next_index += 1
+                open_word = len(words)
+                words.append("")
             open_bytes += data
-            pieces.append(TokenPiece(data.decode("utf-8", errors="replace"), open_word))
+            pieces.append(TokenPiece(data.decode("utf-8", errors="replace"), open_word, mult))
             if ends:
                 close()
-        out_chunks.append(pieces)
+        out_chunks.append(tuple(pieces))
     close()
-    # Words without letters or digits (commas, brackets) are no words to show.
-    empty = {i for i, t in word_texts.items() if not normalize_word(t)}
-    out_chunks = [
-        [TokenPiece(p.text, None) if p.word_index in empty and not p.is_embedding else p for p in chunk]
-        for chunk in out_chunks
-    ]
-    return PromptTokens(out_chunks, {i: t for i, t in word_texts.items() if i not in empty})
+    empty = {i for i, t in enumerate(words) if not normalize_word(t)}
+    out = tuple(
+        tuple(TokenPiece(p.text, None, p.multiplier) if p.word_index in empty and not p.is_embedding else p for p in ch)
+        for ch in out_chunks
+    )
+    return PromptTokens(prompt=prompt, words=tuple(words), chunks=out)
 
 
 # ---- a tokenizer-independent splitter -------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from heatmap_blocks import (
     split_attention_forward,
 )
 
-from lib_ext.heatmaps.capture import Capture, CaptureOptions, RowRole, find_cross_attention, query_grid
+from lib_ext.attention_sites import find_cross_attention
+from lib_ext.heatmaps.capture import Capture, CaptureOptions, query_grid
+from lib_ext.seam import RowRole
 
 
 def cfg_rows(n_images: int) -> list[RowRole]:
     """A1111's CFG batch: the cond row of each image, then one uncond row per image."""
-    return [RowRole(i) for i in range(n_images)] + [RowRole(i, is_uncond=True) for i in range(n_images)]
+    return [RowRole(i, 0, False) for i in range(n_images)] + [RowRole(i, -1, True) for i in range(n_images)]
 
 
 def run_layer(attn, latent=(8, 8), batch=4, keys=77, context_dim=768, dim=None, seed=1):
@@ -114,7 +116,8 @@ def test_only_cond_rows_summed_into_their_image():
     attn = LdmCrossAttention(320, 768, 8, 40)
     hidden, context = run_layer(attn, latent=(4, 4), batch=5)
     # A shuffled batch: uncond 1, cond 2, cond 0, uncond 0, cond 1.
-    rows = [RowRole(1, is_uncond=True), RowRole(2), RowRole(0), RowRole(0, is_uncond=True), RowRole(1)]
+    rows = [RowRole(1, -1, True), RowRole(2, 0, False), RowRole(0, 0, False)]
+    rows += [RowRole(0, -1, True), RowRole(1, 0, False)]
     cap = Capture(lambda: rows, strict(max_map_side=4))
     cap.set_latent_size(4, 4)
     cap.attach([attn])
@@ -133,7 +136,8 @@ def test_subprompt_rows_are_attributed():
     torch.manual_seed(0)
     attn = LdmCrossAttention(320, 768, 8, 40)
     hidden, context = run_layer(attn, latent=(4, 4), batch=5)
-    rows = [RowRole(0, 0), RowRole(0, 1), RowRole(1, 0), RowRole(0, is_uncond=True), RowRole(1, is_uncond=True)]
+    rows = [RowRole(0, 0, False), RowRole(0, 1, False), RowRole(1, 0, False)]
+    rows += [RowRole(0, -1, True), RowRole(1, -1, True)]
     cap = Capture(lambda: rows, strict(max_map_side=4, capture_negative=True))
     cap.set_latent_size(4, 4)
     cap.attach([attn])
@@ -335,7 +339,7 @@ def test_not_capturing_mismatched_rows_and_provider_errors():
     torch.manual_seed(0)
     attn = LdmCrossAttention(320, 768, 8, 40)
     hidden, context = run_layer(attn, latent=(4, 4), batch=2)
-    answers = iter([None, [RowRole(0)], "boom"])
+    answers = iter([None, [RowRole(0, 0, False)], "boom"])
 
     def provider():
         answer = next(answers)
