@@ -1,9 +1,9 @@
 """Beta distribution functions without scipy: regularised incomplete beta, quantile, log-density.
 
 The incomplete beta uses the Lentz continued fraction (Numerical Recipes §6.4), switched to the symmetric
-form I_x(a, b) = 1 − I_{1−x}(b, a) where the fraction converges slowly. The quantile is a bisection on it,
-which is slow-ish (≈60 evaluations) but cannot diverge for the tiny or huge (discounted, fractional) shape
-parameters a bandit produces.
+form I_x(a, b) = 1 − I_{1−x}(b, a) where the fraction converges slowly. The quantile is a bracketed Newton
+iteration on it, falling back to bisection, so it cannot diverge for the tiny or huge (discounted, fractional)
+shape parameters a bandit produces.
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ def betainc(a: float, b: float, x: float) -> float:
 
 
 def beta_ppf(p: float, a: float, b: float, tol: float = 1e-12) -> float:
-    """Quantile of Beta(a, b): the x with I_x(a, b) = p, by bisection (monotone, so it always converges)."""
+    """Quantile of Beta(a, b): the x with I_x(a, b) = p.
+
+    Newton steps on I_x − p (the derivative is the density) inside a shrinking bracket [lo, hi]; a step that
+    leaves the bracket is replaced by bisection, so it always converges (≈5–10 evaluations instead of ≈45).
+    """
     _check_shape(a, b)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {p!r}")
@@ -78,16 +82,33 @@ def beta_ppf(p: float, a: float, b: float, tol: float = 1e-12) -> float:
         return 0.0
     if p == 1.0:
         return 1.0
+    if betainc(a, b, 0.5) < p:  # the answer is above ½: solve for 1 − x, which has the precision near 1
+        return 1.0 - _ppf_low(1.0 - p, b, a, tol)
+    return _ppf_low(p, a, b, tol)
+
+
+def _ppf_low(p: float, a: float, b: float, tol: float) -> float:
     lo, hi = 0.0, 1.0
+    x = min(max(a / (a + b), 1e-3), 1 - 1e-3)
+    log_b = _log_beta(a, b)
     for _ in range(400):
-        mid = 0.5 * (lo + hi)
-        if betainc(a, b, mid) < p:
-            lo = mid
+        err = betainc(a, b, x) - p
+        if err == 0.0:
+            return x
+        if err < 0:
+            lo = x
         else:
-            hi = mid
-        if hi - lo < tol * hi:  # relative: tiny quantiles (a < 1, small p) need digits far below 1e-12
-            break
-    return 0.5 * (lo + hi)
+            hi = x
+        log_pdf = (a - 1.0) * math.log(x) + (b - 1.0) * math.log1p(-x) - log_b
+        step = err / math.exp(log_pdf) if log_pdf > -700 else math.inf
+        new = x - step
+        if not lo < new < hi:
+            # Bisection; geometric while the bracket spans decades (a ≪ 1 puts low quantiles near 1e-100).
+            new = hi * 1e-4 if lo == 0.0 else (math.sqrt(lo * hi) if hi > 4 * lo else 0.5 * (lo + hi))
+        if abs(new - x) <= tol * new or hi - lo <= tol * hi:
+            return new
+        x = new
+    return x
 
 
 def beta_logpdf(x: np.ndarray, a: float, b: float) -> np.ndarray:
