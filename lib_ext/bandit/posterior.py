@@ -172,6 +172,7 @@ class StopStatus:
     value_remaining_p95: float
     stop: bool
     reason: str
+    p_best_all: tuple[float, ...] = ()  # P(best) of every arm passed in, from the same draws
 
 
 def stopping_status(
@@ -194,9 +195,9 @@ def stopping_status(
         raise ValueError(f"stopping rule must be one of {STOP_RULES}, got {rule!r}")
     k = len(alphas)
     if k == 0:
-        return StopStatus(-1, 0.0, math.inf, False, "no active arms")
+        return StopStatus(-1, 0.0, math.inf, False, "no active arms", ())
     if k == 1:
-        return StopStatus(0, 1.0, 0.0, True, "only one active arm")
+        return StopStatus(0, 1.0, 0.0, True, "only one active arm", (1.0,))
     thetas = sample_thetas(alphas, betas, draws, rng)
     pb = np.bincount(thetas.argmax(axis=1), minlength=k) / draws
     leader = int(pb.argmax())
@@ -213,7 +214,7 @@ def stopping_status(
         )
     else:
         reason = f"P(best) = {pb[leader]:.3f}, value remaining (p95) = {vr:.4f}: keep rating"
-    return StopStatus(leader, float(pb[leader]), vr, bool(stop), reason)
+    return StopStatus(leader, float(pb[leader]), vr, bool(stop), reason, tuple(pb.tolist()))
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,15 @@ def summarize(
     rng: np.random.Generator,
     draws: int = 20000,
     level: float = 0.95,
+    p_best_of: Mapping[int, float] | None = None,
 ) -> list[ArmStats]:
-    """Per-arm statistics; P(best) is computed among the `active` arms only."""
+    """Per-arm statistics; P(best) is computed among the `active` arms only (or taken from `p_best_of`)."""
     active_ids = [a for a in active if a in counts]
     posts = {a: posterior(c, prior) for a, c in counts.items()}
-    pb = p_best([posts[a].alpha for a in active_ids], [posts[a].beta for a in active_ids], rng, draws)
-    pb_of = dict(zip(active_ids, pb.tolist()))
+    if p_best_of is None:
+        pb = p_best([posts[a].alpha for a in active_ids], [posts[a].beta for a in active_ids], rng, draws)
+        p_best_of = dict(zip(active_ids, pb.tolist()))
+    pb_of = {a: p_best_of[a] for a in active_ids}
     out = []
     for a, c in counts.items():
         post = posts[a]

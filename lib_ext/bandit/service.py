@@ -81,6 +81,39 @@ class ImageResult:
     sha256: str | None = None
 
 
+def generator_from_host(
+    run_jobs: Callable[..., Sequence[Any]],
+    request_factory: Callable[..., Any],
+    save: Callable[[Any, Job], str] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Callable[[list[Job]], list[ImageResult]]:
+    """A `generate` callback for `run_round` over a host seam (`Host.run_jobs` with `GenerationRequest`).
+
+    `request_factory` is the seam's GenerationRequest class (passed in so this package stays free of torch);
+    it is called with prompt, negative_prompt, seed, settings, infotext. Results are matched to jobs in order
+    (an interrupted run returns a prefix). A result without a `path` is saved with `save(result, job)`.
+    """
+
+    def generate(jobs: list[Job]) -> list[ImageResult]:
+        requests = [
+            request_factory(prompt=j.prompt, negative_prompt=j.negative, seed=j.seed, settings=dict(j.settings),
+                            infotext=dict(j.infotext))
+            for j in jobs
+        ]  # fmt: skip
+        results = run_jobs(requests, progress)
+        out = []
+        for job, res in zip(jobs, results):
+            path = getattr(res, "path", None)
+            if path is None:
+                if save is None:
+                    raise ValueError("the host returned an image without a saved path; pass save= to store it")
+                path = save(res, job)
+            out.append(ImageResult(job, str(path)))
+        return out
+
+    return generate
+
+
 # ---- validation helpers ----------------------------------------------------------------------------------------
 def _id(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -418,13 +451,14 @@ class BanditService:
         m = self._model(session_id)
         opts = m["session"]["options"]
         active = [a["id"] for a in m["arms"] if not a["retired"]]
-        with self._rng_lock:
-            rows = summarize(m["counts"], m["prior"], active, self._rng, draws)
-            stats_by_id = {r.arm_id: r for r in rows}
+        prior, counts = m["prior"], m["counts"]
+        with self._rng_lock:  # one set of posterior draws serves P(best) and the stopping rule
             stop = stopping_status(
-                [stats_by_id[a].alpha for a in active], [stats_by_id[a].beta for a in active], self._rng, draws,
-                rule=opts["stop_rule"], p_best_threshold=opts["p_best_threshold"],
+                [prior.alpha + counts[a].successes for a in active], [prior.beta + counts[a].failures for a in active],
+                self._rng, draws, rule=opts["stop_rule"], p_best_threshold=opts["p_best_threshold"],
             )  # fmt: skip
+            rows = summarize(counts, prior, active, self._rng, draws, p_best_of=dict(zip(active, stop.p_best_all)))
+        stats_by_id = {r.arm_id: r for r in rows}
         tallies = self.store.rating_tallies(m["session"]["id"])
         out_rows = []
         for arm in m["arms"]:
@@ -535,4 +569,4 @@ class BanditService:
         return _export.export_stats(st["arms"], dest_root, name, meta, overwrite)
 
 
-__all__ = ["BanditService", "ImageResult", "Job", "NotFoundError"]
+__all__ = ["BanditService", "ImageResult", "Job", "NotFoundError", "generator_from_host"]

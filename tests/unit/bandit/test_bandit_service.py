@@ -229,3 +229,78 @@ def test_export_through_service(svc, tmp_path):
     with pytest.raises(ValueError):
         svc.export_dataset(sess["id"], tmp_path / "exp", "../escape", "sks", "cat")
     assert np.isfinite(data["meta"]["stop"]["p_best"])
+
+
+def test_generator_from_host_adapts_the_seam(svc, tmp_path):
+    from dataclasses import dataclass, field
+
+    from lib_ext.bandit.service import generator_from_host
+
+    @dataclass
+    class Request:  # the seam's GenerationRequest fields
+        prompt: str
+        negative_prompt: str = ""
+        seed: int = -1
+        settings: dict = field(default_factory=dict)
+        infotext: dict = field(default_factory=dict)
+
+    @dataclass
+    class Result:
+        request: Request
+        image: object
+        seed: int
+        infotext: str
+        path: str | None = None
+
+    seen = []
+
+    def run_jobs(requests, progress=None):
+        seen.extend(requests)
+        return [Result(r, f"pixels {r.seed}", r.seed, "") for r in requests[:2]]  # interrupted after two
+
+    def save(res, job):
+        p = tmp_path / f"{job.index}.png"
+        p.write_text(res.image)
+        return str(p)
+
+    sess = svc.create_session("s", {"steps": 12})
+    svc.add_arm(sess["id"], "a cat", "ugly", {"cfg_scale": 4})
+    res = svc.run_round(sess["id"], generator_from_host(run_jobs, Request, save), k=3)
+    assert [r.prompt for r in seen] == ["a cat"] * 3 and seen[0].negative_prompt == "ugly"
+    assert seen[0].settings == {"steps": 12, "cfg_scale": 4} and seen[0].infotext["PromptScope arm"]
+    assert len(res["images"]) == 2 and res["missing"] == [2]
+    with pytest.raises(ValueError, match="save="):
+        svc.run_round(sess["id"], generator_from_host(run_jobs, Request), k=1)
+
+
+def test_threads_rating_at_once_lose_nothing(svc, tmp_path):
+    import threading
+
+    sess = svc.create_session("s")
+    svc.add_arm(sess["id"], "x")
+    ids = [i["id"] for i in svc.run_round(sess["id"], fake_generator(tmp_path / "o"), k=10)["images"]]
+
+    def worker(n):
+        for j in range(40):
+            svc.rate(ids[(j + n) % 10], "like", client=f"t{n}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(svc.store.rating_history(sess["id"])) == 160
+
+
+def test_relink_moved_image_checks_hash(svc, tmp_path):
+    sess = svc.create_session("s")
+    svc.add_arm(sess["id"], "x")
+    img = svc.run_round(sess["id"], fake_generator(tmp_path / "o"), k=1)["images"][0]
+    moved = tmp_path / "moved.png"
+    Path(img["path"]).rename(moved)
+    svc.store.relink_image(img["id"], str(moved))
+    assert svc.store.get_image(img["id"])["path"] == str(moved)
+    other = tmp_path / "other.png"
+    other.write_bytes(b"different")
+    with pytest.raises(ValueError, match="SHA-256"):
+        svc.store.relink_image(img["id"], str(other))
