@@ -1,0 +1,68 @@
+"""``modules.call_queue``: the generation lock and the gradio wrappers (job state begin/end, error to HTML)."""
+
+import html
+import threading
+from functools import wraps
+
+from modules import errors, shared
+
+queue_lock = threading.RLock()  # the WebUI uses a FIFO lock; ordering is irrelevant here
+
+
+def wrap_queued_call(func):
+    def f(*args, **kwargs):
+        with queue_lock:
+            return func(*args, **kwargs)
+
+    return f
+
+
+def wrap_gradio_gpu_call(func, extra_outputs=None):
+    @wraps(func)
+    def f(*args, **kwargs):
+        # a first argument "task(...)" is the job id
+        id_task = (
+            args[0] if args and type(args[0]) is str and args[0].startswith("task(") and args[0].endswith(")") else None
+        )
+        with queue_lock:
+            shared.state.begin(job=id_task)
+            res = func(*args, **kwargs)
+            shared.state.end()  # not in a finally: skipped when func raises, as in the WebUI
+        return res
+
+    return wrap_gradio_call(f, extra_outputs=extra_outputs, add_stats=True)
+
+
+def wrap_gradio_call(func, extra_outputs=None, add_stats=False):
+    @wraps(func)
+    def f(*args, **kwargs):
+        try:
+            res = func(*args, **kwargs)
+        finally:
+            shared.state.skipped = False
+            shared.state.interrupted = False
+            shared.state.stopping_generation = False
+            shared.state.job_count = 0
+            shared.state.job = ""
+        return res
+
+    return wrap_gradio_call_no_job(f, extra_outputs, add_stats)
+
+
+def wrap_gradio_call_no_job(func, extra_outputs=None, add_stats=False):
+    @wraps(func)
+    def f(*args, extra_outputs_array=extra_outputs, **kwargs):
+        try:
+            res = list(func(*args, **kwargs))
+        except Exception as e:
+            errors.report("Error completing request", exc_info=True)
+            if extra_outputs_array is None:
+                extra_outputs_array = [None, ""]
+            res = [*extra_outputs_array, f"<div class='error'>{html.escape(f'{type(e).__name__}: {e}')}</div>"]
+        if not add_stats:
+            return tuple(res)
+        timing = "<p class='time'>Time taken: <wbr><span class='measurement'>0.0 sec.</span></p>"
+        res[-1] += f"<div class='performance'>{timing}</div>"
+        return tuple(res)
+
+    return f
