@@ -14,7 +14,8 @@ import torch
 
 
 def _selectable(t: torch.Tensor) -> torch.Tensor:
-    """kthvalue has no CPU kernel for float16: select in float32 there (the values are exact in float32)."""
+    """kthvalue and softmax have no CPU kernels for float16: compute in float32 there (float16 values are exact in
+    float32, so a selection is unchanged)."""
     if t.device.type == "cpu" and t.dtype == torch.float16:
         return t.float()
     return t
@@ -66,7 +67,8 @@ def perpendicular_component(normal: torch.Tensor, vector: torch.Tensor) -> torch
 
 
 def salience(v: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(v.abs().flatten(), dim=0).reshape_as(v)
+    """softmax of |v| over the whole tensor (CPU has no float16 softmax: computed in float32 there)."""
+    return torch.softmax(_selectable(v.abs().flatten()), dim=0).to(v.dtype).reshape_as(v)
 
 
 def salient_blend(normal: torch.Tensor, vectors: Sequence[tuple[torch.Tensor, float]]) -> torch.Tensor:

@@ -83,11 +83,11 @@ def np_prompt(toks, first, nested):
         elif t == "[":
             depth += 1
         elif t == ":":
-            if len(toks) >= 2 and np_is_float(toks[1].strip()):
-                if len(toks) < 3 or toks[2] in KW or (toks[2] == "]" and depth == 0):
-                    toks.pop(0)
-                    weight = float(toks.pop(0).strip())
-                    break
+            weight_follows = len(toks) < 3 or toks[2] in KW or (toks[2] == "]" and depth == 0)
+            if len(toks) >= 2 and np_is_float(toks[1].strip()) and weight_follows:
+                toks.pop(0)
+                weight = float(toks.pop(0).strip())
+                break
         elif t in KW:
             break
         text += toks.pop(0)
