@@ -1,10 +1,13 @@
-"""Imported by `scripts/promptscope.py` while A1111 loads scripts (our folder is on sys.path only then)."""
+"""Imported by `scripts/promptscope.py` while A1111 loads scripts (our folder is on sys.path only then).
+
+Everything the glue needs at run time is imported here, at load time, because A1111 takes our folder off
+`sys.path` once the scripts are loaded.
+"""
 
 from __future__ import annotations
 
+from . import host, sampling
 from .base_script import PromptScopeScript
 from .lifecycle import start
 
-lifetime = start()
-
-__all__ = ["PromptScopeScript", "lifetime"]
+__all__ = ["PromptScopeScript", "host", "sampling", "start"]

@@ -74,7 +74,7 @@ def text_model_of(sd_model: Any) -> Any | None:
 def _token_text(text_model: Any, token_id: int) -> str:
     tok = getattr(text_model, "tokenizer", None)
     if tok is not None and hasattr(tok, "convert_ids_to_tokens"):
-        return str(tok.convert_ids_to_tokens(int(token_id)))
+        return str(tok.convert_ids_to_tokens([int(token_id)])[0])
     decoder = getattr(tok, "decoder", None)
     if isinstance(decoder, dict):
         return str(decoder.get(int(token_id), ""))
