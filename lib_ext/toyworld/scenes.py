@@ -56,13 +56,13 @@ def shape_mask(shape: str, cx: float, cy: float, size: float, image_size: int = 
 
 
 def _shape_color(obj: Any) -> tuple[str, str]:
-    if isinstance(obj, (tuple, list)):
+    if isinstance(obj, tuple | list):
         return str(obj[0]), str(obj[1])
     return obj.shape, obj.color
 
 
 def caption_for(objects: list[Any]) -> str:
-    """"a red circle and a blue square" for objects (SceneObject or (shape, color, ...) tuples), in their order."""
+    """ "a red circle and a blue square" for objects (SceneObject or (shape, color, ...) tuples), in their order."""
     parts = []
     for obj in objects:
         shape, color = _shape_color(obj)
