@@ -224,7 +224,6 @@ def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = 
                     infotext=processed.infotexts[0] if processed.infotexts else processed.info,
                 )
             )
-        shared.state.nextjob()
     if progress is not None:
         progress(len(results), total, "Done")
     return results

@@ -350,3 +350,56 @@ def test_reload_scripts_twice_registers_once(webui, sd_model):
     probe = Probe()
     run(webui, txt2img(webui), probe)
     assert probe.ended == [True]
+
+
+# -- jobs and results ---------------------------------------------------------------------------------------
+
+
+def test_run_jobs_generates_in_order_with_progress_and_infotext(webui, sd_model):
+    from promptscope_a1111.host import run_jobs
+    from promptscope_lib_ext.seam import GenerationRequest
+
+    events: list[tuple[int, int, str]] = []
+    requests = [
+        GenerationRequest("a cat", "ugly", seed=11, settings={"steps": 2, "width": 64, "height": 64}),
+        GenerationRequest(
+            "a dog", "", seed=12, settings={"steps": 2, "width": 64, "height": 64}, infotext={"PromptScope arm": "2"}
+        ),
+    ]
+    results = run_jobs(requests, progress=lambda d, t, msg: events.append((d, t, msg)))
+    assert [r.seed for r in results] == [11, 12]
+    assert "a dog" in results[1].infotext and "PromptScope arm: 2" in results[1].infotext
+    assert "Seed: 11" in results[0].infotext
+    assert [e[:2] for e in events] == [(0, 2), (1, 2), (2, 2)]
+
+
+def test_run_jobs_stops_when_interrupted(webui, sd_model):
+    from promptscope_a1111.host import run_jobs
+    from promptscope_lib_ext.seam import GenerationRequest
+
+    requests = [GenerationRequest(f"p{i}", seed=i, settings={"steps": 1}) for i in range(3)]
+
+    def interrupt(done, total, msg):
+        if done == 1:
+            webui.shared.state.interrupted = True
+
+    try:
+        results = run_jobs(requests, progress=interrupt)
+    finally:
+        webui.shared.state.interrupted = False
+    assert len(results) == 1
+
+
+def test_attach_images_and_infotext_keys(webui, sd_model):
+    from PIL import Image
+    from promptscope_a1111.host import add_infotext, attach_images
+
+    p = txt2img(webui)
+    add_infotext(p, "PromptScope test", "a, b: c")
+    processed = run(webui, p)
+    assert 'PromptScope test: "a, b: c"' in processed.infotexts[0]
+    params = webui.infotext_utils.parse_generation_parameters(processed.infotexts[0])
+    assert params["PromptScope test"] == "a, b: c"
+    n = len(processed.images)
+    attach_images(processed, [Image.new("RGB", (8, 8))], ["heatmap: cat"])
+    assert len(processed.images) == n + 1 and processed.infotexts[-1] == "heatmap: cat"
