@@ -356,8 +356,9 @@ def test_reload_scripts_twice_registers_once(webui, sd_model):
 
 
 def test_run_jobs_generates_in_order_with_progress_and_infotext(webui, sd_model):
-    from promptscope_a1111.host import run_jobs
     from promptscope_lib_ext.seam import GenerationRequest
+
+    from promptscope_a1111.host import run_jobs
 
     events: list[tuple[int, int, str]] = []
     requests = [
@@ -374,8 +375,9 @@ def test_run_jobs_generates_in_order_with_progress_and_infotext(webui, sd_model)
 
 
 def test_run_jobs_stops_when_interrupted(webui, sd_model):
-    from promptscope_a1111.host import run_jobs
     from promptscope_lib_ext.seam import GenerationRequest
+
+    from promptscope_a1111.host import run_jobs
 
     requests = [GenerationRequest(f"p{i}", seed=i, settings={"steps": 1}) for i in range(3)]
 
@@ -392,6 +394,7 @@ def test_run_jobs_stops_when_interrupted(webui, sd_model):
 
 def test_attach_images_and_infotext_keys(webui, sd_model):
     from PIL import Image
+
     from promptscope_a1111.host import add_infotext, attach_images
 
     p = txt2img(webui)
