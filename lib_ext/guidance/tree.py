@@ -12,6 +12,7 @@ import enum
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 class Conciliation(enum.Enum):
@@ -39,7 +40,7 @@ class StepCount:
 
     def __str__(self) -> str:
         if self.relative:
-            return f"{_plain(self.value * 100)}%"
+            return f"{format_plain_float(round(self.value * 100, 9))}%"
         return str(int(self.value))
 
 
@@ -75,15 +76,15 @@ class SegaParams:
         """The inline form, e.g. `<sega:threshold=0.9,warmup=20%>` (empty string when nothing is set)."""
         parts = []
         if self.threshold is not None:
-            parts.append(f"threshold={_plain(self.threshold)}")
+            parts.append(f"threshold={format_plain_float(self.threshold)}")
         if self.warmup is not None:
             parts.append(f"warmup={self.warmup}")
         if self.cooldown is not None:
             parts.append(f"cooldown={self.cooldown}")
         if self.momentum is not None:
-            parts.append(f"momentum={_plain(self.momentum)}")
+            parts.append(f"momentum={format_plain_float(self.momentum)}")
         if self.beta is not None:
-            parts.append(f"beta={_plain(self.beta)}")
+            parts.append(f"beta={format_plain_float(self.beta)}")
         return f"<sega:{','.join(parts)}>" if parts else ""
 
 
@@ -128,14 +129,9 @@ def leaf_count(node: PromptNode) -> int:
     return sum(1 for _ in iter_leaves(node))
 
 
-def _plain(x: float) -> str:
-    """A float written without exponent (A1111's weight regex reads only plain decimals)."""
-    from decimal import Decimal
-
+def format_plain_float(x: float) -> str:
+    """The shortest decimal that reads back as x, without exponent (A1111's weight pattern reads no exponents)."""
     text = format(Decimal(repr(float(x))), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
-
-
-format_plain_float = _plain
