@@ -1,0 +1,136 @@
+"""Semantic guidance as the hosts drive it (`lib_ext.seam.Feature`), host-independent.
+
+Two calls per batch, both from that batch's own prompts (nothing is kept between generations, so no UI callback
+such as A1111's token counter can leave stale state — neutral-prompt #44):
+1. Where the host turns prompts into cond rows (A1111: `get_multicond_prompt_list`), it passes its prompts through
+   `GuidanceFeature.rewrite_prompts`: a prompt that uses AND_PERP / AND_SALT / AND_TOPK (or `<sega:...>`) becomes
+   `flatten_for_host(tree)`, one sub-prompt per leaf; every other prompt is returned unchanged, so the host treats
+   it exactly as without us.
+2. `begin_sampling` parses the same prompts again (`ctx.job.prompts`), checks that the host's rows match the trees,
+   and installs a step hook that replaces the host's CFG combination with `combine(...)`, with a fresh
+   `GuidanceState` for this sampling call (hires pass and img2img get their own).
+A prompt that cannot be used gets a one-line warning in `ctx.messages` and the host's own behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..prompt_multicond import split_and
+from ..seam import DenoiseStep, SamplingContext
+from .combine import GuidanceLayoutError, combine
+from .parser import SEGA_TAG_NAME, flatten_for_host, has_keywords, safe_parse
+from .settings import GuidanceSettings
+from .state import GuidanceState
+from .step import GuidanceStep
+from .tree import CompositePrompt, LeafPrompt, leaf_count
+
+_SEGA_TAG = f"<{SEGA_TAG_NAME}:"
+
+
+def uses_guidance(prompt: str) -> bool:
+    """Whether a prompt is ours to parse: it has AND_PERP / AND_SALT / AND_TOPK, or a `<sega:...>` tag."""
+    return has_keywords(prompt) or (isinstance(prompt, str) and _SEGA_TAG in prompt)
+
+
+def host_tree(prompt: str) -> CompositePrompt:
+    """The tree of what the host does with a prompt we leave alone: its own `AND` split, weights as it reads them."""
+    return CompositePrompt(1.0, None, [LeafPrompt(w, None, text) for text, w in split_and(prompt)])
+
+
+@dataclass
+class PreparedPrompts:
+    host_prompts: list[str]  # what the host should compute cond rows from
+    trees: list[CompositePrompt]  # per image, leaves in the host's row order
+    active: bool  # some prompt uses the guidance grammar
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_prompts(prompts: Sequence[str]) -> PreparedPrompts:
+    host_prompts, trees, warnings, active = [], [], [], False
+    for prompt in prompts:
+        tree = None
+        if uses_guidance(prompt):
+            tree, warning = safe_parse(prompt)
+            if warning is not None and warning not in warnings:
+                warnings.append(warning)
+        if tree is None:
+            host_prompts.append(prompt)
+            trees.append(host_tree(prompt))
+        else:
+            active = True
+            host_prompts.append(flatten_for_host(tree))
+            trees.append(tree)
+    return PreparedPrompts(host_prompts, trees, active, warnings)
+
+
+def disabled_warning(prompts: Sequence[str]) -> str | None:
+    """The one-line warning for a generation with the feature off but guidance keywords typed."""
+    if any(has_keywords(p) for p in prompts):
+        return (
+            "semantic guidance is off, but the prompt uses AND_PERP / AND_SALT / AND_TOPK: the host reads them as "
+            "plain text and weights the whole sub-prompt by the last :w"
+        )
+    return None
+
+
+class GuidanceFeature:
+    name = "semantic_guidance"
+
+    def __init__(self, settings: GuidanceSettings | None = None, enabled: bool = True) -> None:
+        self.settings = (settings or GuidanceSettings()).validated()
+        self.enabled = enabled
+        self.messages: list[str] = []
+
+    def rewrite_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """The prompts the host should compute its cond rows from (unchanged when off or unused)."""
+        if not self.enabled:
+            return list(prompts)
+        return prepare_prompts(prompts).host_prompts
+
+    def begin_sampling(self, ctx: SamplingContext) -> None:
+        if not self.enabled:
+            warning = disabled_warning(ctx.job.prompts)
+            if warning:
+                self._message(ctx, warning)
+            return
+        prepared = prepare_prompts(ctx.job.prompts)
+        for warning in prepared.warnings:
+            self._message(ctx, warning)
+        if not prepared.active:
+            return
+        counts = [leaf_count(t) for t in prepared.trees]
+        host_counts = [len(c) for c in ctx.layout.conds]
+        if counts != host_counts:
+            self._message(
+                ctx,
+                f"semantic guidance off for this batch: the host computed {host_counts} sub-prompts per image, the "
+                f"prompts have {counts} (were the prompts passed through rewrite_prompts?)",
+            )
+            return
+        state = GuidanceState()
+        trees, settings = prepared.trees, self.settings
+
+        def step_hook(ds: DenoiseStep) -> torch.Tensor | None:
+            try:
+                out = combine(GuidanceStep.from_denoise_step(ds), trees, settings, state)
+            except GuidanceLayoutError as e:
+                self._message(ctx, f"semantic guidance skipped a step: {e}")
+                return None
+            for m in state.messages:
+                self._message(ctx, m)
+            return out
+
+        ctx.step_hooks.append(step_hook)
+
+    def end_sampling(self, ctx: SamplingContext, ok: bool) -> None:
+        pass
+
+    def _message(self, ctx: SamplingContext, message: str) -> None:
+        if message not in ctx.messages:
+            ctx.messages.append(message)
+        if message not in self.messages:
+            self.messages.append(message)

@@ -1,0 +1,129 @@
+"""The seam adapter: prompts rewritten for the host, a per-call step hook, the host left alone otherwise."""
+
+from __future__ import annotations
+
+import torch
+
+from lib_ext.guidance import GuidanceSettings, GuidanceState, GuidanceStep, combine, parse_root
+from lib_ext.guidance.feature import GuidanceFeature, disabled_warning, host_tree, prepare_prompts
+from lib_ext.guidance.tree import flatten_leaves
+from lib_ext.patches import PatchSet
+from lib_ext.prompt_multicond import get_multicond_prompt_list
+from lib_ext.seam import BatchLayout, DenoiseStep, JobInfo, PromptTokens, SamplingContext
+
+SHAPE = (4, 8, 8)
+
+
+def context(prompts, host_prompts):
+    """A sampling context whose layout is what the host computes from `host_prompts` (A1111's multicond split)."""
+    conds, flat, _ = get_multicond_prompt_list(host_prompts)
+    ctx = SamplingContext(
+        job=JobInfo(prompts=list(prompts), negative_prompts=[""] * len(prompts), seeds=list(range(len(prompts)))),
+        patches=PatchSet("test"),
+        unet=torch.nn.Identity(),
+        layout=BatchLayout.from_conds_list(conds),
+        tokenize=lambda p: PromptTokens(p, (), ()),
+    )
+    return ctx, len(flat)
+
+
+def denoise_step(ctx, n_rows, step=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = n_rows + ctx.layout.n_images
+    x_out = torch.randn((rows, *SHAPE), generator=g, dtype=torch.float64)
+    x_in = torch.randn((rows, *SHAPE), generator=g, dtype=torch.float64)
+    sigma = torch.full((ctx.layout.n_images,), 2.0, dtype=torch.float64)
+    return DenoiseStep(x_in, x_out, sigma, ctx.layout, 7.0, step, 10, "x0")
+
+
+def test_rewrite_and_hook_give_combine():
+    prompts = ["a castle AND_TOPK snowy <sega:topk=0.2> :0.4", "a cat AND_PERP dog :0.3 AND_TOPK hat :-0.5"]
+    feature = GuidanceFeature(GuidanceSettings(mode="sega"))
+    host_prompts = feature.rewrite_prompts(prompts)
+    assert "sega" not in " ".join(host_prompts)
+    ctx, n_rows = context(prompts, host_prompts)
+    assert n_rows == 5  # one row per leaf
+    feature.begin_sampling(ctx)
+    assert len(ctx.step_hooks) == 1
+    state = GuidanceState()
+    trees = [parse_root(p) for p in prompts]
+    for i in range(3):
+        ds = denoise_step(ctx, n_rows, step=i, seed=i)
+        expected = combine(GuidanceStep.from_denoise_step(ds), trees, GuidanceSettings(mode="sega"), state)
+        torch.testing.assert_close(ctx.step_hooks[0](ds), expected)
+    assert ctx.messages == []
+
+
+def test_prompts_without_keywords_are_left_to_the_host():
+    prompts = ["a :1] b", "[a AND b] :2"]  # neutral-prompt would read these differently from A1111
+    feature = GuidanceFeature()
+    assert feature.rewrite_prompts(prompts) == prompts
+    ctx, _ = context(prompts, prompts)
+    feature.begin_sampling(ctx)
+    assert ctx.step_hooks == []
+
+
+def test_mixed_batch_uses_the_hosts_split_for_plain_prompts():
+    prompts = ["x AND_TOPK y :0.5", "[a AND b] :2"]
+    prepared = prepare_prompts(prompts)
+    assert prepared.host_prompts[1] == prompts[1]
+    assert [(leaf.prompt, leaf.weight) for leaf in flatten_leaves(prepared.trees[1])] == [("[a", 1.0), (" b]", 2.0)]
+    feature = GuidanceFeature()
+    ctx, n_rows = context(prompts, feature.rewrite_prompts(prompts))
+    feature.begin_sampling(ctx)
+    ds = denoise_step(ctx, n_rows)
+    out = ctx.step_hooks[0](ds)
+    torch.testing.assert_close(out[1], ds.default_combine()[1])  # the plain image gets the host's formula
+
+
+def test_bad_prompt_warns_and_falls_back():
+    prompts = ["a AND_TOPK b :nan", "c AND_TOPK d :0.5"]
+    feature = GuidanceFeature()
+    host_prompts = feature.rewrite_prompts(prompts)
+    assert host_prompts[0] == prompts[0]
+    ctx, n_rows = context(prompts, host_prompts)
+    feature.begin_sampling(ctx)
+    assert len(ctx.messages) == 1 and "not a finite number" in ctx.messages[0]
+    ds = denoise_step(ctx, n_rows)
+    torch.testing.assert_close(ctx.step_hooks[0](ds)[0], ds.default_combine()[0])
+
+
+def test_layout_that_ignored_the_rewrite_is_refused():
+    prompts = ["a AND_TOPK b AND_TOPK c"]
+    feature = GuidanceFeature()
+    ctx, _ = context(prompts, prompts)  # the host did not use rewrite_prompts: one row, three leaves
+    feature.begin_sampling(ctx)
+    assert ctx.step_hooks == []
+    assert "rewrite_prompts" in ctx.messages[0]
+
+
+def test_each_sampling_call_has_its_own_state():
+    prompts = ["a AND_TOPK b <sega:warmup=0> :0.5"]
+    settings = GuidanceSettings(mode="sega")
+    feature = GuidanceFeature(settings)
+    host_prompts = feature.rewrite_prompts(prompts)
+    ctx1, n_rows = context(prompts, host_prompts)
+    ctx2, _ = context(prompts, host_prompts)
+    feature.begin_sampling(ctx1)
+    feature.begin_sampling(ctx2)
+    ds = [denoise_step(ctx1, n_rows, step=i, seed=i) for i in range(3)]
+    first = [ctx1.step_hooks[0](d) for d in ds]
+    second = [ctx2.step_hooks[0](d) for d in ds]
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
+def test_disabled_feature_changes_nothing_and_warns_about_keywords():
+    prompts = ["a castle AND_TOPK snowy :0.4"]
+    feature = GuidanceFeature(enabled=False)
+    assert feature.rewrite_prompts(prompts) == prompts
+    ctx, _ = context(prompts, prompts)
+    feature.begin_sampling(ctx)
+    assert ctx.step_hooks == []
+    assert ctx.messages == [disabled_warning(prompts)]
+    assert disabled_warning(["a AND b"]) is None
+
+
+def test_host_tree_matches_the_hosts_split():
+    tree = host_tree("a :0.5 AND b AND c:1.5 ")
+    assert [(leaf.prompt, leaf.weight) for leaf in tree.children] == [("a", 0.5), (" b", 1.0), (" c", 1.5)]
