@@ -105,10 +105,12 @@ class ToyConditioner:
         ids = torch.as_tensor(tokens, dtype=torch.long, device=device)
         z = self.text_encoder(ids)
         mult = torch.as_tensor(multipliers, dtype=z.dtype, device=device)
+        if bool((mult == 1).all()):
+            return z  # A1111's formula is then the identity, except that it turns a zero mean into 0/0 = NaN
         original_mean = z.mean()
         z = z * mult.reshape((*mult.shape, 1)).expand(z.shape)
         new_mean = z.mean()
-        return z * (original_mean / new_mean)
+        return z * (original_mean / new_mean) if new_mean != 0 else z
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """A1111's `cond_stage_model(texts)`: (len(texts), 77·k, D), shorter prompts padded with empty chunks."""
