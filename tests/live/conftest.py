@@ -5,6 +5,7 @@
     PROMPTSCOPE_WEBUI_ARGS="--ckpt models/Stable-diffusion/x.safetensors"   extra launch args
     PROMPTSCOPE_WEBUI_PORT=7861                                  default: a free port
     PROMPTSCOPE_WEBUI_START_TIMEOUT=600                          seconds until /sdapi/v1/options answers
+    PROMPTSCOPE_WEBUI_LOG=/tmp/webui-console.log                 the server's console; default: pytest's tmp dir
 
 The session links this repository into `<checkout>/extensions/promptscope`, starts the server on 127.0.0.1
 with `--api` on the CPU, and always stops it and removes the link it made, also when a test fails.
@@ -12,6 +13,7 @@ with `--api` on the CPU, and always stops it and removes the link it made, also 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,8 @@ import pytest
 
 from tests.live.webui_harness import (
     ENV_CHECKOUT,
+    ENV_LOG,
+    HOST_NOISE,
     HarnessError,
     WebUIClient,
     WebUIConfig,
@@ -31,8 +35,9 @@ SCRIPT_TITLES = {
     "guidance": "PromptScope: Semantic guidance",
     "heatmaps": "PromptScope: Attention heatmaps",
 }
-# The extension must show these in the txt2img and img2img script lists.
-EXPECTED_ALWAYSON_TITLES = tuple(SCRIPT_TITLES.values())
+# The extension must show these in the txt2img and img2img script lists: the feature scripts and the base script
+# that opens the sampling session ("PromptScope", promptscope_a1111/base_script.py).
+EXPECTED_ALWAYSON_TITLES = ("PromptScope", *SCRIPT_TITLES.values())
 
 LIVE_DIR = Path(__file__).resolve().parent
 SKIP_REASON = f"live tier: set {ENV_CHECKOUT} to an A1111 WebUI checkout to run it"
@@ -55,7 +60,7 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
     config = WebUIConfig.from_env()
     if config is None:
         pytest.skip(SKIP_REASON)
-    log_path = tmp_path_factory.mktemp("webui") / "webui-console.log"
+    log_path = Path(os.environ.get(ENV_LOG) or tmp_path_factory.mktemp("webui") / "webui-console.log")
     try:
         server = WebUIServer(config, log_path).__enter__()
     except HarnessError as e:
@@ -66,7 +71,7 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
     finally:
         server.stop()
     # Also catches errors printed during tests that ran after test_console_has_no_promptscope_traceback.
-    bad = errors_mentioning(server.client.log(), "promptscope")
+    bad = errors_mentioning(server.client.log(), "promptscope", ignore=HOST_NOISE)
     if bad:
         pytest.fail("PromptScope errors in the WebUI console:\n\n" + "\n\n".join(bad), pytrace=False)
 

@@ -31,6 +31,7 @@ ENV_PYTHON = "PROMPTSCOPE_WEBUI_PYTHON"
 ENV_ARGS = "PROMPTSCOPE_WEBUI_ARGS"
 ENV_PORT = "PROMPTSCOPE_WEBUI_PORT"
 ENV_START_TIMEOUT = "PROMPTSCOPE_WEBUI_START_TIMEOUT"
+ENV_LOG = "PROMPTSCOPE_WEBUI_LOG"
 
 # CPU, offline, API on, no environment preparation (no git clones, no pip, no install.py runs).
 BASE_ARGS = (
@@ -49,6 +50,8 @@ BASE_ARGS = (
 )
 # The server must stay on the loopback interface: these would expose it.
 FORBIDDEN_ARGS = ("--listen", "--share", "--server-name", "--ngrok", "--cors-allow-origins-regex")
+# A1111 (and Forge) print this once the API routes exist and on_app_started callbacks have run.
+READY_LINE = "Startup time:"
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -147,6 +150,8 @@ class ExtensionLink:
 _TRACEBACK_START = re.compile(r"^\s*Traceback \(most recent call last\):", re.MULTILINE)
 # A1111 prints `*** Error running process: <file>` (modules/errors.py report) before a traceback.
 _A1111_ERROR = re.compile(r"^\*\*\* .*$", re.MULTILINE)
+# Not ours: A1111 reads the git remote of every extension, and a checkout without an `origin` makes it print this.
+HOST_NOISE = ("*** Failed reading extension data from Git repository",)
 
 
 def traceback_blocks(log: str) -> list[str]:
@@ -172,8 +177,9 @@ def traceback_blocks(log: str) -> list[str]:
     return blocks
 
 
-def errors_mentioning(log: str, needle: str) -> list[str]:
-    """Tracebacks and A1111 '*** Error' lines of `log` that mention `needle` (case-insensitive)."""
+def errors_mentioning(log: str, needle: str, ignore: Sequence[str] = ()) -> list[str]:
+    """Tracebacks and A1111 '*** Error' lines of `log` that mention `needle` (case-insensitive), except those
+    containing one of the `ignore` strings."""
     needle = needle.lower()
     found = [b for b in traceback_blocks(log) if needle in b.lower()]
     seen = "\n".join(found).lower()
@@ -181,7 +187,7 @@ def errors_mentioning(log: str, needle: str) -> list[str]:
         line = m.group(0)
         if needle in line.lower() and line.lower() not in seen:
             found.append(line)
-    return found
+    return [f for f in found if not any(i in f for i in ignore)]
 
 
 class WebUIClient:
@@ -203,7 +209,12 @@ class WebUIClient:
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:2000]
             raise AssertionError(f"{method} {path} -> HTTP {e.code}: {detail}") from e
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")  # e.g. server-stop answers a bare "Stopping."
 
     def get(self, path: str, timeout: float | None = None) -> Any:
         return self.request("GET", path, timeout=timeout)
@@ -309,19 +320,23 @@ class WebUIServer:
         self.start_seconds = time.monotonic() - t0
 
     def _wait_ready(self, t0: float) -> None:
+        # No request may reach the server before A1111 has added its API: the first request makes starlette build
+        # its middleware stack, and A1111's create_api() then dies with "Cannot add middleware after an
+        # application has started". So wait for the line it prints after that (and after on_app_started).
         deadline = t0 + self.config.start_timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise HarnessError(f"WebUI exited with code {self.proc.returncode} while starting:\n{self._tail()}")
-            try:
-                self.client.get("/sdapi/v1/options", timeout=5)
-                return
-            except (OSError, AssertionError):
-                time.sleep(0.5)
-        raise HarnessError(
-            f"WebUI did not answer /sdapi/v1/options in {self.config.start_timeout:.0f} s:\n{self._tail()}"
-        )
+            if READY_LINE in self.client.log():
+                try:
+                    self.client.get("/sdapi/v1/options", timeout=5)
+                    return
+                except (OSError, AssertionError):
+                    pass
+            time.sleep(0.5)
+        waited = f"{self.config.start_timeout:.0f} s"
+        raise HarnessError(f"WebUI was not ready ({READY_LINE!r}, /sdapi/v1/options) in {waited}:\n{self._tail()}")
 
     def _tail(self, n: int = 60) -> str:
         return "\n".join(self.client.log().splitlines()[-n:])
@@ -331,8 +346,8 @@ class WebUIServer:
             proc = self.proc
             if proc is not None and proc.poll() is None:
                 if "--api-server-stop" in launch_command(self.config, self.port):
-                    # The server may drop the connection while it stops.
-                    with contextlib.suppress(OSError, AssertionError):
+                    # The server may drop the connection while it stops; nothing here may keep us from ending it.
+                    with contextlib.suppress(Exception):
                         self.client.post("/sdapi/v1/server-stop", timeout=10)
                     _wait(proc, grace)
                 if proc.poll() is None:

@@ -48,18 +48,37 @@ FAKE_LAUNCH = textwrap.dedent(
             self.wfile.write(body)
 
         def do_GET(self):
+            if not ready:
+                print("Cannot add middleware after an application has started", flush=True)
+                os._exit(3)
             self._send({"path": self.path})
 
         def do_POST(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(n) or b"{}")
             if self.path == "/sdapi/v1/server-stop" and mode not in ("ignore-stop", "ignore-term"):
-                self._send("Stopping.")
+                # A1111 answers with a bare text body, not JSON.
+                self.send_response(200)
+                self.send_header("Content-Length", "9")
+                self.end_headers()
+                self.wfile.write(b"Stopping.")
                 threading.Thread(target=srv.shutdown).start()
                 return
             self._send({"echo": body})
 
+    ready = False
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+    if mode == "slow-ready":
+        # Like A1111: the port answers before the API exists, and an early request kills the start.
+        serving = threading.Thread(target=srv.serve_forever, daemon=True)
+        serving.start()
+        import time
+        time.sleep(1.5)
+        ready = True
+        print("Startup time: 1.5s", flush=True)
+        serving.join()
+        raise SystemExit(0)
+    ready = True
     print("Startup time: 0.0s", flush=True)
     srv.serve_forever()
     """
@@ -172,6 +191,7 @@ def test_traceback_blocks_and_errors_mentioning() -> None:
     found = errors_mentioning(log, "PromptScope")
     assert len(found) == 2 and found[0] == blocks[0] and found[1] == "*** Error loading script: promptscope_extra.py"
     assert errors_mentioning("Startup time: 3s\nall good\n", "promptscope") == []
+    assert errors_mentioning(log, "promptscope", ignore=("promptscope_extra",)) == [blocks[0]]
 
 
 def test_png_size() -> None:
@@ -195,6 +215,15 @@ def test_server_starts_answers_and_stops_via_api(tmp_path: Path) -> None:
     assert not (checkout / "extensions" / "promptscope").exists()
     log = server.client.log()
     assert "--api" in log and f"--port {server.port}" in log and "--listen" not in log
+
+
+def test_no_request_before_the_server_says_it_is_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_WEBUI_MODE", "slow-ready")
+    server = WebUIServer(config_for(fake_checkout(tmp_path)), tmp_path / "console.log")
+    with server:
+        assert server.start_seconds is not None and server.start_seconds >= 1.5
+        assert server.client.get("/sdapi/v1/options") == {"path": "/sdapi/v1/options"}
+    assert "Cannot add middleware" not in server.client.log()
 
 
 @pytest.mark.parametrize("mode, code", [("ignore-stop", -signal.SIGTERM), ("ignore-term", -signal.SIGKILL)])
