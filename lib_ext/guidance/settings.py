@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .tree import SegaParams, StepCount
+from .tree import SegaParams, StepCount, format_plain_float
 
 Mode = Literal["neutral", "sega"]
 
@@ -53,3 +54,126 @@ class GuidanceSettings:
             if sc is not None and (sc.value < 0 or (sc.relative and sc.value > 1)):
                 raise ValueError(f"sega {name} must be >= 0 steps or a fraction in [0, 1], not {sc}")
         return self
+
+    # -- conversions ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, object]:
+        """Flat JSON-able form (API arguments, UI state): steps as ints, percentages as "20%"."""
+        s = self.sega
+        return {
+            "mode": self.mode,
+            "cfg_rescale": self.cfg_rescale,
+            "topk_ratio": self.topk_ratio,
+            "threshold": s.threshold,
+            "warmup": _step_value(s.warmup),
+            "cooldown": _step_value(s.cooldown),
+            "momentum": s.momentum,
+            "beta": s.beta,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> GuidanceSettings:
+        """Validated settings from a flat mapping (missing keys take the defaults); ValueError names the bad key."""
+        unknown = set(values) - set(SETTING_KEYS)
+        if unknown:
+            raise ValueError(f"unknown guidance setting(s) {sorted(unknown)}; known: {', '.join(SETTING_KEYS)}")
+        base = cls()
+        d = base.sega
+
+        def number(key: str, default: float | None) -> float | None:
+            v = values.get(key, default)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                raise ValueError(f"{key} must be a number, not {v!r}")
+            try:
+                x = float(v)
+            except ValueError:
+                raise ValueError(f"{key} must be a number, not {v!r}") from None
+            if not math.isfinite(x):
+                raise ValueError(f"{key} must be finite, not {v!r}")
+            return x
+
+        def steps(key: str, default: StepCount | None) -> StepCount | None:
+            if key not in values:
+                return default
+            v = values[key]
+            if v is None or v == "":
+                return None
+            text = str(v).strip()
+            try:
+                if text.endswith("%"):
+                    return StepCount(float(text[:-1]) / 100.0, relative=True)
+                x = float(text)
+            except ValueError:
+                raise ValueError(f"{key} must be a number of steps or a percentage like 20%, not {v!r}") from None
+            if x != int(x):
+                raise ValueError(f"{key} must be a whole number of steps or a percentage like 20%, not {v!r}")
+            return StepCount(int(x))
+
+        mode = values.get("mode", base.mode)
+        settings = cls(
+            mode=mode,  # type: ignore[arg-type]
+            cfg_rescale=number("cfg_rescale", base.cfg_rescale),  # type: ignore[arg-type]
+            topk_ratio=number("topk_ratio", base.topk_ratio),  # type: ignore[arg-type]
+            sega=SegaParams(
+                threshold=number("threshold", d.threshold),
+                warmup=steps("warmup", d.warmup),
+                cooldown=steps("cooldown", d.cooldown),
+                momentum=number("momentum", d.momentum),
+                beta=number("beta", d.beta),
+            ),
+        )
+        return settings.validated()
+
+    def to_infotext(self) -> dict[str, str]:
+        """Infotext keys (values hold no comma, colon or newline, so A1111 writes them unquoted)."""
+        out = {INFOTEXT_MODE: self.mode}
+        if self.cfg_rescale:
+            out[INFOTEXT_PHI] = format_plain_float(self.cfg_rescale)
+        if self.mode == "neutral":
+            out[INFOTEXT_TOPK] = format_plain_float(self.topk_ratio)
+        else:
+            out[INFOTEXT_SEGA] = self.sega.to_tag()[len("<sega:") : -1].replace(",", " ")
+        return out
+
+    @classmethod
+    def from_infotext(cls, params: Mapping[str, str]) -> GuidanceSettings | None:
+        """Settings from pasted infotext keys; None when the image was made without semantic guidance."""
+        if INFOTEXT_MODE not in params:
+            return None
+        values: dict[str, object] = {"mode": str(params[INFOTEXT_MODE]).strip()}
+        if INFOTEXT_PHI in params:
+            values["cfg_rescale"] = params[INFOTEXT_PHI]
+        if INFOTEXT_TOPK in params:
+            values["topk_ratio"] = params[INFOTEXT_TOPK]
+        if INFOTEXT_SEGA in params:
+            from .parser import parse_sega_args
+
+            p = parse_sega_args(str(params[INFOTEXT_SEGA]), where="infotext")
+            values.update({k: v for k, v in _params_dict(p).items() if v is not None})
+            if p.cooldown is None:
+                values["cooldown"] = None
+        return cls.from_dict(values)
+
+
+SETTING_KEYS = ("mode", "cfg_rescale", "topk_ratio", "threshold", "warmup", "cooldown", "momentum", "beta")
+INFOTEXT_MODE = "Semantic guidance"
+INFOTEXT_PHI = "Semantic guidance CFG rescale phi"
+INFOTEXT_TOPK = "Semantic guidance top-k"
+INFOTEXT_SEGA = "Semantic guidance SEGA"
+
+
+def _step_value(sc: StepCount | None) -> object:
+    if sc is None:
+        return None
+    return str(sc) if sc.relative else int(sc.value)
+
+
+def _params_dict(p: SegaParams) -> dict[str, object]:
+    return {
+        "threshold": p.threshold,
+        "warmup": _step_value(p.warmup),
+        "cooldown": _step_value(p.cooldown),
+        "momentum": p.momentum,
+        "beta": p.beta,
+    }

@@ -12,7 +12,7 @@ from lib_ext.guidance.parser import parse_root
 from lib_ext.guidance.settings import GuidanceSettings
 from lib_ext.guidance.state import GuidanceState
 from lib_ext.guidance.step import GuidanceStep
-from lib_ext.guidance.tree import CompositePrompt, Conciliation, LeafPrompt, flatten_leaves
+from lib_ext.guidance.tree import CompositePrompt, Conciliation, LeafPrompt, StepCount, flatten_leaves
 
 SHAPE = (4, 8, 8)
 
@@ -265,3 +265,44 @@ def test_tree_built_by_hand_works_too():
     step, _ = make_step(["a AND_TOPK b :0.5 AND_PERP c :0.5"])
     got = combine(step, [tree], GuidanceSettings(), GuidanceState())
     np.testing.assert_allclose(got.numpy(), run_naive(step, [tree]), rtol=1e-10, atol=1e-10)
+
+
+def test_settings_dict_and_infotext_round_trip():
+    from lib_ext.guidance.tree import SegaParams, StepCount
+
+    for settings in [
+        GuidanceSettings(),
+        GuidanceSettings(mode="sega", cfg_rescale=0.7),
+        GuidanceSettings(
+            mode="sega",
+            sega=SegaParams(threshold=0.95, warmup=StepCount(5), cooldown=StepCount(0.8, True), momentum=0.3, beta=0.6),
+        ),
+    ]:
+        assert GuidanceSettings.from_dict(settings.to_dict()) == settings
+        info = settings.to_infotext()
+        assert all("," not in v and ":" not in v and "\n" not in v for v in info.values())
+        back = GuidanceSettings.from_infotext(info)
+        if settings.mode == "sega":
+            assert back == GuidanceSettings(mode="sega", cfg_rescale=settings.cfg_rescale, sega=settings.sega)
+        else:
+            assert back == settings
+    assert GuidanceSettings.from_infotext({"Steps": "20"}) is None
+
+
+def test_settings_from_dict_errors_are_clear():
+    assert GuidanceSettings.from_dict({"mode": "sega", "warmup": "25%", "cooldown": None}).sega.warmup == StepCount(
+        0.25, True
+    )
+    for values, match in [
+        ({"modee": "sega"}, "unknown guidance setting"),
+        ({"mode": "seg"}, "mode must be"),
+        ({"cfg_rescale": "abc"}, "cfg_rescale must be a number"),
+        ({"cfg_rescale": True}, "cfg_rescale must be a number"),
+        ({"momentum": float("inf")}, "momentum must be finite"),
+        ({"threshold": 1.5}, "threshold must be in"),
+        ({"warmup": 2.5}, "whole number"),
+        ({"warmup": "x%"}, "percentage"),
+        ({"beta": 1.0}, "beta must be in"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            GuidanceSettings.from_dict(values)
