@@ -114,6 +114,24 @@ def generator_from_host(
     return generate
 
 
+INFOTEXT_KEYS = {"session": "PromptScope session", "arm": "PromptScope arm", "round": "PromptScope round"}
+
+
+def bandit_ref_from_infotext(params: dict[str, str]) -> dict[str, Any] | None:
+    """Session, arm, round number (and slot choices) from parsed infotext parameters (PNG Info), or None."""
+    try:
+        ref: dict[str, Any] = {k: int(params[v]) for k, v in INFOTEXT_KEYS.items()}
+    except (KeyError, TypeError, ValueError):
+        return None
+    slots = params.get("PromptScope slots")
+    if slots is not None:
+        try:
+            ref["slot_choices"] = [int(x) for x in json.loads(slots)]
+        except (TypeError, ValueError):
+            return None
+    return ref
+
+
 # ---- validation helpers ----------------------------------------------------------------------------------------
 def _id(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -344,9 +362,9 @@ class BanditService:
             arm = by_id[p.arm_id]
             prompt = parse_template(arm["prompt"]).expand(p.slot_choices) if arm["is_template"] else arm["prompt"]
             info = {
-                "PromptScope session": str(session["id"]),
-                "PromptScope arm": str(arm["id"]),
-                "PromptScope round": str(rnd["number"]),
+                INFOTEXT_KEYS["session"]: str(session["id"]),
+                INFOTEXT_KEYS["arm"]: str(arm["id"]),
+                INFOTEXT_KEYS["round"]: str(rnd["number"]),
             }
             if arm["is_template"]:
                 info["PromptScope slots"] = json.dumps(list(p.slot_choices))
@@ -569,4 +587,4 @@ class BanditService:
         return _export.export_stats(st["arms"], dest_root, name, meta, overwrite)
 
 
-__all__ = ["BanditService", "ImageResult", "Job", "NotFoundError", "generator_from_host"]
+__all__ = ["BanditService", "ImageResult", "Job", "NotFoundError", "bandit_ref_from_infotext", "generator_from_host"]

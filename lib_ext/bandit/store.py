@@ -497,6 +497,13 @@ class Store:
         rows = self._all("SELECT arm_id, COUNT(*) AS n FROM images WHERE session_id = ? GROUP BY arm_id", (session_id,))
         return {r["arm_id"]: r["n"] for r in rows}
 
+    def verify_image(self, image_id: int) -> str:
+        """'ok', 'missing' (no file at the stored path) or 'changed' (the file's SHA-256 differs)."""
+        img = self.get_image(image_id)
+        if not os.path.isfile(img["path"]):
+            return "missing"
+        return "ok" if sha256_file(img["path"]) == img["sha256"] else "changed"
+
     def relink_image(self, image_id: int, new_path: str) -> None:
         """Point an image at a moved file, after checking it is the same file (by hash)."""
         img = self.get_image(image_id)

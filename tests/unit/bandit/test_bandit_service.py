@@ -300,7 +300,27 @@ def test_relink_moved_image_checks_hash(svc, tmp_path):
     Path(img["path"]).rename(moved)
     svc.store.relink_image(img["id"], str(moved))
     assert svc.store.get_image(img["id"])["path"] == str(moved)
+    assert svc.store.verify_image(img["id"]) == "ok"
+    moved.write_bytes(b"edited")
+    assert svc.store.verify_image(img["id"]) == "changed"
+    moved.unlink()
+    assert svc.store.verify_image(img["id"]) == "missing"
+    moved = tmp_path / "again.png"
+    moved.write_bytes(f"{img['prompt']}|{img['seed']}".encode())
+    svc.store.relink_image(img["id"], str(moved))
     other = tmp_path / "other.png"
     other.write_bytes(b"different")
     with pytest.raises(ValueError, match="SHA-256"):
         svc.store.relink_image(img["id"], str(other))
+
+
+def test_infotext_round_trip(svc, tmp_path):
+    from lib_ext.bandit.service import bandit_ref_from_infotext
+
+    sess = svc.create_session("s")
+    arm = svc.add_arm(sess["id"], "{a|b} c")
+    job = svc.plan_round(sess["id"], k=1)[0]
+    ref = bandit_ref_from_infotext(job.infotext)
+    assert ref == {"session": sess["id"], "arm": arm["id"], "round": 1, "slot_choices": list(job.slot_choices)}
+    assert bandit_ref_from_infotext({"Steps": "20"}) is None
+    assert bandit_ref_from_infotext({**job.infotext, "PromptScope arm": "x"}) is None
