@@ -270,6 +270,41 @@ def save_grid(images: list[np.ndarray], path: Path, cols: int = 10, scale: int =
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
 
 
+def plot_loss(csv_path: Path, png_path: Path, width: int = 480, height: int = 240) -> None:
+    """Loss curve (MSE, and the attention KL scaled to fit) drawn with PIL on a log-y axis."""
+    import csv
+
+    from PIL import Image, ImageDraw
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = np.array([float(r["step"]) for r in rows])
+    series = {
+        "mse": np.array([float(r["mse"]) for r in rows]),
+        "attn KL": np.array([float(r["attn_kl"]) for r in rows]),
+    }
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    left, right, top, bottom = 40, width - 10, 10, height - 25
+    draw.rectangle([left, top, right, bottom], outline="black")
+    lo = min(float(v[v > 0].min()) for v in series.values())
+    hi = max(float(v.max()) for v in series.values())
+    llo, lhi = np.log10(lo), np.log10(hi)
+    for dec in range(int(np.floor(llo)), int(np.ceil(lhi)) + 1):
+        if llo <= dec <= lhi:
+            y = bottom - (dec - llo) / (lhi - llo + 1e-9) * (bottom - top)
+            draw.line([left, y, right, y], fill=(220, 220, 220))
+            draw.text((2, y - 6), f"1e{dec}", fill="black")
+    colors = {"mse": (30, 60, 230), "attn KL": (220, 30, 30)}
+    for k, (name, v) in enumerate(series.items()):
+        xs = left + (steps - steps.min()) / max(1.0, steps.max() - steps.min()) * (right - left)
+        ys = bottom - (np.log10(np.clip(v, lo, None)) - llo) / (lhi - llo + 1e-9) * (bottom - top)
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colors[name], width=2)
+        draw.text((left + 10 + 90 * k, top + 4), name, fill=colors[name])
+    draw.text((left, bottom + 6), f"step 0 to {int(steps.max())} (log y)", fill="black")
+    img.save(png_path)
+
+
 def main(argv: list[str] | None = None) -> None:
     from .weights import load_toyworld
 
@@ -280,12 +315,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cfg", type=float, default=6.0)
     ap.add_argument("--grid", type=Path, default=None, help="write the first 40 samples as a PNG grid")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher-forced", action="store_true", help="only the quick mIoU on noised true scenes")
+    ap.add_argument("--loss-csv", type=Path, default=None, help="with --loss-png: plot this training log")
+    ap.add_argument("--loss-png", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.loss_csv and args.loss_png:
+        plot_loss(args.loss_csv, args.loss_png)
     te, unet, tok, _ = load_toyworld(args.weights)
-    res, images, _ = evaluate(te, unet, tok, args.n, args.steps, args.cfg)
+    if args.teacher_forced:
+        print(json.dumps(teacher_forced_miou(te, unet, tok)))
+        return
+    res, images, captions = evaluate(te, unet, tok, args.n, args.steps, args.cfg)
     if args.grid:
         save_grid(images[:40], args.grid)
+        args.grid.with_suffix(".txt").write_text("\n".join(captions[:40]) + "\n")
     print(json.dumps(res.__dict__))
 
 

@@ -145,6 +145,26 @@ def joint_state(te: ToyTextEncoder, unet: ToyUNet) -> dict[str, torch.Tensor]:
     return state
 
 
+def export_checkpoint(ckpt_path: Path, out: Path) -> dict:
+    """Writes the EMA weights of a training checkpoint as the shipped .safetensors; returns the train info."""
+    ck = torch.load(ckpt_path, map_location="cpu")
+    cfg = ToyConfig.from_dict(ck["config"])
+    te, unet = build_models(cfg)
+    te.load_state_dict(ck["text_encoder"])
+    unet.load_state_dict(ck["unet"])
+    params = list(te.parameters()) + list(unet.parameters())
+    with torch.no_grad():
+        for p, e in zip(params, ck["ema"]):
+            p.copy_(e)
+    args = ck.get("args", {})
+    info = {"steps": ck["step"], "minutes": round(ck["minutes"], 1)}
+    for key in ("seed", "batch", "lr", "attn_weight", "ema"):
+        if key in args:
+            info[key] = float(args[key]) if key in ("lr", "attn_weight", "ema") else int(args[key])
+    export_safetensors(out, joint_state(te, unet), cfg, info)
+    return info
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=90.0, help="wall-time budget of this invocation")
@@ -161,9 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export-only", action="store_true", help="write --out from the checkpoint's EMA and stop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     log_path = args.log or args.ckpt.with_suffix(".csv")
+    if args.export_only:
+        print(json.dumps(export_checkpoint(args.ckpt, args.out)))
+        return
 
     tok = ToyTokenizer()
     cfg = default_config(tok)
