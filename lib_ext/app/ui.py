@@ -107,6 +107,26 @@ def _txt2img_tab(host: ToyHost, registry: PanelRegistry) -> None:
                 panels.append((reg.name, panel))
     extra_inputs = [c for _name, panel in panels for c in panel.inputs]
 
+    run = make_generate(host, panels)
+
+    generate.click(
+        run,
+        inputs=[prompt, negative, seed, steps, cfg, sampler, batch, *extra_inputs],
+        outputs=[gallery, infotext, status, infotexts_state],
+    )
+    # Not queued, so that it runs while a generation holds the queue (as A1111's Interrupt button).
+    interrupt.click(host.interrupt, inputs=None, outputs=None, queue=False)
+
+    def show_infotext(texts: list[str], evt: gr.SelectData) -> str:
+        index = evt.index if isinstance(evt.index, int) else 0
+        return texts[index] if 0 <= index < len(texts) else ""
+
+    gallery.select(show_infotext, inputs=[infotexts_state], outputs=[infotext])
+
+
+def make_generate(host: ToyHost, panels: list[tuple[str, Txt2ImgPanel]]):
+    """The Generate handler: base settings, then every panel's input values in registration order."""
+
     def run(prompt_v, negative_v, seed_v, steps_v, cfg_v, sampler_v, batch_v, *values, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
         features, afters, offset = [], [], 0
         try:
@@ -119,7 +139,8 @@ def _txt2img_tab(host: ToyHost, registry: PanelRegistry) -> None:
                 afters.append((panel, feature))
 
             def report(done: int, total: int, message: str) -> None:
-                progress((done, total), desc=message)
+                if progress is not None:
+                    progress((done, total), desc=message)
 
             processed = host.txt2img(
                 prompt_v or "",
@@ -141,16 +162,4 @@ def _txt2img_tab(host: ToyHost, registry: PanelRegistry) -> None:
         images = [upscale(im) for im in processed.images]
         return images, processed.info, _status(processed), list(processed.infotexts)
 
-    generate.click(
-        run,
-        inputs=[prompt, negative, seed, steps, cfg, sampler, batch, *extra_inputs],
-        outputs=[gallery, infotext, status, infotexts_state],
-    )
-    # Not queued, so that it runs while a generation holds the queue (as A1111's Interrupt button).
-    interrupt.click(host.interrupt, inputs=None, outputs=None, queue=False)
-
-    def show_infotext(texts: list[str], evt: gr.SelectData) -> str:
-        index = evt.index if isinstance(evt.index, int) else 0
-        return texts[index] if 0 <= index < len(texts) else ""
-
-    gallery.select(show_infotext, inputs=[infotexts_state], outputs=[infotext])
+    return run

@@ -78,6 +78,17 @@ def to_pil(samples: torch.Tensor) -> list[Any]:
     return [Image.fromarray(a) for a in arr]
 
 
+def rewrite_prompts(features: Sequence[Feature], prompts: Sequence[str]) -> list[str]:
+    """The prompts the cond rows are computed from: a feature may rewrite them (`rewrite_prompts`, e.g. semantic
+    guidance flattening its grammar into one sub-prompt per leaf); `JobInfo.prompts` keeps what the user typed."""
+    out = list(prompts)
+    for feature in features:
+        rewrite = getattr(feature, "rewrite_prompts", None)
+        if rewrite is not None:
+            out = list(rewrite(out))
+    return out
+
+
 class ToyHost:
     """`Host` of the seam on the toy text-to-image model (see the module docstring for the semantics)."""
 
@@ -264,7 +275,7 @@ class ToyHost:
         extra: dict[str, Any],
     ) -> tuple[torch.Tensor, bool, list[str]]:
         info = sampling.SAMPLERS[sampler_name]
-        cond = self.multicond(prompts)
+        cond = self.multicond(rewrite_prompts(features, prompts))
         uncond = self.uncond(negatives)
         job = JobInfo(
             prompts=list(prompts),

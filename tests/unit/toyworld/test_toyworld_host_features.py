@@ -1,0 +1,59 @@
+"""The real features on the standalone host (the small real toy architecture, random weights): they run through
+the seam, see the layouts they expect, and leave the UNet as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib_ext.toyworld.host import ToyHost
+from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet
+from lib_ext.toyworld.tokenizer import ToyTokenizer
+
+TOK = ToyTokenizer()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def host() -> ToyHost:
+    cfg = ToyConfig(
+        vocab_size=TOK.vocab_size, text_dim=16, channels=(8, 16, 16), attn_heads=(1, 2, 2), time_dim=32, groups=4
+    )
+    torch.manual_seed(0)
+    return ToyHost(ToyTextEncoder(cfg), ToyUNet(cfg), TOK)
+
+
+def _hooks(module: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_semantic_guidance_rewrites_rows_and_replaces_the_combination(host):
+    guidance = pytest.importorskip("lib_ext.guidance.feature")
+    feature = guidance.GuidanceFeature()
+    prompt = "a red circle AND_TOPK blue :0.4"
+    kw = {"seed": 3, "steps": 4, "cfg_scale": 5.0, "sampler_name": "Euler"}
+    guided = host.txt2img(prompt, features=[feature], **kw)
+    plain = host.txt2img(prompt, **kw)
+    assert not [m for m in guided.messages if "off" in m], guided.messages
+    assert not torch.allclose(guided.samples, plain.samples)
+    assert guided.prompts == [prompt]  # the job keeps what the user typed; only the rows were rewritten
+    assert _hooks(host.unet) == 0
+
+
+def test_heatmaps_capture_words_of_the_toy_prompt(host):
+    heatmaps = pytest.importorskip("lib_ext.heatmaps.feature")
+    feature = heatmaps.HeatmapFeature()
+    host.txt2img("a red circle", "blue", seed=1, steps=3, sampler_name="Euler", batch_size=2, features=[feature])
+    results = feature.take_results()
+    assert [r.image for r in results] == [0, 1]
+    words = {w.word: w for w in results[0].words}
+    assert {"red", "circle"} <= set(words)
+    assert words["red"].heat is not None and words["red"].heat.shape[-2:] == (32, 32)
+    assert _hooks(host.unet) == 0
