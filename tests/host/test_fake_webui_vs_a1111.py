@@ -1,0 +1,168 @@
+"""Differential checks: the double against the real v1.10.1 source, when a checkout of it is available.
+
+Set ``PROMPTSCOPE_A1111_GIT`` to a git directory (bare or not) holding A1111 v1.10.1; by default the mirror used
+while writing the double is tried. The real functions are read with ``git show`` and executed against the fake
+``modules`` package, so the same inputs go through both implementations. Skipped when no source is found.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import subprocess
+import textwrap
+import types
+
+import pytest
+import torch
+
+A1111_GIT = os.environ.get("PROMPTSCOPE_A1111_GIT", "/work/.mirror/kklouzal+stable-diffusion-webui/repo")
+
+
+def real_source(path: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", A1111_GIT, "show", f"HEAD:{path}"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        out = None
+    if out is None or out.returncode != 0:
+        pytest.skip(f"A1111 source not available at {A1111_GIT}")
+    return out.stdout
+
+
+def real_prompt_functions() -> dict:
+    src = real_source("modules/prompt_parser.py")
+    start, end = src.index("re_AND = re.compile"), src.index('if __name__ == "__main__":')
+    ns = {"re": re, "torch": torch, "SdConditioning": list, "ScheduledPromptConditioning": None}
+    exec(compile(src[start:end], "a1111/prompt_parser.py", "exec"), ns)
+    return ns
+
+
+def random_prompts(n: int, seed: int):
+    alphabet = [*"ab ()[]:\\,.15-+", " BREAK ", "AND", " AND ", ":0.5", ":1.2)", "\\(", "(x:", ")]", "BREAK"]
+    rnd = random.Random(seed)
+    for _ in range(n):
+        yield "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+
+
+def outcome(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:
+        return type(e).__name__
+
+
+def test_prompt_parsing_matches_a1111(fake_webui):
+    real = real_prompt_functions()
+    pp = fake_webui.prompt_parser
+    for s in random_prompts(20000, seed=0):
+        assert outcome(pp.parse_prompt_attention, s) == outcome(real["parse_prompt_attention"], s), s
+        mine = pp.get_multicond_prompt_list([s, s + " AND x"])
+        theirs = real["get_multicond_prompt_list"]([s, s + " AND x"])
+        assert (mine[0], list(mine[1]), mine[2]) == (theirs[0], list(theirs[1]), theirs[2]), s
+
+
+def test_tokenize_line_matches_a1111(fake_webui, sd_model):
+    src = real_source("modules/sd_hijack_clip.py")
+    i, j = src.index("    def tokenize_line(self, line):"), src.index("    def process_texts(self, texts):")
+
+    class PromptChunk:
+        def __init__(self):
+            self.tokens, self.multipliers, self.fixes = [], [], []
+
+    ns = {"opts": fake_webui.shared.opts, "prompt_parser": fake_webui.prompt_parser, "PromptChunk": PromptChunk}
+    exec(compile(textwrap.dedent(src[i:j]), "a1111/sd_hijack_clip.py", "exec"), ns)
+    clip = sd_model.cond_stage_model
+    no_embeddings = types.SimpleNamespace(find_embedding_at_position=lambda tokens, offset: (None, None))
+    shim = types.SimpleNamespace(
+        hijack=types.SimpleNamespace(embedding_db=no_embeddings),
+        tokenize=clip.tokenize,
+        chunk_length=clip.chunk_length,
+        comma_token=clip.comma_token,
+        id_start=clip.id_start,
+        id_end=clip.id_end,
+    )
+    real_tokenize_line = types.MethodType(ns["tokenize_line"], shim)
+    words = ["a", "cat", ",", "dog", "(red:1.3)", "[blue]", "BREAK", "x y z", ", ,", "((big))", "\\(", "AND"]
+    rnd = random.Random(1)
+    for _ in range(600):
+        s = " ".join(rnd.choice(words) for _ in range(rnd.randint(0, 120)))
+        for backtrack in (20, 0, 5):
+            fake_webui.shared.opts.comma_padding_backtrack = backtrack
+            a, b = real_tokenize_line(s), clip.tokenize_line(s)
+            assert [(c.tokens, c.multipliers) for c in a[0]] == [(c.tokens, c.multipliers) for c in b[0]], s
+            assert a[1] == b[1], s
+
+
+@pytest.mark.slow
+def test_cfg_denoiser_forward_matches_a1111(fake_webui):
+    """The real forward/combine_denoised, run on the double's models, give the double's numbers in every mode."""
+    m = fake_webui
+    real = types.ModuleType("a1111_cfg_denoiser")
+    exec(compile(real_source("modules/sd_samplers_cfg_denoiser.py"), "a1111/cfg_denoiser.py", "exec"), real.__dict__)
+    pp = m.prompt_parser
+
+    conds = {}
+
+    def conditioning(model, prompts, negatives):
+        key = (model.sd_checkpoint_info.kind, tuple(prompts), tuple(negatives))
+        if key not in conds:
+            conds[key] = (
+                pp.get_multicond_learned_conditioning(model, pp.SdConditioning(prompts, width=64, height=64), 10),
+                pp.get_learned_conditioning(model, pp.SdConditioning(negatives, is_negative_prompt=True), 10),
+            )
+        return conds[key]
+
+    def run(cls, model, prompts, negatives, s_min_uncond, step):
+        sampler = m.sd_samplers.create_sampler("Euler", model)
+
+        class Denoiser(cls):
+            @property
+            def inner_model(self):
+                return sampler.model_wrap
+
+        d = Denoiser(sampler)
+        d.p = m.processing.StableDiffusionProcessingTxt2Img()
+        d.step, d.total_steps = step, 10
+        c, uc = conditioning(model, prompts, negatives)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(len(prompts), 4, 8, 8, generator=g)
+        out = d(
+            x,
+            torch.full((len(prompts),), 0.5),
+            uncond=uc,
+            cond=c,
+            cond_scale=7.0,
+            s_min_uncond=s_min_uncond,
+            image_cond=torch.zeros(len(prompts), 5, 1, 1),
+        )
+        return (
+            out,
+            sampler.last_latent,
+            dict(d.p.extra_generation_params),
+            d.padded_cond_uncond,
+            d.padded_cond_uncond_v0,
+        )
+
+    prompt_sets = [
+        (["a AND b:0.5", "c"], ["", ""]),
+        (["a BREAK b", "c AND d AND e:-1"], ["x", "y"]),
+        (["a"], ["n BREAK m BREAK o"]),
+    ]
+    for kind in ("sd1", "sdxl"):
+        model = m.sd_models.load_model(kind)
+        for bcu, early, (pad, pad_v0), (s_min, step), (prompts, negatives) in itertools.product(
+            (True, False), (0.0, 0.5), ((False, False), (True, False), (False, True)), ((0.0, 0), (1.0, 1)), prompt_sets
+        ):
+            m.shared.opts.data.update(
+                batch_cond_uncond=bcu, skip_early_cond=early, pad_cond_uncond=pad, pad_cond_uncond_v0=pad_v0
+            )
+            ours = run(m.sd_samplers_cfg_denoiser.CFGDenoiser, model, prompts, negatives, s_min, step)
+            theirs = run(real.CFGDenoiser, model, prompts, negatives, s_min, step)
+            case = (kind, bcu, early, pad, pad_v0, s_min, step, prompts, negatives)
+            assert torch.allclose(ours[0], theirs[0], atol=1e-6), case
+            assert torch.allclose(ours[1], theirs[1], atol=1e-6), case
+            assert ours[2:] == theirs[2:], case
