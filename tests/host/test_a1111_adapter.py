@@ -138,7 +138,7 @@ def test_scripts_load_as_a1111_loads_them_and_register_callbacks(webui):
     assert "PromptScope" in titles
     names = [c.name for c in webui.script_callbacks.callback_map["callbacks_script_unloaded"]]
     assert any("promptscope" in n for n in names)
-    assert "promptscope_lib_ext" in sys.modules and "lib_ext" not in sys.modules
+    assert sys.modules["promptscope_a1111"].lib is sys.modules["promptscope_lib_ext"]
     assert not getattr(webui.errors, "reported", [])
 
 
