@@ -200,39 +200,49 @@ class Capture:
         self.notes: list[str] = []
         self.errors: list[str] = []
         self._handles: list[RemovableHandle] = []
+        self._hooked: set[int] = set()  # ids of hooked modules
         self._sums: dict[MapKey, _RunningSum] = {}
         self._group_sums: dict[tuple[MapKey, str], _RunningSum] = {}
         self._sizes: dict[tuple[str, int], tuple[int, int]] = {}
         self._peak_bytes = 0
 
     # ---- attaching -------------------------------------------------------------------------------------------
-    def attach(self, modules: ModuleList, unet: nn.Module | None = None) -> list[RemovableHandle]:
-        """Hook every module (detaching any earlier attachment first); returns all handles."""
-        self.detach()
-        seen: set[int] = set()
-        for name, module in _named(modules):
+    def attach(
+        self, modules: ModuleList, unet: nn.Module | None = None, *, replace: bool = True
+    ) -> list[RemovableHandle]:
+        """Hook every module and return the new handles. ``replace`` (default) detaches any earlier attachment
+        first; ``replace=False`` adds modules (a second UNet, such as SDXL's refiner), skipping hooked ones."""
+        if replace:
+            self.detach()
+        named = _named(modules)
+        for name, module in named:
             missing = [a for a in self.REQUIRED if not hasattr(module, a)]
             if missing:
                 raise TypeError(f"{name} ({type(module).__name__}) is no cross-attention module: lacks {missing}")
-            if id(module) in seen:
+        new: list[RemovableHandle] = []
+        for name, module in named:
+            if id(module) in self._hooked:
                 continue
-            seen.add(id(module))
+            self._hooked.add(id(module))
             state = _LayerState(name)
-            self._handles += [
+            new += [
                 module.register_forward_pre_hook(partial(self._before, state)),
                 module.to_q.register_forward_hook(partial(self._on_q, state)),
                 module.to_k.register_forward_hook(partial(self._on_k, state)),
                 module.register_forward_hook(partial(self._after, state)),
             ]
-        if unet is not None:
-            self._handles.append(unet.register_forward_pre_hook(self._on_unet, with_kwargs=True))
-        return list(self._handles)
+        if unet is not None and id(unet) not in self._hooked:
+            self._hooked.add(id(unet))
+            new.append(unet.register_forward_pre_hook(self._on_unet, with_kwargs=True))
+        self._handles += new
+        return new
 
     def detach(self) -> None:
         """Remove every hook; the captured maps stay available."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._hooked = set()
 
     remove = detach  # so the Capture itself can be held as one removable handle
 
