@@ -32,7 +32,8 @@ RATING_VALUES = ("like", "dislike", "skip")
 _EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo back to "not rated"
 
 # Schema history. Version 1 is the minimal schema; version 2 added arm versions (parent_id, updated) and the
-# undo bookkeeping on rating events (undoes, batch, client). Never edit a released step: append a new one.
+# undo bookkeeping on rating events (undoes, batch, client); version 3 the current-rating table. Never edit a
+# released step: append a new one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE sessions (
@@ -90,6 +91,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE ratings ADD COLUMN client TEXT",
         "CREATE INDEX ratings_image ON ratings(image_id, id)",
         "CREATE INDEX ratings_undoes ON ratings(undoes)",
+    ),
+    3: (
+        # The current rating of each image, kept equal to its latest event by a trigger (so no writer can forget
+        # it); reads no longer scan events. Backfilled from the history.
+        """CREATE TABLE image_state (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id),
+            value TEXT NOT NULL,
+            rated_at REAL NOT NULL,
+            event_id INTEGER NOT NULL)""",
+        """INSERT INTO image_state (image_id, value, rated_at, event_id)
+           SELECT r.image_id, r.value, r.created, r.id FROM ratings r
+           WHERE r.id = (SELECT MAX(r2.id) FROM ratings r2 WHERE r2.image_id = r.image_id)""",
+        """CREATE TRIGGER ratings_current AFTER INSERT ON ratings BEGIN
+             INSERT OR REPLACE INTO image_state (image_id, value, rated_at, event_id)
+             VALUES (NEW.image_id, NEW.value, NEW.created, NEW.id);
+           END""",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -157,8 +174,8 @@ def _row(cur: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cur.description, row)}
 
 
-_CURRENT = """COALESCE((SELECT r.value FROM ratings r WHERE r.image_id = i.id ORDER BY r.id DESC LIMIT 1), 'pending')"""
-_RATED_AT = """(SELECT r.created FROM ratings r WHERE r.image_id = i.id ORDER BY r.id DESC LIMIT 1)"""
+_STATE_JOIN = "LEFT JOIN image_state s ON s.image_id = i.id"
+_CURRENT = "COALESCE(s.value, 'pending')"
 
 
 class Store:
@@ -466,8 +483,8 @@ class Store:
         row["slot_choices"] = json.loads(row["slot_choices"])
         return row
 
-    _IMAGE_SELECT = f"""SELECT i.*, ro.number AS round_number, {_CURRENT} AS rating, {_RATED_AT} AS rated_at
-                        FROM images i LEFT JOIN rounds ro ON ro.id = i.round_id"""
+    _IMAGE_SELECT = f"""SELECT i.*, ro.number AS round_number, {_CURRENT} AS rating, s.rated_at AS rated_at
+                        FROM images i LEFT JOIN rounds ro ON ro.id = i.round_id {_STATE_JOIN}"""
 
     def get_image(self, image_id: int) -> dict[str, Any]:
         row = self._one(self._IMAGE_SELECT + " WHERE i.id = ?", (image_id,))
@@ -536,7 +553,8 @@ class Store:
             ids = [
                 r[0]
                 for r in conn.execute(
-                    f"SELECT i.id FROM images i WHERE i.round_id = ? AND {_CURRENT} = 'pending' ORDER BY i.id",
+                    f"SELECT i.id FROM images i {_STATE_JOIN} WHERE i.round_id = ? AND {_CURRENT} = 'pending' "
+                    "ORDER BY i.id",
                     (round_id,),
                 )
             ]
@@ -599,8 +617,8 @@ class Store:
     def rating_tallies(self, session_id: int) -> dict[int, dict[str, int]]:
         """Per arm, how many images are currently like / dislike / skip / pending."""
         rows = self._all(
-            f"""SELECT arm_id, rating, COUNT(*) AS n FROM (SELECT i.arm_id, {_CURRENT} AS rating FROM images i
-                WHERE i.session_id = ?) GROUP BY arm_id, rating""",
+            f"""SELECT i.arm_id, {_CURRENT} AS rating, COUNT(*) AS n FROM images i {_STATE_JOIN}
+                WHERE i.session_id = ? GROUP BY i.arm_id, rating""",
             (session_id,),
         )
         out: dict[int, dict[str, int]] = {}
@@ -614,14 +632,13 @@ class Store:
     def current_ratings(self, session_id: int) -> list[dict[str, Any]]:
         """Every image of the session whose current rating is like or dislike (the model's observations)."""
         rows = self._all(
-            f"""SELECT * FROM (SELECT i.id AS image_id, i.arm_id, i.round_id, i.slot_choices,
-                                      {_CURRENT} AS rating, {_RATED_AT} AS rated_at
-                               FROM images i WHERE i.session_id = ?)
-                WHERE rating IN ('like', 'dislike') ORDER BY image_id""",
+            """SELECT i.id AS image_id, i.arm_id, i.round_id, i.slot_choices, s.value AS rating, s.rated_at
+               FROM images i JOIN image_state s ON s.image_id = i.id
+               WHERE i.session_id = ? AND s.value IN ('like', 'dislike') ORDER BY i.id""",
             (session_id,),
         )
         for r in rows:
-            r["slot_choices"] = json.loads(r["slot_choices"])
+            r["slot_choices"] = [] if r["slot_choices"] == "[]" else json.loads(r["slot_choices"])
         return rows
 
     def rating_history(self, session_id: int) -> list[dict[str, Any]]:

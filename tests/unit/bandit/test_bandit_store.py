@@ -137,6 +137,7 @@ def test_migrates_a_version_1_database(tmp_path):
         assert store.schema_version() == SCHEMA_VERSION
         assert store.get_arm(1)["parent_id"] is None
         assert store.get_arm(1)["updated"] == 1.0
+        assert [r["rated_at"] for r in store.current_ratings(1)] == [2.0, 3.0]  # v3 backfilled from events
         assert [r["rating"] for r in store.current_ratings(1)] == ["like", "dislike"]
         # New-version features work on migrated data.
         assert store.undo_last(1) == [{"image_id": 2, "value": "pending"}]
@@ -263,3 +264,30 @@ def test_undo_after_undo_and_rerating(tmp_path):
         store.add_rating(imgs[0], "skip")
         assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like"}]
         assert store.get_image(imgs[0])["rating"] == "like"
+
+
+def test_current_rating_table_always_equals_the_latest_event(tmp_path):
+    import random
+
+    rnd_gen = random.Random(0)
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store, 8)
+        for _ in range(120):
+            op = rnd_gen.random()
+            if op < 0.7:
+                store.add_rating(
+                    rnd_gen.choice(imgs), rnd_gen.choice(["like", "dislike", "skip"]), client=rnd_gen.choice(["a", "b"])
+                )
+            elif op < 0.9:
+                store.undo_last(sid, rnd_gen.choice(["a", "b", None]))
+            else:
+                store.mark_rest(rnd["id"])
+        for i in imgs:
+            events = store.rating_events(i)
+            expected = events[-1]["value"] if events else "pending"
+            assert store.get_image(i)["rating"] == expected
+        slow = store.conn.execute(
+            "SELECT COUNT(*) FROM ratings r WHERE r.id = (SELECT MAX(id) FROM ratings WHERE image_id = r.image_id) "
+            "AND r.value IN ('like', 'dislike')"
+        ).fetchone()[0]
+        assert len(store.current_ratings(sid)) == slow
