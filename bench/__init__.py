@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench NAME [--quick]` runs bench/NAME.py's `main(quick) -> dict`."""
