@@ -228,7 +228,11 @@ class BanditService:
         return s
 
     def list_sessions(self) -> list[dict[str, Any]]:
-        return self.store.list_sessions()
+        """All sessions with their arm and image counts."""
+        out = self.store.list_sessions()
+        for s in out:
+            s["options"] = {**DEFAULT_OPTIONS, **s["options"]}
+        return out
 
     def update_session(
         self, session_id: int, name: str | None = None, settings: dict | None = None, **options: Any
@@ -443,9 +447,9 @@ class BanditService:
 
     def mark_rest(self, round_id: int, value: str = "dislike", client: str | None = None) -> dict[str, Any]:
         """Rate every still-pending image of a round (default "dislike"); undone by one `undo`."""
-        rnd = self.store.get_round(_id(round_id, "round id"))
         if value not in RATING_VALUES:
             raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
+        rnd = self.store.get_round(_id(round_id, "round id"))
         ids = self.store.mark_rest(rnd["id"], value, client)
         return {"round_id": rnd["id"], "rating": value, "image_ids": ids}
 
@@ -466,6 +470,8 @@ class BanditService:
     def stats(self, session_id: int, draws: int = 20_000) -> dict[str, Any]:
         """Per-arm n, likes, dislikes, skipped, pending, posterior mean, 95 % interval, P(best) (active arms);
         the prior; and for "find the best" the stopping rule's verdict."""
+        if isinstance(draws, bool) or not isinstance(draws, int) or not 100 <= draws <= 200_000:
+            raise ValueError(f"draws must be an integer from 100 to 200000, got {draws!r}")
         m = self._model(session_id)
         opts = m["session"]["options"]
         active = [a["id"] for a in m["arms"] if not a["retired"]]

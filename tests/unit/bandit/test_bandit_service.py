@@ -156,6 +156,10 @@ def test_drift_discount_and_uniform_prior_options(svc, tmp_path):
         (lambda s, sid: s.plan_round(sid, k=1000), "round size"),
         (lambda s, sid: s.plan_round(sid, mode="x"), "mode must be"),
         (lambda s, sid: s.images(sid, rating="great"), "rating filter"),
+        (lambda s, sid: s.stats(sid, draws=10), "draws"),
+        (lambda s, sid: s.posterior_curves(sid, points=1), "points"),
+        (lambda s, sid: s.mark_rest(1, "meh"), "rating must be"),
+        (lambda s, sid: s.edit_arm(1, prompt=""), "must not be empty"),
         (lambda s, sid: s.retire_arm(1, retired="yes"), "true or false"),
     ],
 )
