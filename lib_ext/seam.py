@@ -170,7 +170,12 @@ class PromptTokens:
 
 @dataclass
 class JobInfo:
-    """What is being generated: one sampling call of one batch (first pass or hires pass)."""
+    """What is being generated: one sampling call of one batch (first pass or hires pass).
+
+    `prompts` are the user's prompts per image (extra-network tags removed, as the host encodes them);
+    `host_prompts`, when a feature rewrote them (semantic guidance flattens its tree into plain `AND`s), are
+    what the host computed its cond rows from; `subprompts(i)` gives the text of each of image i's cond rows.
+    """
 
     prompts: list[str]
     negative_prompts: list[str]
@@ -182,6 +187,16 @@ class JobInfo:
     is_img2img: bool = False
     model_kind: str = "sd1"  # "sd1", "sd2", "sdxl", "toyworld"
     extra: dict[str, Any] = field(default_factory=dict)
+    host_prompts: list[str] = field(default_factory=list)
+
+    def subprompts(self, image: int) -> list[str]:
+        """Texts of image `image`'s cond rows in row order, split as the host splits `AND`."""
+        from .prompt_multicond import split_and
+
+        source = self.host_prompts or self.prompts
+        if not source:
+            return []
+        return [text for text, _w in split_and(source[min(image, len(source) - 1)])]
 
 
 @dataclass

@@ -33,9 +33,30 @@ def model_kind(sd_model: Any) -> str:
     return "sd1"
 
 
+ORIGINAL_PROMPTS_ATTR = "promptscope_prompts"  # on p: the user's prompts of this batch when a feature rewrote them
+ORIGINAL_HR_PROMPTS_ATTR = "promptscope_hr_prompts"
+
+
+def rewrite_batch_prompts(p: Any, rewrite: Callable[[list[str]], list[str]]) -> None:
+    """Replace the prompts A1111 computes this batch's cond rows from (call from `process_batch`, which runs after
+    extra networks are parsed and before `setup_conds`). Infotext keeps the user's prompts (`p.all_prompts`), and
+    features still see them through `job_info`. Both passes of hires fix are rewritten."""
+    for current_attr, saved_attr in (("prompts", ORIGINAL_PROMPTS_ATTR), ("hr_prompts", ORIGINAL_HR_PROMPTS_ATTR)):
+        current = getattr(p, current_attr, None)
+        p.__dict__.pop(saved_attr, None)  # each batch starts from the host's own prompts
+        if not current:
+            continue
+        originals = [str(x) for x in current]
+        rewritten = list(rewrite(originals))
+        if rewritten != originals:
+            p.__dict__[saved_attr] = originals
+            setattr(p, current_attr, rewritten)
+
+
 def job_info(p: Any) -> JobInfo:
     hires = bool(getattr(p, "is_hr_pass", False))
-    prompts = (getattr(p, "hr_prompts", None) if hires else None) or list(getattr(p, "prompts", None) or [])
+    current = (getattr(p, "hr_prompts", None) if hires else None) or list(getattr(p, "prompts", None) or [])
+    originals = p.__dict__.get(ORIGINAL_HR_PROMPTS_ATTR if hires else ORIGINAL_PROMPTS_ATTR)
     negatives = (getattr(p, "hr_negative_prompts", None) if hires else None) or list(
         getattr(p, "negative_prompts", None) or []
     )
@@ -43,7 +64,7 @@ def job_info(p: Any) -> JobInfo:
     height = getattr(p, "hr_upscale_to_y", 0) if hires else getattr(p, "height", 0)
     steps = (getattr(p, "hr_second_pass_steps", 0) or getattr(p, "steps", 0)) if hires else getattr(p, "steps", 0)
     return JobInfo(
-        prompts=[str(x) for x in prompts],
+        prompts=[str(x) for x in (originals if originals is not None else current)],
         negative_prompts=[str(x) for x in negatives],
         seeds=[int(s) for s in (getattr(p, "seeds", None) or [])],
         pass_name="hires" if hires else "first",
@@ -53,6 +74,7 @@ def job_info(p: Any) -> JobInfo:
         is_img2img=hasattr(p, "init_images") and not hires,
         model_kind=model_kind(getattr(p, "sd_model", None)),
         extra={"iteration": getattr(p, "iteration", 0)},
+        host_prompts=[str(x) for x in current] if originals is not None else [],
     )
 
 

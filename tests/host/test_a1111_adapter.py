@@ -406,3 +406,39 @@ def test_attach_images_and_infotext_keys(webui, sd_model):
     n = len(processed.images)
     attach_images(processed, [Image.new("RGB", (8, 8))], ["heatmap: cat"])
     assert len(processed.images) == n + 1 and processed.infotexts[-1] == "heatmap: cat"
+
+
+def test_rewritten_prompts_give_rows_while_features_and_infotext_keep_the_users(webui, sd_model):
+    from promptscope_a1111.host import rewrite_batch_prompts
+
+    class Rewriter(webui.scripts.Script):
+        def title(self):
+            return "rewriter"
+
+        def show(self, is_img2img):
+            return webui.scripts.AlwaysVisible
+
+        def process_batch(self, p, *args, **kwargs):
+            rewrite_batch_prompts(p, lambda ps: [x.replace(" AND_TOPK ", " AND ") for x in ps])
+
+    runner = webui.scripts.scripts_txt2img
+    rewriter = Rewriter()
+    rewriter.args_from = rewriter.args_to = 0
+    runner.alwayson_scripts.insert(0, rewriter)
+    runner.scripts.insert(0, rewriter)
+    probe = Probe()
+    p = txt2img(
+        webui,
+        prompt="a cat AND_TOPK red :0.5",
+        enable_hr=True,
+        hr_scale=2,
+        hr_second_pass_steps=1,
+        denoising_strength=0.5,
+    )
+    processed = run(webui, p, probe)
+    first, hires = probe.jobs
+    assert first.prompts == ["a cat AND_TOPK red :0.5"] and first.host_prompts == ["a cat AND red :0.5"]
+    assert first.subprompts(0) == ["a cat", " red"]
+    assert hires.prompts == ["a cat AND_TOPK red :0.5"] and hires.pass_name == "hires"
+    assert probe.steps[0].layout.conds == (((0, 1.0), (1, 0.5)),)
+    assert processed.infotexts[0].startswith("a cat AND_TOPK red :0.5")
