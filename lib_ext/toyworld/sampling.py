@@ -50,17 +50,32 @@ class ImageRNG:
     """Per-image CPU generators, as A1111's `rng.ImageRNG` with the CPU source and no subseed/resize.
 
     The first `next()` is the initial noise (one draw per image from its freshly seeded generator); later calls
-    continue the same generators, which is where A1111's hijacked `randn_like` takes sampler noise from.
+    continue the same generators, which is where A1111's hijacked `randn_like` takes sampler noise from. A non-zero
+    `eta_noise_seed_delta` (A1111's ENSD setting) reseeds them with seed + delta after the initial noise.
     """
 
-    def __init__(self, shape: Sequence[int], seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        shape: Sequence[int],
+        seeds: Sequence[int],
+        device: torch.device | str = "cpu",
+        eta_noise_seed_delta: int = 0,
+    ) -> None:
         self.shape = tuple(int(s) for s in shape)  # per image, e.g. (3, 32, 32)
-        self.seeds = list(seeds)
+        self.seeds = [int(s) for s in seeds]
         self.device = torch.device(device)
-        self.generators = [torch.Generator("cpu").manual_seed(int(s)) for s in self.seeds]
+        self.eta_noise_seed_delta = int(eta_noise_seed_delta)
+        self.generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
+        self.is_first = True
 
     def next(self) -> torch.Tensor:
         xs = [torch.randn(self.shape, generator=g, dtype=torch.float32) for g in self.generators]
+        if self.is_first:
+            self.is_first = False
+            if self.eta_noise_seed_delta:
+                self.generators = [
+                    torch.Generator("cpu").manual_seed(s + self.eta_noise_seed_delta) for s in self.seeds
+                ]
         return torch.stack(xs).to(self.device)
 
     def noise_sampler(self) -> Callable[[Any, Any], torch.Tensor]:

@@ -327,6 +327,13 @@ def test_image_rng_is_torch_cpu_generator_per_image_and_continues():
     assert first.dtype == torch.float32
 
 
+def test_image_rng_eta_noise_seed_delta_reseeds_after_the_initial_noise():
+    rng = S.ImageRNG((2, 2), [10], eta_noise_seed_delta=31337)
+    first, second = rng.next(), rng.next()
+    assert torch.equal(first[0], torch.randn((2, 2), generator=torch.Generator().manual_seed(10)))
+    assert torch.equal(second[0], torch.randn((2, 2), generator=torch.Generator().manual_seed(10 + 31337)))
+
+
 @pytest.mark.parametrize("name", ["Euler", "Euler a", "DPM++ 2M", "DDIM"])
 def test_sample_is_deterministic_per_seed_and_batch_independent(name):
     info = S.SAMPLERS[name]
