@@ -550,3 +550,159 @@ def test_infotext_extra_params_string_list_callable_and_parse(fake_webui, sd_mod
     assert m.processing.last_params_txt.startswith("a cat\nNegative prompt: bad, worse\n")
     js = res.js()
     assert '"PS call": null' in js
+
+
+# ---------------------------------------------------------------- API, X/Y/Z, img2img, hires, queue
+
+WEIGHTED = """
+    from modules import scripts
+
+    calls = []
+
+    class Weighted(scripts.Script):
+        def title(self):
+            return "Weighted"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def ui(self, is_img2img):
+            import gradio as gr
+            enabled = gr.Checkbox(value=False, label="enabled")
+            weight = gr.Slider(value=0.4, label="weight")
+            mode = gr.Textbox(value="sum", label="mode")
+            self.infotext_fields = [(weight, "PS weight"), (mode, "PS mode")]
+            return [enabled, weight, mode]
+
+        def process(self, p, enabled, weight, mode):
+            calls.append((p.is_api, enabled, weight, mode))
+"""
+
+
+def test_api_alwayson_args_defaults_and_infotext(fake_webui, sd_model, tmp_path):
+    m = fake_webui
+    ext = write_extension(tmp_path / "ext-w", {"scripts/w.py": WEIGHTED})
+    m.scripts.load_scripts(ext)
+    calls = m.script_loading.loaded_scripts[os.path.join(ext, "scripts", "w.py")].calls
+    from modules.api import api
+
+    base = dict(prompt="a cat", steps=2, width=64, height=64, seed=3)
+    res = api.text2imgapi({**base, "alwayson_scripts": {"weighted": {"args": [True]}}})
+    assert calls[-1] == (True, True, 0.4, "sum")  # args given in ui() order; missing ones are the ui() defaults
+    assert len(res["images"]) == 1 and '"seed": 3' in res["info"]
+    api.text2imgapi({**base, "infotext": "x\nSteps: 2, Sampler: Euler, PS weight: 0.9, PS mode: top"})
+    assert calls[-1] == (True, False, 0.9, "top")
+    with pytest.raises(api.HTTPException):
+        api.text2imgapi({**base, "alwayson_scripts": {"nope": {"args": []}}})
+    with pytest.raises(api.HTTPException):
+        api.text2imgapi({**base, "alwayson_scripts": {"X/Y/Z plot": {"args": []}}})
+
+
+def test_xyz_grid_axis_options_can_be_extended(fake_webui, sd_model, tmp_path):
+    m = fake_webui
+    m.scripts.load_scripts()
+    xyz = next(x.module for x in m.scripts.scripts_data if x.script_class.__module__ == "xyz_grid.py")
+    applied = []
+    xyz.axis_options.append(xyz.AxisOption("[PS] Strength", float, lambda p, x, xs: applied.append(x)))
+    runner = m.scripts.scripts_txt2img
+    runner.initialize_scripts(False)
+    runner.setup_ui()
+    script = runner.selectable_scripts[0]
+    assert script.title() == "X/Y/Z plot" and (script.args_from, script.args_to) == (1, 19)
+    labels = [o.label for o in script.current_axis_options]
+    args = [
+        1,
+        0,
+        "",
+        [],
+        labels.index("[PS] Strength"),
+        "0.2, 0.8",
+        [],
+        0,
+        "",
+        [],
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        0,
+        False,
+    ]
+    p = txt2img(m, steps=1)
+    p.scripts, p.script_args = runner, args
+    res = runner.run(p, *p.script_args)
+    assert applied == [0.2, 0.8] and len(res.images) == 3 and res.images[0].size == (64, 128)
+
+
+def test_img2img_runs_t_enc_plus_one_steps(fake_webui, sd_model):
+    import numpy as np
+    from PIL import Image
+
+    m = fake_webui
+    seen = _record_denoiser(m)
+    init = Image.fromarray((np.indices((64, 64)).sum(0) % 64 * 4).astype(np.uint8)).convert("RGB")
+    p = m.processing.StableDiffusionProcessingImg2Img(
+        init_images=[init],
+        prompt="a cat",
+        steps=10,
+        width=64,
+        height=64,
+        denoising_strength=0.3,
+        sampler_name="Euler",
+        seed=1,
+        do_not_save_samples=True,
+    )
+    res = m.processing.process_images(p)
+    assert len(seen) == 4 and seen[0]["sigma"][0] < 2  # t_enc = int(0.3 * 10); t_enc + 1 calls from a lower sigma
+    assert "Denoising strength: 0.3" in res.info
+
+
+def test_hires_pass_uses_hr_prompt_conds_and_new_sampler(fake_webui, sd_model):
+    m = fake_webui
+    seen = _record_denoiser(m)
+    p = txt2img(
+        m,
+        prompt="a cat",
+        hr_prompt="a cat AND a hat",
+        enable_hr=True,
+        hr_scale=2,
+        denoising_strength=0.5,
+        steps=4,
+        hr_sampler_name="DDIM",
+    )
+    res = m.processing.process_images(p)
+    first = [s for s in seen if s["x"][2] == 8]
+    second = [s for s in seen if s["x"][2] == 16]
+    assert (
+        len(first) == 4 and first[0]["cond"][0] == 1 and type(first[0]["denoiser"]).__name__ == "CFGDenoiserKDiffusion"
+    )
+    assert second and second[0]["cond"][0] == 2 and type(second[0]["denoiser"]).__name__ == "CFGDenoiserTimesteps"
+    assert second[0]["denoiser"] is not first[0]["denoiser"] and p.is_hr_pass is False
+    assert "Hires prompt: a cat AND a hat" in res.info and res.images[0].size == (128, 128)
+
+
+def test_sdxl_txt2img_end_to_end(fake_webui, sdxl_model):
+    m = fake_webui
+    seen = []
+    m.script_callbacks.on_cfg_denoiser(lambda params: seen.append((type(params.text_cond), params.text_cond.shape)))
+    res = m.processing.process_images(txt2img(m, prompt="a AND b", negative_prompt="", batch_size=2))
+    assert seen[0] == (m.prompt_parser.DictWithShape, (4, 77, 48)) and len(res.images) == 2
+
+
+def test_wrap_gradio_gpu_call_begins_and_ends_job(fake_webui):
+    m = fake_webui
+    state = m.shared.state
+    inside = []
+
+    def work(id_task, x):
+        inside.append((state.job, state.job_count))
+        state.interrupt()
+        return [x, "html"]
+
+    out = m.call_queue.wrap_gradio_gpu_call(work)("task(abc)", 5)
+    assert inside == [("task(abc)", -1)] and out[0] == 5 and not state.interrupted
+    failing = m.call_queue.wrap_gradio_gpu_call(lambda: 1 / 0, extra_outputs=[None])
+    assert "ZeroDivisionError" in failing()[-1]

@@ -180,7 +180,13 @@ postprocessing_scripts_data: list = []
 
 
 def list_scripts(scriptdirname, extension, *, include_extensions=True):
+    """The WebUI's own ``scripts/`` first (here: the fake xyz_grid.py), then every active extension's."""
     res = []
+    root = os.path.join(paths.script_path, scriptdirname)
+    if os.path.isdir(root):
+        for filename in sorted(os.listdir(root)):
+            if os.path.splitext(filename)[1].lower() == extension and os.path.isfile(os.path.join(root, filename)):
+                res.append(ScriptFile(paths.script_path, filename, os.path.join(root, filename)))
     if include_extensions:
         for ext in extensions.active():
             for path in ext.list_files(scriptdirname, extension):

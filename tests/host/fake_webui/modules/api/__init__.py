@@ -1,0 +1,1 @@
+"""``modules.api`` (only the txt2img route logic, without FastAPI)."""
