@@ -171,6 +171,7 @@ class _RunningSum:
 @dataclass
 class _LayerState:
     name: str
+    heads: int
     rows: list[RowRole] | None = None
     q: list[torch.Tensor] = field(default_factory=list)
     k: torch.Tensor | None = None
@@ -189,7 +190,7 @@ class Capture:
     latent size (``set_latent_size``, or give ``unet`` to ``attach`` to read it from each UNet call).
     """
 
-    REQUIRED = ("to_q", "to_k", "to_v", "to_out", "heads")
+    REQUIRED = ("to_q", "to_k", "to_v", "to_out")  # and a head count: `heads`, `num_heads` or AttentionSite.heads
 
     def __init__(self, rows_provider: RowsProvider, options: CaptureOptions | None = None) -> None:
         self.rows_provider = rows_provider
@@ -215,16 +216,18 @@ class Capture:
         if replace:
             self.detach()
         named = _named(modules)
-        for name, module in named:
+        for name, module, heads in named:
             missing = [a for a in self.REQUIRED if not hasattr(module, a)]
+            if heads is None:
+                missing.append("heads")
             if missing:
                 raise TypeError(f"{name} ({type(module).__name__}) is no cross-attention module: lacks {missing}")
         new: list[RemovableHandle] = []
-        for name, module in named:
+        for name, module, heads in named:
             if id(module) in self._hooked:
                 continue
             self._hooked.add(id(module))
-            state = _LayerState(name)
+            state = _LayerState(name, heads)
             new += [
                 module.register_forward_pre_hook(partial(self._before, state)),
                 module.to_q.register_forward_hook(partial(self._on_q, state)),
@@ -374,13 +377,19 @@ class Capture:
             return
         try:
             with torch.no_grad():
-                self._accumulate(state.name, module, rows, qs, k)
+                self._accumulate(state.name, state.heads, module, rows, qs, k)
         except Exception as exc:
             self._fail(state.name, exc)
 
     # ---- the computation -------------------------------------------------------------------------------------
     def _accumulate(
-        self, name: str, module: nn.Module, rows: list[RowRole], qs: list[torch.Tensor], k: torch.Tensor | None
+        self,
+        name: str,
+        heads: int,
+        module: nn.Module,
+        rows: list[RowRole],
+        qs: list[torch.Tensor],
+        k: torch.Tensor | None,
     ) -> None:
         if not qs or k is None:
             self._note(f"{name}: to_q/to_k were not called (fused projections?); layer skipped")
@@ -392,7 +401,6 @@ class Capture:
                 "the host described; call skipped"
             )
             return
-        heads = int(module.heads)
         n_queries, inner = q.shape[1], q.shape[2]
         if inner % heads or k.shape[2] != inner:
             self._note(f"{name}: projections {inner}/{k.shape[2]} wide do not split into {heads} heads; skipped")
@@ -453,16 +461,23 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.clone() if t.is_inference() and not torch.is_inference_mode_enabled() else t
 
 
-def _named(modules: ModuleList) -> list[tuple[str, nn.Module]]:
-    """(name, module) pairs from modules, (name, module) tuples, a name → module mapping or AttentionSites."""
+def _heads_of(module: Any) -> int | None:
+    heads = getattr(module, "heads", None) or getattr(module, "num_heads", None)
+    return int(heads) if isinstance(heads, int) and heads > 0 else None
+
+
+def _named(modules: ModuleList) -> list[tuple[str, nn.Module, int | None]]:
+    """(name, module, heads) from modules, (name, module) tuples, a name → module mapping or AttentionSites."""
     if isinstance(modules, Mapping):
-        return [(str(n), m) for n, m in modules.items()]
-    out: list[tuple[str, nn.Module]] = []
+        return [(str(n), m, _heads_of(m)) for n, m in modules.items()]
+    out: list[tuple[str, nn.Module, int | None]] = []
     for i, item in enumerate(modules):
         if isinstance(item, tuple):
-            out.append((str(item[0]), item[1]))
+            out.append((str(item[0]), item[1], _heads_of(item[1])))
         elif not isinstance(item, nn.Module) and isinstance(getattr(item, "module", None), nn.Module):
-            out.append((str(getattr(item, "name", f"attn2[{i}]")), item.module))  # lib_ext.attention_sites
+            # lib_ext.attention_sites.AttentionSite: its head count is read already
+            heads = _heads_of(item.module) or _heads_of(item)
+            out.append((str(getattr(item, "name", f"attn2[{i}]")), item.module, heads))
         else:
-            out.append((f"attn2[{i}]", item))
+            out.append((f"attn2[{i}]", item, _heads_of(item)))
     return out

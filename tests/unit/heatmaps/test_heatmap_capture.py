@@ -411,3 +411,22 @@ def test_query_grid():
     assert query_grid(4 * 3, (25, 17)) == (4, 3, 8)  # ceil halving: 25→13→7→4, 17→9→5→3
     assert query_grid(1000, (64, 96)) is None
     assert query_grid(256, None) == (16, 16, 0)
+
+
+def test_head_count_from_num_heads_or_missing():
+    attn = LdmCrossAttention(320, 768, 8, 40)
+    del attn.heads
+    with pytest.raises(TypeError, match="heads"):
+        Capture(lambda: None).attach([attn])
+    attn.num_heads = 8
+    hidden, context = run_layer(attn, latent=(4, 4), batch=2)
+    attn.heads = 8  # the module's own forward needs it; the capture read num_heads at attach time
+    cap = Capture(lambda: cfg_rows(1), strict(max_map_side=4))
+    cap.set_latent_size(4, 4)
+    del attn.heads
+    cap.attach([("layer", attn)])
+    attn.heads = 8
+    with torch.no_grad():
+        attn(hidden, context=context)
+    ref = naive_maps(attn, hidden, context).reshape(2, 77, 4, 4).float()[0]
+    torch.testing.assert_close(cap.collect()[0].positive[0], ref, rtol=1e-4, atol=1e-5)
