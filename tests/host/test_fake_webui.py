@@ -706,3 +706,15 @@ def test_wrap_gradio_gpu_call_begins_and_ends_job(fake_webui):
     assert inside == [("task(abc)", -1)] and out[0] == 5 and not state.interrupted
     failing = m.call_queue.wrap_gradio_gpu_call(lambda: 1 / 0, extra_outputs=[None])
     assert "ZeroDivisionError" in failing()[-1]
+
+
+def test_token_counter_counts_the_longest_sub_prompt(fake_webui, sd_model):
+    m = fake_webui
+    import modules.ui
+
+    long = " ".join(["w"] * 80)
+    assert modules.ui.update_token_counter(f"a b AND {long}", 20, []).endswith(">80/150</span>")
+    seen = []
+    m.script_callbacks.on_before_token_counter(lambda params: seen.append(params.is_positive))
+    assert modules.ui.update_negative_prompt_token_counter("a, b", 20, []).endswith(">3/75</span>")
+    assert seen == [False]
