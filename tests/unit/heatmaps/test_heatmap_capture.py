@@ -10,6 +10,7 @@ from heatmap_blocks import (
     LdmCrossAttention,
     grid_at,
     naive_maps,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
     split_attention_forward,
 )
 
@@ -165,6 +166,7 @@ def generate(unet, cap, steps, images=1, keys=77, latent=(16, 16), ctx_dim=768, 
     return x
 
 
+@pytest.mark.slow
 def test_map_bytes_do_not_grow_with_steps():
     unet = FakeUNet("sd15")
     measured = {}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from heatmap_blocks import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from lib_ext.heatmaps.aggregate import word_map
 from lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings
@@ -24,7 +25,6 @@ def hooks_left(unet: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
 
 
-@pytest.mark.slow
 def test_feature_in_the_toy_host_matches_the_models_own_probabilities(host):
     sites = host.unet.cross_attention_modules()
     # Reference through another path: the toy model's own stored probabilities, cond rows of the batch
@@ -77,7 +77,6 @@ def test_feature_in_the_toy_host_matches_the_models_own_probabilities(host):
     assert grid is not None and grid.width == 2 * 32
 
 
-@pytest.mark.slow
 def test_each_image_uses_its_own_prompt_and_negative_modes(host, tmp_path):
     feature = HeatmapFeature(HeatmapSettings(mode="delta"))
     host.txt2img(
@@ -100,7 +99,6 @@ def test_each_image_uses_its_own_prompt_and_negative_modes(host, tmp_path):
     assert all(w.heat is not None for w in r.words)
 
 
-@pytest.mark.slow
 def test_time_focus_and_per_layer(host):
     feature = HeatmapFeature(HeatmapSettings(time_focus=(0.5, 1.0), per_layer=True, words=("circle",)))
     host.txt2img("a red circle", seed=5, steps=4, features=[feature])
