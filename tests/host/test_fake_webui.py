@@ -718,3 +718,46 @@ def test_token_counter_counts_the_longest_sub_prompt(fake_webui, sd_model):
     m.script_callbacks.on_before_token_counter(lambda params: seen.append(params.is_positive))
     assert modules.ui.update_negative_prompt_token_counter("a, b", 20, []).endswith(">3/75</span>")
     assert seen == [False]
+
+
+LIFECYCLE = """
+    from modules import script_callbacks, shared
+
+    events = []
+    script_callbacks.on_model_loaded(lambda m: events.append("model_loaded"))
+    script_callbacks.on_before_ui(lambda: events.append("before_ui"))
+    script_callbacks.on_ui_settings(lambda: events.append("ui_settings"))
+    script_callbacks.on_ui_tabs(lambda: events.append("ui_tabs") or [])
+    script_callbacks.on_app_started(lambda demo, app: events.append(("app_started", type(app).__name__)))
+    script_callbacks.on_before_reload(lambda: events.append("before_reload"))
+    script_callbacks.on_script_unloaded(lambda: events.append("script_unloaded"))
+"""
+
+
+def test_boot_and_reload_fire_callbacks_in_webui_order(fake_webui, tmp_path):
+    m = fake_webui
+    import modules.initialize
+
+    ext = write_extension(tmp_path / "ext-life", {"scripts/life.py": LIFECYCLE})
+    modules.initialize.boot(ext, with_ui=False)
+    path = os.path.join(ext, "scripts", "life.py")
+    first = m.script_loading.loaded_scripts[path]
+    assert first.events == ["model_loaded", "before_ui", ("app_started", "FastAPI")]
+    modules.initialize.restart_ui(with_ui=False)
+    second = m.script_loading.loaded_scripts[path]
+    assert second is not first  # the script file ran again as a new module
+    assert first.events[3:] == ["before_reload", "script_unloaded"]
+    assert second.events == ["before_ui", ("app_started", "FastAPI")]  # the model is not loaded again
+
+
+@pytest.mark.slow
+def test_boot_with_ui_builds_script_uis_settings_and_tabs(fake_webui, tmp_path):
+    m = fake_webui
+    import modules.initialize
+
+    ext = write_extension(tmp_path / "ext-life", {"scripts/life.py": LIFECYCLE, "scripts/w.py": WEIGHTED})
+    demo, app = modules.initialize.boot(ext)
+    events = m.script_loading.loaded_scripts[os.path.join(ext, "scripts", "life.py")].events
+    assert events == ["model_loaded", "before_ui", "ui_settings", "ui_tabs", ("app_started", "FastAPI")]
+    weighted = m.scripts.scripts_img2img.script("weighted")
+    assert weighted.is_img2img and weighted.args_to - weighted.args_from == 3
