@@ -41,7 +41,11 @@ class ExtensionLifetime:
 
 
 def start() -> ExtensionLifetime:
+    from . import guidance_script
+
     life = ExtensionLifetime()
     life.on("model_loaded", rebind_open_sessions)
+    life.on("ui_settings", guidance_script.register_settings)
+    life.on("before_ui", guidance_script.register_xyz_axes)
     life.on("script_unloaded", life.unload)
     return life

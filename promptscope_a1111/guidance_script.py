@@ -1,0 +1,220 @@
+"""Semantic guidance in A1111: the accordion, arguments, infotext, settings and X/Y/Z axes.
+
+Per generation: `process` reads the arguments (UI, API or pasted infotext) and X/Y/Z overrides into
+`GuidanceSettings`, and activates a `GuidanceFeature` for this job; `process_batch` hands the host the flattened
+prompts (one cond row per leaf) of this batch, for both passes of hires fix; the sampling session then lets the
+feature replace the CFG combination. Nothing is parsed or kept outside the job (neutral-prompt #44).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from modules import extensions, scripts
+from promptscope_lib_ext.guidance import GuidanceSettings
+from promptscope_lib_ext.guidance.feature import GuidanceFeature, disabled_warning, uses_guidance
+from promptscope_lib_ext.guidance.settings import SETTING_KEYS
+
+from .host import add_infotext, rewrite_batch_prompts
+from .sampling import activate
+from .webui_bits import (
+    add_options,
+    add_to_processed,
+    add_xyz_axes,
+    api_args,
+    as_bool,
+    on_prompt_box,
+    option,
+    overrides,
+    say_once,
+    tell_user,
+)
+
+TITLE = "PromptScope: Semantic guidance"
+FEATURE = "guidance"
+ARG_NAMES = ("enabled", *SETTING_KEYS)
+FEATURE_ATTR = "promptscope_guidance"
+
+OPT_HANDLER = "promptscope_guidance_handler"
+OPT_MODE = "promptscope_guidance_mode"
+OPT_TOPK = "promptscope_guidance_topk"
+HANDLERS = ("PromptScope", "neutral-prompt")
+
+XYZ_AXES = (
+    ("[PromptScope] Guidance mode", str, "mode", ("neutral", "sega")),
+    ("[PromptScope] Guidance CFG rescale phi", float, "cfg_rescale", None),
+    ("[PromptScope] Guidance top-k fraction", float, "topk_ratio", None),
+    ("[PromptScope] SEGA threshold", float, "threshold", None),
+    ("[PromptScope] SEGA warm-up", str, "warmup", None),
+    ("[PromptScope] SEGA cooldown", str, "cooldown", None),
+    ("[PromptScope] SEGA momentum", float, "momentum", None),
+    ("[PromptScope] SEGA beta", float, "beta", None),
+)
+KEYWORDS = ("AND_TOPK", "AND_PERP", "AND_SALT", "AND")
+
+
+def neutral_prompt_installed() -> bool:
+    return any("neutral" in e.name.lower() and "prompt" in e.name.lower() for e in extensions.active())
+
+
+def we_handle_keywords() -> bool:
+    """Exactly one extension handles AND_* keywords: ours unless the user chose neutral-prompt (if installed)."""
+    if not neutral_prompt_installed():
+        return True
+    ours = option(OPT_HANDLER, HANDLERS[0]) == HANDLERS[0]
+    say_once(
+        "neutral-prompt is installed too; AND_PERP / AND_SALT / AND_TOPK are handled by "
+        + ("PromptScope" if ours else "neutral-prompt")
+        + f" (Settings → PromptScope → {OPT_HANDLER})"
+    )
+    return ours
+
+
+def default_settings() -> dict[str, Any]:
+    base = GuidanceSettings().to_dict()
+    base["mode"] = option(OPT_MODE, base["mode"])
+    base["topk_ratio"] = float(option(OPT_TOPK, base["topk_ratio"]))
+    return {"enabled": False, **base}
+
+
+def settings_from_args(args: tuple[Any, ...], extra: dict[str, Any] | None = None) -> tuple[bool, GuidanceSettings]:
+    """(enabled, settings) from script args (+ X/Y/Z overrides); ValueError with a clear message when bad."""
+    values = api_args(args, ARG_NAMES, default_settings())
+    values.update(extra or {})
+    enabled = as_bool("enabled", values.pop("enabled"))
+    for key in ("warmup", "cooldown"):
+        if isinstance(values.get(key), str) and values[key].strip().lower() in ("", "none", "off"):
+            values[key] = None
+    return enabled, GuidanceSettings.from_dict(values)
+
+
+def append_keyword_line(prompt: str, keyword: str, text: str, weight: float) -> str:
+    """The prompt helper: add `\\n<keyword> <text> :<weight>` to the prompt (as neutral-prompt's formatter)."""
+    text = (text or "").strip()
+    if not text:
+        return prompt
+    line = f"{keyword} {text} :{float(weight):g}"
+    return f"{prompt.rstrip()}\n{line}" if prompt.strip() else line
+
+
+class SemanticGuidanceScript(scripts.Script):
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompt_box: Any = None
+        on_prompt_box(self, self._store_prompt_box)
+
+    def _store_prompt_box(self, component: Any) -> None:
+        self.prompt_box = component
+
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        d = default_settings()
+        with gr.Accordion(
+            TITLE, open=False, elem_id=self.elem_id("promptscope_guidance"), elem_classes=["promptscope-panel"]
+        ):
+            enabled = gr.Checkbox(value=False, label="Enable semantic guidance (AND_TOPK / AND_PERP / AND_SALT)")
+            with gr.Row():
+                mode = gr.Radio(["neutral", "sega"], value=d["mode"], label="Mode (neutral = neutral-prompt's numbers)")
+                cfg_rescale = gr.Slider(0.0, 1.0, step=0.05, value=d["cfg_rescale"], label="CFG rescale φ")
+                topk = gr.Slider(0.0, 1.0, step=0.01, value=d["topk_ratio"], label="AND_TOPK: fraction kept")
+            with gr.Row():
+                threshold = gr.Slider(0.0, 1.0, step=0.005, value=d["threshold"], label="SEGA threshold (quantile)")
+                warmup = gr.Textbox(value=str(d["warmup"]), label="SEGA warm-up (steps or %)")
+                cooldown = gr.Textbox(value=str(d["cooldown"] or ""), label="SEGA cooldown (steps or %, empty = none)")
+                momentum = gr.Slider(0.0, 1.0, step=0.05, value=d["momentum"], label="SEGA momentum")
+                beta = gr.Slider(0.0, 0.95, step=0.05, value=d["beta"], label="SEGA momentum β")
+            with gr.Row():
+                helper_kw = gr.Dropdown(list(KEYWORDS), value="AND_TOPK", label="Keyword")
+                helper_text = gr.Textbox(label="Concept", placeholder="e.g. (glasses:1.2)")
+                helper_weight = gr.Slider(-3.0, 3.0, step=0.05, value=0.4, label="Weight")
+                helper_add = gr.Button("Add to prompt", elem_id=self.elem_id("promptscope_guidance_add"))
+            if self.prompt_box is not None:
+                helper_add.click(
+                    fn=lambda prompt, kw, text, w: append_keyword_line(prompt, kw, text, w),
+                    inputs=[self.prompt_box, helper_kw, helper_text, helper_weight],
+                    outputs=[self.prompt_box],
+                )
+        controls = [enabled, mode, cfg_rescale, topk, threshold, warmup, cooldown, momentum, beta]
+        self.infotext_fields = [
+            (enabled, lambda params: "Semantic guidance" in params),
+            (mode, "Semantic guidance"),
+            (cfg_rescale, "Semantic guidance CFG rescale phi"),
+            (topk, "Semantic guidance top-k"),
+            (threshold, lambda params: _sega_field(params, "threshold")),
+            (warmup, lambda params: _sega_field(params, "warmup")),
+            (cooldown, lambda params: _sega_field(params, "cooldown")),
+            (momentum, lambda params: _sega_field(params, "momentum")),
+            (beta, lambda params: _sega_field(params, "beta")),
+        ]
+        return controls
+
+    def process(self, p: Any, *args: Any) -> None:
+        p.__dict__.pop(FEATURE_ATTR, None)
+        try:
+            enabled, settings = settings_from_args(args, overrides(p, FEATURE))
+        except ValueError as exc:
+            tell_user(p, f"semantic guidance arguments rejected: {exc}. Generating without it.")
+            return
+        prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
+        if not enabled:
+            warning = disabled_warning(prompts) if we_handle_keywords() else None
+            if warning:
+                tell_user(p, warning)
+            return
+        if not we_handle_keywords():
+            return
+        if not any(uses_guidance(x) for x in prompts + list(getattr(p, "all_hr_prompts", None) or [])):
+            return
+        feature = GuidanceFeature(settings)
+        p.__dict__[FEATURE_ATTR] = feature
+        activate(p, feature)
+        for key, value in settings.to_infotext().items():
+            add_infotext(p, key, value)
+
+    def process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        feature = p.__dict__.get(FEATURE_ATTR)
+        if feature is not None:
+            rewrite_batch_prompts(p, feature.rewrite_prompts)
+
+    def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
+        feature = p.__dict__.get(FEATURE_ATTR)
+        if feature is not None and feature.messages:
+            add_to_processed(processed, feature.messages)
+
+
+def _sega_field(params: dict[str, str], name: str) -> Any:
+    settings = GuidanceSettings.from_infotext(params) if "Semantic guidance" in params else None
+    if settings is None:
+        return gr.update()
+    value = settings.to_dict()[name]
+    return "" if value is None else value
+
+
+def register_settings() -> None:
+    add_options(
+        {
+            OPT_HANDLER: (
+                HANDLERS[0],
+                "Who handles AND_PERP / AND_SALT / AND_TOPK when neutral-prompt is installed too",
+                gr.Radio,
+                {"choices": list(HANDLERS)},
+            ),
+            OPT_MODE: ("neutral", "Semantic guidance: default mode", gr.Radio, {"choices": ["neutral", "sega"]}),
+            OPT_TOPK: (
+                0.05,
+                "Semantic guidance: default AND_TOPK fraction kept",
+                gr.Slider,
+                {"minimum": 0.0, "maximum": 1.0, "step": 0.01},
+            ),
+        }
+    )
+
+
+def register_xyz_axes() -> None:
+    add_xyz_axes(FEATURE, XYZ_AXES)

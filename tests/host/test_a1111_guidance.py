@@ -1,0 +1,184 @@
+"""Semantic guidance wired into the v1.10.1 double: arguments, rows, infotext, X/Y/Z, coexistence."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TITLE = "PromptScope: Semantic guidance"
+
+
+@pytest.fixture
+def webui(fake_webui):
+    fake_webui.scripts.load_scripts(str(REPO))
+    yield fake_webui
+    fake_webui.script_callbacks.script_unloaded_callback()
+    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
+        del sys.modules[name]
+
+
+def script(m) -> Any:
+    return next(s for s in m.scripts.scripts_txt2img.alwayson_scripts if s.title() == TITLE)
+
+
+def make_p(m, args: list[Any] | None = None, **kw) -> Any:
+    params = dict(
+        prompt="a cat AND_TOPK red :0.5",
+        negative_prompt="",
+        steps=3,
+        width=64,
+        height=64,
+        sampler_name="Euler",
+        seed=5,
+        do_not_save_samples=True,
+        do_not_save_grid=True,
+    )
+    params.update(kw)
+    p = m.processing.StableDiffusionProcessingTxt2Img(**params)
+    runner = m.scripts.scripts_txt2img
+    p.scripts = runner
+    p.script_args = [0] * max(s.args_to for s in runner.scripts)
+    if args is not None:
+        s = script(m)
+        values = list(args) + [c.value for c in s.controls[len(args) :]]
+        p.script_args[s.args_from : s.args_to] = values
+    return p
+
+
+def rows_seen(m, p) -> list[Any]:
+    """Process and return the UNet batch sizes the denoiser used (via a probe on the denoiser callback)."""
+    sizes: list[int] = []
+
+    def on_denoiser(params):
+        sizes.append(int(params.x.shape[0]))
+
+    m.script_callbacks.on_cfg_denoiser(on_denoiser)
+    processed = m.processing.process_images(p)
+    m.script_callbacks.remove_callbacks_for_function(on_denoiser)
+    return [processed, sizes]
+
+
+def test_ui_builds_and_registers_infotext_fields(webui):
+    s = script(webui)
+    assert len(s.controls) == 9
+    assert any(field == "Semantic guidance" for _c, field in s.infotext_fields)
+    assert not getattr(webui.errors, "reported", [])
+
+
+def test_enabled_adds_one_row_per_concept_and_changes_the_image(webui, sd_model):
+    off, sizes_off = rows_seen(webui, make_p(webui, [False]))
+    on, sizes_on = rows_seen(webui, make_p(webui, [True]))
+    plain, sizes_plain = rows_seen(webui, make_p(webui, [True], prompt="a cat"))
+    assert sizes_plain[0] == 2  # cond + uncond
+    assert sizes_on[0] == 3  # one more row for the concept, in the same forward
+    assert "Semantic guidance: neutral" in on.infotexts[0]
+    assert "Semantic guidance" not in off.infotexts[0]
+    assert not np.array_equal(np.asarray(on.images[0]), np.asarray(off.images[0]))
+    assert on.infotexts[0].startswith("a cat AND_TOPK red :0.5")
+
+
+def test_disabled_with_keywords_warns_once_in_the_info(webui, sd_model):
+    processed, _ = rows_seen(webui, make_p(webui, [False]))
+    assert "semantic guidance is off" in processed.comments
+
+
+def test_bad_arguments_are_rejected_with_a_message_and_generation_goes_on(webui, sd_model):
+    processed, sizes = rows_seen(webui, make_p(webui, [True, "fancy"]))
+    assert "arguments rejected" in processed.comments and "mode" in processed.comments
+    assert processed.images
+
+
+def test_dict_arguments_and_sega_mode(webui, sd_model):
+    p = make_p(webui)
+    s = script(webui)
+    p.script_args[s.args_from : s.args_to] = [{"enabled": True, "mode": "sega", "warmup": 0}] + [None] * 8
+    processed, sizes = rows_seen(webui, p)
+    assert "Semantic guidance: sega" in processed.infotexts[0]
+
+
+def test_batch_with_different_prompts_and_hires_prompt(webui, sd_model):
+    p = make_p(
+        webui,
+        [True],
+        prompt=["a cat AND_TOPK red :0.5", "a dog"],
+        batch_size=2,
+        enable_hr=True,
+        hr_scale=2,
+        hr_second_pass_steps=2,
+        denoising_strength=0.5,
+        hr_prompt=["a cat AND_TOPK blue :0.5", "a dog AND_PERP cat :1"],
+    )
+    processed, sizes = rows_seen(webui, p)
+    assert sizes[0] == 3 + 2  # image 0: 2 rows, image 1: 1 row, + 2 uncond
+    assert sizes[-1] == 2 + 2 + 2  # hires: both images have two rows
+    assert processed.infotexts[1].startswith("a dog")
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "DPM++ 2M"])
+@pytest.mark.parametrize("batch_cond_uncond", [True, False])
+def test_samplers_and_batching(webui, sd_model, sampler, batch_cond_uncond):
+    webui.shared.opts.batch_cond_uncond = batch_cond_uncond
+    processed, _ = rows_seen(webui, make_p(webui, [True], sampler_name=sampler))
+    assert "Semantic guidance" in processed.infotexts[0]
+    assert "skipped" not in processed.comments
+
+
+def test_infotext_round_trips_through_paste(webui, sd_model):
+    p = make_p(webui, [True, "sega", 0.3, 0.05, 0.8, "2", "", 0.2, 0.5])
+    processed, _ = rows_seen(webui, p)
+    params = webui.infotext_utils.parse_generation_parameters(processed.infotexts[0])
+    s = script(webui)
+    values = {}
+    for component, field in s.infotext_fields:
+        values[id(component)] = field(params) if callable(field) else params.get(field)
+    got = [values[id(c)] for c in s.controls]
+    assert got[0] is True and got[1] == "sega"
+    assert float(got[2]) == pytest.approx(0.3)
+    assert float(got[4]) == pytest.approx(0.8) and str(got[5]) == "2" and got[6] in ("", None)
+    assert float(got[7]) == pytest.approx(0.2) and float(got[8]) == pytest.approx(0.5)
+
+
+def test_xyz_axes_are_added_once_and_apply_per_job(webui, sd_model):
+    from promptscope_a1111.webui_bits import xyz_module
+
+    xyz = xyz_module()
+    assert xyz is not None, "the double ships the built-in X/Y/Z plot script"
+    before = len(xyz.axis_options)
+    webui.script_callbacks.before_ui_callback()
+    webui.script_callbacks.before_ui_callback()
+    labels = [a.label for a in xyz.axis_options[before:]]
+    assert len(labels) == len(set(labels)) == 8
+    axis = next(a for a in xyz.axis_options if a.label.endswith("Guidance mode"))
+    p = make_p(webui, [True])
+    axis.apply(p, "sega", ["neutral", "sega"])
+    processed, _ = rows_seen(webui, p)
+    assert "Semantic guidance: sega" in processed.infotexts[0]
+
+
+def test_neutral_prompt_installed_and_chosen_leaves_keywords_to_it(webui, sd_model, capsys):
+    webui.extensions.extensions.append(webui.extensions.Extension("sd-webui-neutral-prompt", "/nonexistent"))
+    webui.shared.opts.data["promptscope_guidance_handler"] = "neutral-prompt"
+    processed, sizes = rows_seen(webui, make_p(webui, [True]))
+    assert sizes[0] == 2 and "Semantic guidance" not in processed.infotexts[0]
+    webui.shared.opts.data["promptscope_guidance_handler"] = "PromptScope"
+    processed, sizes = rows_seen(webui, make_p(webui, [True]))
+    assert sizes[0] == 3
+    assert "handled by" in capsys.readouterr().out
+
+
+def test_settings_section_is_registered(webui):
+    webui.script_callbacks.ui_settings_callback()
+    assert "promptscope_guidance_handler" in webui.shared.opts.data_labels
+
+
+def test_prompt_helper_line(webui):
+    from promptscope_a1111.guidance_script import append_keyword_line
+
+    assert append_keyword_line("a castle", "AND_TOPK", "snowy", 0.4) == "a castle\nAND_TOPK snowy :0.4"
+    assert append_keyword_line("", "AND_PERP", "(glasses:1.2)", -1) == "AND_PERP (glasses:1.2) :-1"
+    assert append_keyword_line("x", "AND_TOPK", "  ", 1) == "x"
