@@ -136,6 +136,21 @@ def test_generate_shows_an_image_in_the_gallery(app_url, browser):
     assert "Steps: 8, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1234, Size: 32x32" in info
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
+    # Interrupt: a long generation stops at its next step (the button bypasses the queue the generation holds).
+    steps = browser.find_element(By.CSS_SELECTOR, "#ps_steps input[type=number]")
+    steps.clear()
+    steps.send_keys("150")
+    batch = browser.find_element(By.CSS_SELECTOR, "#ps_batch_size input[type=number]")
+    batch.clear()
+    batch.send_keys("8")  # 150 steps of 16 rows: far longer than the wait below
+    browser.find_element(By.CSS_SELECTOR, "#ps_generate").click()
+    time.sleep(2)
+    started = time.monotonic()
+    browser.find_element(By.CSS_SELECTOR, "#ps_interrupt").click()
+    WebDriverWait(browser, 60).until(lambda d: "Interrupted" in d.find_element(By.CSS_SELECTOR, "#ps_status").text)
+    assert time.monotonic() - started < 30
+    browser.save_screenshot(str(SCREENSHOT.with_name(SCREENSHOT.stem + "_interrupted.png")))
+
     # Nothing the page needs comes from outside this machine (no web fonts: the app sets system fonts). The one
     # exception is gradio's own index.html, which loads iframe-resizer `async` from a CDN for embedding; offline
     # that request fails without holding anything up (A1111's page has the same tag).
