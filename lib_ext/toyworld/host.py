@@ -242,10 +242,13 @@ class ToyHost:
         settings = {"steps": steps, "cfg_scale": float(cfg_scale), "sampler_name": sampler_name}
 
         with self._job():
-            samples, interrupted, messages = self._sample(
-                prompts, negatives, seeds, steps, float(cfg_scale), sampler_name, features, progress, extra
-            )
-        images = to_pil(samples)
+            if self._interrupted:  # inside run_jobs after an interrupt: A1111 skips the batch, no images
+                samples, interrupted, messages = None, True, ["Interrupted"]
+            else:
+                samples, interrupted, messages = self._sample(
+                    prompts, negatives, seeds, steps, float(cfg_scale), sampler_name, features, progress, extra
+                )
+        images = to_pil(samples) if samples is not None else []
         processed = ToyProcessed(
             images=images,
             infotexts=[],
@@ -404,6 +407,8 @@ class ToyHost:
                     features=features,
                     extra_generation_params=req.infotext,
                 )
+                if not processed.images:
+                    break
                 path = None
                 if self.outdir is not None:
                     path = str(self.save(processed.images[0], processed.info, processed.seeds[0]))

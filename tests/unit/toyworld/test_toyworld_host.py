@@ -246,14 +246,26 @@ def test_run_jobs_reports_progress_and_stops_after_interrupt():
     reqs = [GenerationRequest("red", seed=5, settings={"steps": 2, "sampler_name": "Euler"}) for _ in range(3)]
     reqs[0].infotext = {"Bandit arm": "3"}
     results = host.run_jobs(reqs, progress=progress)
-    # Job 0 finished; the interrupt raised while starting job 1 stops it at its first step; job 2 never starts.
-    assert len(results) == 2 and results[0].seed == 5
+    # Job 0 finished; interrupted as job 1 starts, job 1 makes no image (A1111 skips the batch) and job 2 never runs.
+    assert len(results) == 1 and results[0].seed == 5
+    assert host.unet.batch_sizes == [2, 2]
     assert results[0].infotext.endswith("Model: toyworld, Bandit arm: 3")
     assert seen[0] == (0, 3, "Generating 1/3") and seen[-1][2] == "Done"
     assert results[0].image.size == (32, 32)
 
 
 # ------------------------------------------------------------------------------------------ seeds
+
+
+def test_run_jobs_returns_the_image_interrupted_mid_sampling_and_stops():
+    host = stub_host()
+    reqs = [GenerationRequest("red", seed=5, settings={"steps": 6, "sampler_name": "Euler"}) for _ in range(3)]
+    feature = HookingFeature(interrupt_at=2, host=host)
+    results = host.run_jobs(reqs, features=[feature])
+    # As A1111's process_images: the interrupted image is kept (its last x0 prediction), nothing runs after it.
+    assert len(results) == 1 and len(host.unet.batch_sizes) == 3
+    assert results[0].image.getpixel((0, 0)) == (int(255 * (1 + c("red")) / 2),) * 3
+    assert feature.ended == [True] and _clean(host.unet)
 
 
 def test_seeds_random_range_and_batch_offsets():
