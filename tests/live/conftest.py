@@ -13,9 +13,11 @@ with `--api` on the CPU, and always stops it and removes the link it made, also 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +42,13 @@ SCRIPT_TITLES = {
 EXPECTED_ALWAYSON_TITLES = ("PromptScope", *SCRIPT_TITLES.values())
 
 LIVE_DIR = Path(__file__).resolve().parent
+# A test-only extension linked next to ours: it records the host's hook order (see probe_extension/scripts).
+PROBE_DIR = LIVE_DIR / "probe_extension"
+PROBE_LINK_NAME = "ps-live-probe"
+PROBE_TITLE = "Live probe"
+# Errors the probe raises on purpose; the console checks skip them.
+PROBE_DELIBERATE = "live-probe: deliberate failure"
+CONSOLE_IGNORE = (*HOST_NOISE, PROBE_DELIBERATE)
 SKIP_REASON = f"live tier: set {ENV_CHECKOUT} to an A1111 WebUI checkout to run it"
 
 
@@ -61,8 +70,14 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
     if config is None:
         pytest.skip(SKIP_REASON)
     log_path = Path(os.environ.get(ENV_LOG) or tmp_path_factory.mktemp("webui") / "webui-console.log")
+    probe_log = log_path.with_name(log_path.stem + "-probe.jsonl")
     try:
-        server = WebUIServer(config, log_path).__enter__()
+        server = WebUIServer(
+            config,
+            log_path,
+            extra_extensions={PROBE_LINK_NAME: PROBE_DIR},
+            extra_env={"PROMPTSCOPE_PROBE_LOG": str(probe_log)},
+        ).__enter__()
     except HarnessError as e:
         pytest.fail(f"live tier: {e}", pytrace=False)
     try:
@@ -71,7 +86,7 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
     finally:
         server.stop()
     # Also catches errors printed during tests that ran after test_console_has_no_promptscope_traceback.
-    bad = errors_mentioning(server.client.log(), "promptscope", ignore=HOST_NOISE)
+    bad = errors_mentioning(server.client.log(), "promptscope", ignore=CONSOLE_IGNORE)
     if bad:
         pytest.fail("PromptScope errors in the WebUI console:\n\n" + "\n\n".join(bad), pytrace=False)
 
@@ -80,3 +95,30 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
 def webui(webui_server: WebUIServer) -> WebUIClient:
     """The API client of the running WebUI (see WebUIClient: get, post, txt2img, log)."""
     return webui_server.client
+
+
+class Probe:
+    """Runs one generation with the probe on and returns the events the host produced, in order."""
+
+    def __init__(self, client: WebUIClient, log_path: Path):
+        self.client = client
+        self.log_path = log_path
+
+    def txt2img(self, action: str = "", **kw: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+        """(API answer or None if the request failed, events, error text)."""
+        self.log_path.unlink(missing_ok=True)
+        alwayson = {PROBE_TITLE: [True, action], **kw.pop("alwayson", {})}
+        answer, error = None, ""
+        try:
+            answer = self.client.txt2img(alwayson=alwayson, **kw)
+        except AssertionError as e:
+            error = str(e)
+        events = []
+        if self.log_path.exists():
+            events = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        return answer, events, error
+
+
+@pytest.fixture(scope="session")
+def probe(webui_server: WebUIServer) -> Probe:
+    return Probe(webui_server.client, Path(webui_server.extra_env["PROMPTSCOPE_PROBE_LOG"]))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live.conftest import EXPECTED_ALWAYSON_TITLES
-from tests.live.webui_harness import HOST_NOISE, WebUIClient, decode_image, errors_mentioning, png_size
+from tests.live.conftest import CONSOLE_IGNORE, EXPECTED_ALWAYSON_TITLES
+from tests.live.webui_harness import WebUIClient, decode_image, errors_mentioning, png_size
 
 pytestmark = pytest.mark.live
 
@@ -52,5 +52,5 @@ def test_console_has_no_promptscope_traceback(webui: WebUIClient) -> None:
     # Runs after the generations above (pytest keeps file order), so their console output is included.
     log = webui.log()
     assert "Startup time:" in log, "the console log does not look like the WebUI's"
-    bad = errors_mentioning(log, "promptscope", ignore=HOST_NOISE)
+    bad = errors_mentioning(log, "promptscope", ignore=CONSOLE_IGNORE)
     assert not bad, "PromptScope errors in the WebUI console:\n\n" + "\n\n".join(bad)

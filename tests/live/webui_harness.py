@@ -275,12 +275,23 @@ def png_size(png: bytes) -> tuple[int, int]:
 class WebUIServer:
     """One WebUI process in its own process group. Use as a context manager: stopping always happens."""
 
-    def __init__(self, config: WebUIConfig, log_path: Path):
+    def __init__(
+        self,
+        config: WebUIConfig,
+        log_path: Path,
+        extra_extensions: dict[str, Path] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
+        """`extra_extensions` maps a folder name under extensions/ to a directory to link there for the run
+        (test-only extensions); `extra_env` is added to the server's environment."""
         self.config = config
         self.log_path = log_path
         self.port = config.port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.link = ExtensionLink(config.data_dir / "extensions")
+        ext_dir = config.data_dir / "extensions"
+        self.link = ExtensionLink(ext_dir)
+        self.extra_links = [ExtensionLink(ext_dir, name, target) for name, target in (extra_extensions or {}).items()]
+        self.extra_env = dict(extra_env or {})
         self.start_seconds: float | None = None
         self.client = WebUIClient(f"http://127.0.0.1:{self.port}", log_path)
 
@@ -301,9 +312,11 @@ class WebUIServer:
             raise HarnessError("; ".join(problems))
         if port_in_use(self.port):
             raise HarnessError(f"port {self.port} on 127.0.0.1 is already in use")
-        self.link.install()
-        env = {**os.environ, **OFFLINE_ENV}
+        for link in (self.link, *self.extra_links):
+            link.install()
+        env = {**os.environ, **OFFLINE_ENV, **self.extra_env}
         env.pop("PYTHONPATH", None)  # pytest's path must not leak into the WebUI's interpreter
+        env.pop("WEBUI_RICH_EXCEPTIONS", None)  # keep A1111's plain '*** Error' + traceback format for the checks
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -357,7 +370,8 @@ class WebUIServer:
                     self._kill_group()
         finally:
             atexit.unregister(self._kill_group)
-            self.link.remove()
+            for link in (self.link, *self.extra_links):
+                link.remove()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         # Only while our leader is alive and unreaped, so its pid (= the group id) cannot belong to anyone else.

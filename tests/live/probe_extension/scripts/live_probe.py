@@ -1,0 +1,133 @@
+"""A test-only WebUI extension (linked by the live tier as `extensions/ps-live-probe`): records the order in which
+the real host calls script hooks and denoiser callbacks, and can fail or interrupt a job mid-sampling on request.
+Inert unless its first arg is True. Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import gradio as gr
+from modules import script_callbacks, scripts, shared
+
+TITLE = "Live probe"
+DELIBERATE = "live-probe: deliberate failure"
+_active: dict[str, Any] = {"p": None, "action": ""}
+
+
+def _record(event: str, **data: Any) -> None:
+    path = os.environ.get("PROMPTSCOPE_PROBE_LOG")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": event, "t": time.time(), **data}) + "\n")
+
+
+def _shape(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _shape(v) for k, v in x.items()}
+    return list(x.shape) if hasattr(x, "shape") else type(x).__name__
+
+
+def _mine(params: Any) -> bool:
+    p = _active["p"]
+    return p is not None and getattr(getattr(params, "denoiser", None), "p", p) is p
+
+
+def _on_cfg_denoiser(params: Any) -> None:
+    if not _mine(params):
+        return
+    call = getattr(params.denoiser, "step", None)  # the denoiser's own count of its calls in this sampling run
+    _record(
+        "cfg_denoiser",
+        call=call,
+        step=params.sampling_step,
+        total=params.total_sampling_steps,
+        x=_shape(params.x),
+        text_cond=_shape(params.text_cond),
+        text_uncond=_shape(params.text_uncond),
+        denoiser=type(params.denoiser).__name__,
+        hr=bool(getattr(_active["p"], "is_hr_pass", False)),
+    )
+    action = _active["action"]
+    if action == "raise_in_sampling" and call == 1:
+        raise RuntimeError(DELIBERATE)
+    if action == "interrupt_in_sampling" and call == 0:
+        shared.state.interrupt()
+
+
+def _on_cfg_denoised(params: Any) -> None:
+    if _active["p"] is not None:
+        _record("cfg_denoised", step=params.sampling_step, x=_shape(params.x))
+
+
+def _on_cfg_after_cfg(params: Any) -> None:
+    if _active["p"] is not None:
+        _record("cfg_after_cfg", step=params.sampling_step, x=_shape(params.x))
+
+
+script_callbacks.on_cfg_denoiser(_on_cfg_denoiser, name="live_probe")
+script_callbacks.on_cfg_denoised(_on_cfg_denoised, name="live_probe")
+script_callbacks.on_cfg_after_cfg(_on_cfg_after_cfg, name="live_probe")
+
+
+class LiveProbe(scripts.Script):
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        return [gr.Checkbox(False, label="probe enabled"), gr.Textbox("", label="probe action")]
+
+    def _hook(self, name: str, p: Any, args: tuple[Any, ...], **data: Any) -> bool:
+        if not (args and args[0] is True):
+            return False
+        _record(name, job=id(p), hr=bool(getattr(p, "is_hr_pass", False)), **data)
+        return True
+
+    def setup(self, p: Any, *args: Any) -> None:
+        self._hook("setup", p, args)
+
+    def before_process(self, p: Any, *args: Any) -> None:
+        if self._hook("before_process", p, args):
+            _active["p"], _active["action"] = p, str(args[1] or "")
+        else:
+            _active["p"] = None
+
+    def process(self, p: Any, *args: Any) -> None:
+        self._hook("process", p, args, prompts=list(p.all_prompts), batch_size=p.batch_size)
+
+    def before_process_batch(self, p: Any, *args: Any, **kw: Any) -> None:
+        self._hook("before_process_batch", p, args, batch_number=kw.get("batch_number"))
+
+    def after_extra_networks_activate(self, p: Any, *args: Any, **kw: Any) -> None:
+        self._hook("after_extra_networks_activate", p, args)
+
+    def process_batch(self, p: Any, *args: Any, **kw: Any) -> None:
+        self._hook("process_batch", p, args, batch_number=kw.get("batch_number"))
+
+    def process_before_every_sampling(self, p: Any, *args: Any, **kw: Any) -> None:
+        self._hook("process_before_every_sampling", p, args, x=_shape(kw.get("x")), width=p.width, height=p.height)
+
+    def before_hr(self, p: Any, *args: Any) -> None:
+        self._hook("before_hr", p, args)
+
+    def post_sample(self, p: Any, ps: Any, *args: Any) -> None:
+        self._hook("post_sample", p, args, samples=_shape(ps.samples))
+
+    def postprocess_batch(self, p: Any, *args: Any, **kw: Any) -> None:
+        self._hook("postprocess_batch", p, args, images=_shape(kw.get("images")))
+
+    def postprocess_batch_list(self, p: Any, pp: Any, *args: Any, **kw: Any) -> None:
+        self._hook("postprocess_batch_list", p, args, n=len(pp.images))
+
+    def postprocess_image(self, p: Any, pp: Any, *args: Any) -> None:
+        self._hook("postprocess_image", p, args)
+
+    def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
+        if self._hook("postprocess", p, args, n_images=len(processed.images), interrupted=shared.state.interrupted):
+            _active["p"] = None

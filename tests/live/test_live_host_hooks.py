@@ -1,0 +1,104 @@
+"""What the real host does around a generation, recorded by the probe extension (tests/live/probe_extension):
+the order of script hooks and denoiser callbacks, the batch layout the denoiser sees, the hires second pass, and
+which hooks are skipped when sampling raises or is interrupted. The adapter relies on each of these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.live.conftest import Probe
+
+pytestmark = pytest.mark.live
+
+
+def names(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def first(events: list[dict[str, Any]], name: str) -> int:
+    return names(events).index(name)
+
+
+def test_hook_order_and_batch_layout(probe: Probe) -> None:
+    answer, events, error = probe.txt2img(prompt="a red cube", batch_size=2, steps=2)
+    assert answer is not None, error
+    seq = names(events)
+    print("\n[live] hook order:", " > ".join(dict.fromkeys(seq)))
+    order = [
+        "before_process",
+        "process",
+        "before_process_batch",
+        "after_extra_networks_activate",
+        "process_batch",
+        "process_before_every_sampling",
+        "cfg_denoiser",
+        "post_sample",
+        "postprocess_batch",
+        "postprocess_batch_list",
+        "postprocess_image",
+        "postprocess",
+    ]
+    assert [first(events, n) for n in order] == sorted(first(events, n) for n in order), seq
+    assert seq.count("postprocess_image") == 2 and seq.count("postprocess") == 1
+    den = [e for e in events if e["event"] == "cfg_denoiser"]
+    # params.sampling_step is shared.state.sampling_step, which the k-diffusion sampler's per-step callback sets
+    # AFTER each step: it lags the denoiser call by one (0, 0, 1, ...). The denoiser's own `step` counts calls.
+    assert [e["call"] for e in den] == [0, 1], den
+    assert [e["step"] for e in den] == [0, 0] and all(e["total"] == 2 for e in den), den
+    # Two images x one sub-prompt each: the denoiser's x holds 2 cond rows then 2 uncond rows.
+    assert den[0]["x"][0] == 4 and den[0]["denoiser"] == "CFGDenoiserKDiffusion", den[0]
+    assert seq.count("cfg_denoised") == 2 and seq.count("cfg_after_cfg") == 2
+
+
+def test_hires_fix_calls_sampling_hook_twice(probe: Probe) -> None:
+    answer, events, error = probe.txt2img(
+        prompt="a red cube",
+        steps=2,
+        enable_hr=True,
+        hr_scale=2,
+        hr_upscaler="Latent",
+        hr_second_pass_steps=1,
+        denoising_strength=0.5,
+    )
+    assert answer is not None, error
+    seq = names(events)
+    sampling = [e for e in events if e["event"] == "process_before_every_sampling"]
+    assert [e["hr"] for e in sampling] == [False, True], seq
+    assert [(e["width"], e["height"]) for e in sampling] == [(64, 64), (64, 64)]  # p.width stays the first size
+    assert first(events, "before_hr") < seq.index("process_before_every_sampling", first(events, "before_hr"))
+    hr_steps = [e for e in events if e["event"] == "cfg_denoiser" and e["hr"]]
+    assert hr_steps and hr_steps[0]["x"][2:] == [16, 16], hr_steps  # 128x128 image -> 16x16 latent
+    assert hr_steps[0]["call"] == 0, hr_steps  # the second pass has a sampler (and denoiser) of its own
+    assert seq[-1] == "postprocess"
+
+
+def test_timestep_sampler_uses_the_timesteps_denoiser(probe: Probe) -> None:
+    answer, events, error = probe.txt2img(prompt="a red cube", steps=2, sampler_name="DDIM")
+    assert answer is not None, error
+    den = [e for e in events if e["event"] == "cfg_denoiser"]
+    assert {e["denoiser"] for e in den} == {"CFGDenoiserTimesteps"}, den
+    assert [e["call"] for e in den] == [0, 1] and den[0]["x"][0] == 2, den
+    assert names(events)[-1] == "postprocess"
+
+
+def test_exception_in_sampling_skips_postprocess(probe: Probe) -> None:
+    answer, events, error = probe.txt2img(action="raise_in_sampling", prompt="a red cube", steps=3)
+    assert answer is None and "HTTP 500" in error and "live-probe: deliberate failure" in error, error
+    seq = names(events)
+    assert [e["call"] for e in events if e["event"] == "cfg_denoiser"] == [0, 1], seq
+    for skipped in ("post_sample", "postprocess_batch", "postprocess_image", "postprocess"):
+        assert skipped not in seq, seq
+    # The server is still usable afterwards.
+    answer, events, error = probe.txt2img(prompt="a red cube", steps=2)
+    assert answer is not None and names(events)[-1] == "postprocess", error
+
+
+def test_interrupt_in_sampling_still_runs_postprocess(probe: Probe) -> None:
+    answer, events, error = probe.txt2img(action="interrupt_in_sampling", prompt="a red cube", steps=3)
+    assert answer is not None, error
+    seq = names(events)
+    assert [e["call"] for e in events if e["event"] == "cfg_denoiser"] == [0], seq
+    assert seq[-1] == "postprocess" and events[-1]["interrupted"] is True, events[-1]
+    assert len(answer["images"]) == 1
