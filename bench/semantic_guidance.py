@@ -1,0 +1,261 @@
+"""Semantic-guidance bench: does `AND_TOPK <colour> :w` recolour the toy world's object and keep its shape?
+
+Trials: one-object captions "a <colour> <shape>" (every shape, several base colours), a different concept colour,
+a fixed seed each. Per trial, with DPM++ 2M, 20 steps, CFG 7 through the standalone host (A1111 semantics: one
+batched UNet call per step; the guidance feature rewrites the prompt and combines):
+- base: the caption; edit: "caption AND_TOPK <concept> :w"; rewrite (baseline): "a <concept> <shape>".
+  A trial counts when the judge finds exactly the base caption in the base image.
+- concept_success: fraction of counted trials whose edit the judge reads as "a <concept> <shape>".
+- composition_iou_median / rewrite_iou_median: median IoU of the object's mask in the base image and in the edit
+  (rewrite) image (0 when no object is found).
+- removal_success: for "a <concept> <shape>" (counted when drawn so), "... AND_TOPK <concept> :-w" leaves an object
+  and none of the concept's colour.
+- extra_unet_rows_per_concept: cond rows the host adds per concept per image (and whether UNet calls per step stay 1).
+- combine_overhead_ratio: one combine step (one image, one concept: 3 rows) over one forward of an SD1.5-shaped
+  UNet (random weights, 64×64 latent) on the same 3 rows; --quick times the UNet on 1 row (an upper bound).
+- quantile_vs_kthvalue_ratio: SEGA's per-channel threshold by torch.quantile vs by kthvalue (same entries kept).
+- the full run adds `tradeoff`: success and IoU per (mode, weight, threshold, warm-up), to choose the defaults.
+
+Weights: $PROMPTSCOPE_TOYWORLD_WEIGHTS, else the shipped weights, else an untrained model (numbers meaningless).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lib_ext.guidance import GuidanceSettings, SegaParams, StepCount
+from lib_ext.guidance.bench_parts import quantile_vs_kthvalue, time_combine
+from lib_ext.guidance.feature import GuidanceFeature
+from lib_ext.toyworld.host import ToyHost
+from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge
+from lib_ext.toyworld.vocab import COLORS, SHAPES
+
+STEPS = 20
+SAMPLER = "DPM++ 2M"
+CFG_SCALE = 7.0
+BATCH = 8
+IMAGE_SEED = 4000
+DEFAULT_WEIGHT = 1.0  # the weight the prompt helper writes (`AND_TOPK red :1`)
+DEFAULT_SETTINGS = GuidanceSettings()
+
+
+@dataclass(frozen=True)
+class Trial:
+    seed: int
+    shape: str
+    color: str
+    concept: str
+
+    @property
+    def caption(self) -> str:
+        return f"a {self.color} {self.shape}"
+
+    @property
+    def concept_caption(self) -> str:
+        return f"a {self.concept} {self.shape}"
+
+
+def make_trials(quick: bool) -> list[Trial]:
+    colors = list(COLORS)
+    trials = []
+    n_seeds = 1 if quick else 2
+    for s in range(n_seeds):
+        for i, shape in enumerate(SHAPES):
+            for j, color in enumerate(colors[:2] if quick else colors):
+                others = [c for c in colors if c != color]
+                picks = [others[(i + j + s) % 3]] if quick else others
+                for concept in picks:
+                    trials.append(Trial(IMAGE_SEED + len(trials), shape, color, concept))
+    return trials
+
+
+def generate(host: ToyHost, prompts: list[str], seeds: list[int], settings: GuidanceSettings | None) -> list:
+    """Images (H, W, 3 uint8) for prompts with consecutive seeds, in host batches of BATCH."""
+    feature = [GuidanceFeature(settings)] if settings is not None else []
+    out: list[np.ndarray] = []
+    for a in range(0, len(prompts), BATCH):
+        chunk = prompts[a : a + BATCH]
+        if seeds[a : a + len(chunk)] != list(range(seeds[a], seeds[a] + len(chunk))):
+            raise ValueError("bench trials need consecutive seeds within a batch")
+        p = host.txt2img(chunk, seed=seeds[a], steps=STEPS, cfg_scale=CFG_SCALE, sampler_name=SAMPLER,
+                         features=feature)  # fmt: skip
+        if p.messages:
+            print("  host messages:", p.messages[:3])
+        out.extend(np.asarray(img) for img in p.images)
+    return out
+
+
+def main_object(image: np.ndarray) -> DetectedObject | None:
+    objects = judge(image)
+    return objects[0] if objects else None
+
+
+def mask_iou(a: DetectedObject | None, b: DetectedObject | None) -> float:
+    if a is None or b is None:
+        return 0.0
+    union = np.logical_or(a.mask, b.mask).sum()
+    return float(np.logical_and(a.mask, b.mask).sum() / union) if union else 0.0
+
+
+@dataclass
+class Baseline:
+    trials: list[Trial]
+    base: list[np.ndarray]
+    rewrite: list[np.ndarray]
+    valid: list[bool]  # base image shows its caption
+    concept_valid: list[bool]  # rewrite image shows the concept caption (removal trials)
+    base_objects: list[DetectedObject | None]
+
+
+def baseline(host: ToyHost, trials: list[Trial]) -> Baseline:
+    seeds = [t.seed for t in trials]
+    base = generate(host, [t.caption for t in trials], seeds, None)
+    rewrite = generate(host, [t.concept_caption for t in trials], seeds, None)
+    return Baseline(
+        trials,
+        base,
+        rewrite,
+        [caption_matches(judge(img), t.caption) for img, t in zip(base, trials)],
+        [caption_matches(judge(img), t.concept_caption) for img, t in zip(rewrite, trials)],
+        [main_object(img) for img in base],
+    )
+
+
+def edit_scores(host: ToyHost, b: Baseline, settings: GuidanceSettings, weight: float) -> dict[str, float]:
+    # every trial is generated (the host's batches take consecutive seeds); the counted ones are scored
+    edits = generate(host, [f"{t.caption} AND_TOPK {t.concept} :{weight}" for t in b.trials],
+                     [t.seed for t in b.trials], settings)  # fmt: skip
+    idx = [i for i, v in enumerate(b.valid) if v]
+    success = [caption_matches(judge(edits[i]), b.trials[i].concept_caption) for i in idx]
+    ious = [mask_iou(b.base_objects[i], main_object(edits[i])) for i in idx]
+    return {
+        "n": len(idx),
+        "success": sum(success) / len(success) if success else float("nan"),
+        "iou_median": statistics.median(ious) if ious else float("nan"),
+    }
+
+
+def removal_success(host: ToyHost, b: Baseline, settings: GuidanceSettings, weight: float) -> tuple[float, int]:
+    idx = [i for i, v in enumerate(b.concept_valid) if v]
+    if not idx:
+        return float("nan"), 0
+    images = generate(host, [f"{t.concept_caption} AND_TOPK {t.concept} :{-weight}" for t in b.trials],
+                      [t.seed for t in b.trials], settings)  # fmt: skip
+    ok = []
+    for i in idx:
+        objects = judge(images[i])
+        ok.append(bool(objects) and all(o.color != b.trials[i].concept for o in objects))
+    return sum(ok) / len(ok), len(ok)
+
+
+def rows_per_concept(host: ToyHost) -> dict[str, float]:
+    """Cond rows and UNet calls of one generation with 0, 1 and 2 concepts."""
+    seen: dict[int, tuple[int, int]] = {}
+
+    class Probe:
+        name = "probe"
+
+        def begin_sampling(self, ctx) -> None:
+            self.rows = ctx.layout.n_cond_rows
+
+        def end_sampling(self, ctx, ok) -> None:
+            pass
+
+    for k in range(3):
+        prompt = "a blue circle" + "".join(f" AND_TOPK {c} :0.5" for c in ["red", "green"][:k])
+        probe = Probe()
+        before = host.unet_calls
+        host.txt2img([prompt] * 2, seed=1, steps=4, sampler_name="Euler", features=[GuidanceFeature(), probe])
+        seen[k] = (probe.rows, host.unet_calls - before)
+    return {
+        "extra_unet_rows_per_concept": (seen[2][0] - seen[0][0]) / 2 / 2,  # 2 concepts, 2 images
+        "unet_calls_per_step_0_1_2_concepts": [seen[k][1] / 4 for k in range(3)],
+    }
+
+
+def overhead(quick: bool) -> dict[str, float]:
+    from bench.sd15_unet import build, forward_seconds
+
+    torch.set_flush_denormal(True)
+    t0 = time.perf_counter()
+    unet = build()
+    rows = 1 if quick else 3
+    t_unet = forward_seconds(unet, rows, repeats=1 if quick else 2)
+    del unet
+    t_combine = time_combine(batch=1, mode="sega", repeats=20)
+    t_neutral = time_combine(batch=1, mode="neutral", repeats=20)
+    q = quantile_vs_kthvalue(batch=2, repeats=10 if quick else 30)
+    return {
+        "combine_overhead_ratio": max(t_combine, t_neutral) / t_unet,
+        "combine_ms_sega": t_combine * 1e3,
+        "combine_ms_neutral": t_neutral * 1e3,
+        "sd15_unet_forward_s": t_unet,
+        "sd15_unet_rows": rows,
+        "quantile_vs_kthvalue_ratio": q["quantile_vs_kthvalue_ratio"],
+        "quantile_same_entries": q["same_entries_kept"],
+        "overhead_seconds": time.perf_counter() - t0,
+    }
+
+
+def sweep_configs() -> list[tuple[str, GuidanceSettings, float]]:
+    out = []
+    for ratio in (0.05, 0.3):
+        for w in (0.5, 1.0, 2.0, 3.0):
+            out.append((f"neutral topk={ratio} w={w}", GuidanceSettings(topk_ratio=ratio), w))
+    for q in (0.5, 0.8, 0.9):
+        for warm in (0.0, 0.2):
+            for w in (0.5, 1.0, 2.0):
+                sega = SegaParams(threshold=q, warmup=StepCount(warm, relative=True), momentum=0.1, beta=0.4)
+                out.append((f"sega q={q} warmup={warm:.0%} w={w}", GuidanceSettings(mode="sega", sega=sega), w))
+    return out
+
+
+def main(quick: bool) -> dict:
+    t_start = time.perf_counter()
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    path = os.environ.get("PROMPTSCOPE_TOYWORLD_WEIGHTS")
+    host = ToyHost.load(path)
+    trials = make_trials(quick)
+    print(f"semantic guidance bench: model {host.model_name}, {len(trials)} trials, {SAMPLER} {STEPS} steps")
+    b = baseline(host, trials)
+    n_valid = sum(b.valid)
+    rewrite_ious = [mask_iou(b.base_objects[i], main_object(b.rewrite[i])) for i, v in enumerate(b.valid) if v]
+    rewrite_success = [caption_matches(judge(b.rewrite[i]), t.concept_caption)
+                       for i, t in enumerate(trials) if b.valid[i]]  # fmt: skip
+    default = edit_scores(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
+    removal, n_removal = removal_success(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
+    result: dict = {
+        "model": host.model_name,
+        "trials": len(trials),
+        "valid_trials": n_valid,
+        "default_mode": DEFAULT_SETTINGS.mode,
+        "default_weight": DEFAULT_WEIGHT,
+        "concept_success": default["success"],
+        "composition_iou_median": default["iou_median"],
+        "rewrite_iou_median": statistics.median(rewrite_ious) if rewrite_ious else float("nan"),
+        "rewrite_success": sum(rewrite_success) / len(rewrite_success) if rewrite_success else float("nan"),
+        "removal_success": removal,
+        "removal_trials": n_removal,
+    }
+    result.update(rows_per_concept(host))
+    if not quick:
+        tradeoff = []
+        for name, settings, w in sweep_configs():
+            s = edit_scores(host, b, settings, w)
+            tradeoff.append({"config": name, "success": s["success"], "iou_median": s["iou_median"]})
+            print(f"  {name:40s} success {s['success']:.2f}  iou {s['iou_median']:.2f}")
+        result["tradeoff"] = tradeoff
+    result.update(overhead(quick))
+    result["seconds"] = time.perf_counter() - t_start
+
+    print(f"{'key':34s} value")
+    for k, v in result.items():
+        if k != "tradeoff":
+            print(f"{k:34s} {v}")
+    return result
