@@ -6,8 +6,8 @@ Everything the glue needs at run time is imported here, at load time, because A1
 
 from __future__ import annotations
 
-from . import guidance_script, host, sampling
+from . import guidance_script, heatmaps_script, host, sampling
 from .base_script import PromptScopeScript
 from .lifecycle import start
 
-__all__ = ["PromptScopeScript", "guidance_script", "host", "sampling", "start"]
+__all__ = ["PromptScopeScript", "guidance_script", "heatmaps_script", "host", "sampling", "start"]

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from ..attention_sites import find_cross_attention
-from ..prompt_multicond import split_and
 from ..seam import DenoiseStep, JobInfo, PromptTokens, SamplingContext
 from .aggregate import MODES, Mode, combine_mode, normalize_minmax, word_map
 from .capture import Capture, CaptureOptions, ImageMaps
@@ -149,7 +148,8 @@ class HeatmapFeature:
         i = maps.image
         prompt = job.prompts[i] if i < len(job.prompts) else (job.prompts[-1] if job.prompts else "")
         negative = job.negative_prompts[i] if i < len(job.negative_prompts) else ""
-        sub_tokens = {j: _tokens(tokenize, text) for j, (text, _w) in enumerate(split_and(prompt))}
+        # The text of each of this image's cond rows (after a feature such as semantic guidance rewrote them).
+        sub_tokens = {j: _tokens(tokenize, text) for j, text in enumerate(job.subprompts(i))}
         neg_tokens = _tokens(tokenize, negative) if maps.negative is not None else None
         words = list(s.words) or prompt_words(negative if s.mode == "negative" else prompt)
         out = []

@@ -1,0 +1,189 @@
+"""Attention heatmaps in A1111: the accordion, and the per-word grid shown with each generated image.
+
+`process` activates a `HeatmapFeature` for the job (the sampling session attaches and removes its hooks on every
+sampling call). After each batch `postprocess_batch` takes that batch's maps; `postprocess_image` draws the grid
+over each final image; `postprocess` appends the grids to the gallery (and so to the API's images), saves them
+beside the images when asked, exports raw maps as `.safetensors` when asked, and shows every note or error under
+the images. Nothing requires "Always save all generated images".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gradio as gr
+from modules import images, scripts, shared
+from promptscope_lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings, ImageHeatmaps
+from promptscope_lib_ext.heatmaps.render import COLORMAPS
+
+from .sampling import activate
+from .webui_bits import add_to_processed, api_args, as_bool, tell_user
+
+TITLE = "PromptScope: Attention heatmaps"
+FEATURE_ATTR = "promptscope_heatmaps"
+ARG_NAMES = (
+    "enabled",
+    "words",
+    "mode",
+    "time_start",
+    "time_end",
+    "per_layer",
+    "alpha",
+    "colormap",
+    "show_pass",
+    "save",
+    "export_raw",
+)
+DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "words": "",
+    "mode": "positive",
+    "time_start": 0.0,
+    "time_end": 1.0,
+    "per_layer": False,
+    "alpha": 0.5,
+    "colormap": "jet",
+    "show_pass": "hires",
+    "save": False,
+    "export_raw": False,
+}
+PASSES = ("first", "hires")
+
+
+def split_words(text: str) -> tuple[str, ...]:
+    """Words to show: comma-separated (a 'word' may hold spaces, e.g. 'red hat'); empty = every word."""
+    return tuple(w.strip() for w in (text or "").split(",") if w.strip())
+
+
+def settings_from_args(args: tuple[Any, ...]) -> tuple[bool, HeatmapSettings, dict[str, Any]]:
+    values = api_args(args, ARG_NAMES, DEFAULTS)
+    enabled = as_bool("enabled", values["enabled"])
+    try:
+        start, end = float(values["time_start"]), float(values["time_end"])
+        alpha = float(values["alpha"])
+    except (TypeError, ValueError):
+        raise ValueError("time_start, time_end and alpha must be numbers") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    if values["show_pass"] not in PASSES:
+        raise ValueError(f"show_pass must be one of {', '.join(PASSES)}, not {values['show_pass']!r}")
+    settings = HeatmapSettings(
+        words=split_words(str(values["words"])),
+        mode=str(values["mode"]),  # type: ignore[arg-type]
+        time_focus=(start, end),
+        per_layer=as_bool("per_layer", values["per_layer"]),
+        alpha=alpha,
+        colormap=str(values["colormap"]).lower(),
+    )
+    settings.validate()
+    extra = {
+        "show_pass": values["show_pass"],
+        "save": as_bool("save", values["save"]),
+        "export_raw": as_bool("export_raw", values["export_raw"]),
+    }
+    return enabled, settings, extra
+
+
+class JobHeatmaps:
+    """Per-job state, kept on `p` (a copy of `p`, as X/Y/Z makes, starts its own)."""
+
+    def __init__(self, feature: HeatmapFeature, extra: dict[str, Any]) -> None:
+        self.feature = feature
+        self.extra = extra
+        self.by_image: dict[tuple[int, int], dict[str, ImageHeatmaps]] = {}
+        self.grids: list[tuple[Any, str]] = []
+
+    def take_batch(self, iteration: int) -> None:
+        for result in self.feature.take_results():
+            self.by_image.setdefault((iteration, result.image), {})[result.pass_name] = result
+
+    def result_for(self, iteration: int, index: int) -> ImageHeatmaps | None:
+        passes = self.by_image.get((iteration, index), {})
+        return passes.get(self.extra["show_pass"]) or passes.get("first") or next(iter(passes.values()), None)
+
+
+class AttentionHeatmapsScript(scripts.Script):
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        d = DEFAULTS
+        panel = {"elem_id": self.elem_id("promptscope_heatmaps"), "elem_classes": ["promptscope-panel"]}
+        with gr.Accordion(TITLE, open=False, **panel):
+            enabled = gr.Checkbox(value=False, label="Show a heatmap per word after each generation")
+            words = gr.Textbox(value="", label="Words (comma-separated; empty = every word of the prompt)")
+            with gr.Row():
+                mode = gr.Radio(["positive", "negative", "delta"], value=d["mode"], label="Prompt")
+                colormap = gr.Dropdown(sorted(COLORMAPS), value=d["colormap"], label="Colormap")
+                alpha = gr.Slider(0.0, 1.0, step=0.05, value=d["alpha"], label="Overlay opacity")
+            with gr.Row():
+                time_start = gr.Slider(0.0, 1.0, step=0.05, value=0.0, label="Time focus: from (fraction of steps)")
+                time_end = gr.Slider(0.0, 1.0, step=0.05, value=1.0, label="Time focus: to")
+                show_pass = gr.Radio(list(PASSES), value=d["show_pass"], label="Hires fix: show the pass")
+            with gr.Row():
+                per_layer = gr.Checkbox(value=False, label="Also per layer (IN/MID/OUT)")
+                save = gr.Checkbox(value=False, label="Save the grids beside the images")
+                export_raw = gr.Checkbox(value=False, label="Export raw maps (.safetensors)")
+        return [enabled, words, mode, time_start, time_end, per_layer, alpha, colormap, show_pass, save, export_raw]
+
+    def process(self, p: Any, *args: Any) -> None:
+        p.__dict__.pop(FEATURE_ATTR, None)
+        try:
+            enabled, settings, extra = settings_from_args(args)
+        except ValueError as exc:
+            tell_user(p, f"attention heatmap arguments rejected: {exc}. Generating without heatmaps.")
+            return
+        if not enabled:
+            return
+        job = JobHeatmaps(HeatmapFeature(settings), extra)
+        p.__dict__[FEATURE_ATTR] = job
+        activate(p, job.feature)
+
+    def postprocess_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        job = p.__dict__.get(FEATURE_ATTR)
+        if job is not None:
+            job.take_batch(int(kwargs.get("batch_number", getattr(p, "iteration", 0))))
+
+    def postprocess_image(self, p: Any, pp: Any, *args: Any) -> None:
+        job: JobHeatmaps | None = p.__dict__.get(FEATURE_ATTR)
+        if job is None:
+            return
+        iteration, index = int(getattr(p, "iteration", 0)), int(getattr(p, "batch_index", 0))
+        result = job.result_for(iteration, index)
+        if result is None:
+            return
+        try:
+            grid = job.feature.render(result, pp.image)
+        except Exception as exc:  # drawing must not lose the user's image; say what failed
+            job.feature.messages.append(f"Attention heatmaps: could not draw the grid: {exc}")
+            return
+        if grid is None:
+            missing = "; ".join(w.message for w in result.words if w.message) or "no word had a map"
+            job.feature.messages.append(f"Attention heatmaps: nothing to show for image {index + 1}: {missing}")
+            return
+        n = iteration * int(getattr(p, "batch_size", 1)) + index
+        seed = p.all_seeds[n] if n < len(getattr(p, "all_seeds", []) or []) else None
+        caption = f"Attention heatmaps ({result.pass_name} pass, {result.mode}), seed {seed}: {result.prompt}"
+        job.grids.append((grid, caption))
+        if job.extra["save"]:
+            images.save_image(
+                grid, p.outpath_samples, "", seed, result.prompt, shared.opts.samples_format, p=p, suffix="-heatmaps"
+            )
+        if job.extra["export_raw"]:
+            folder = os.path.join(p.outpath_samples, "promptscope-heatmaps")
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"{seed}-{iteration:03d}-{index:02d}-{result.pass_name}.safetensors")
+            job.feature.export(result, path, {"seed": seed})
+
+    def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
+        job: JobHeatmaps | None = p.__dict__.get(FEATURE_ATTR)
+        if job is None:
+            return
+        for grid, caption in job.grids:
+            processed.images.append(grid)
+            processed.infotexts.append(caption)
+        add_to_processed(processed, job.feature.messages)

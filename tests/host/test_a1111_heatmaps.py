@@ -1,0 +1,140 @@
+"""Attention heatmaps wired into the v1.10.1 double: grids in the gallery, passes, errors, cleanliness."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TITLE = "PromptScope: Attention heatmaps"
+GUIDANCE = "PromptScope: Semantic guidance"
+
+
+@pytest.fixture
+def webui(fake_webui):
+    fake_webui.scripts.load_scripts(str(REPO))
+    yield fake_webui
+    fake_webui.script_callbacks.script_unloaded_callback()
+    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
+        del sys.modules[name]
+
+
+def script(m, title: str = TITLE) -> Any:
+    return next(s for s in m.scripts.scripts_txt2img.alwayson_scripts if s.title() == title)
+
+
+def make_p(m, args: list[Any] | None = None, guidance: list[Any] | None = None, **kw) -> Any:
+    params = dict(
+        prompt="a red cat",
+        negative_prompt="blurry",
+        steps=3,
+        width=64,
+        height=64,
+        sampler_name="Euler",
+        seed=5,
+        do_not_save_samples=True,
+        do_not_save_grid=True,
+    )
+    params.update(kw)
+    p = m.processing.StableDiffusionProcessingTxt2Img(**params)
+    runner = m.scripts.scripts_txt2img
+    p.scripts = runner
+    p.script_args = [0] * max(s.args_to for s in runner.scripts)
+    for title, values in ((TITLE, args), (GUIDANCE, guidance)):
+        if values is not None:
+            s = script(m, title)
+            p.script_args[s.args_from : s.args_to] = list(values) + [c.value for c in s.controls[len(values) :]]
+    return p
+
+
+def hooks(sd_model) -> int:
+    return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in sd_model.model.diffusion_model.modules())
+
+
+def test_grid_per_image_is_added_to_the_gallery_with_words(webui, sd_model):
+    p = make_p(webui, [True], batch_size=2)
+    processed = webui.processing.process_images(p)
+    grids = [t for t in processed.infotexts if t.startswith("Attention heatmaps")]
+    assert len(grids) == 2
+    assert len(processed.images) == 2 + 2
+    assert processed.images[-1].size[0] >= 64
+    assert hooks(sd_model) == 0
+
+
+def test_missing_word_is_a_message_not_a_crash(webui, sd_model):
+    processed = webui.processing.process_images(make_p(webui, [True, "zebra"]))
+    assert "zebra" in processed.comments
+    assert len(processed.images) == 1
+
+
+def test_hires_pass_chosen_and_first_pass_kept_apart(webui, sd_model):
+    kw = dict(enable_hr=True, hr_scale=2, hr_second_pass_steps=2, denoising_strength=0.5)
+    for show in ("first", "hires"):
+        values = [True, "", "positive", 0.0, 1.0, False, 0.5, "jet", show]
+        processed = webui.processing.process_images(make_p(webui, values, **kw))
+        caption = next(t for t in processed.infotexts if t.startswith("Attention heatmaps"))
+        assert f"({show} pass" in caption
+
+
+def test_works_with_semantic_guidance_in_the_same_generation(webui, sd_model):
+    p = make_p(webui, [True, "cat, blue"], guidance=[True], prompt="a red cat AND_TOPK blue :0.5")
+    processed = webui.processing.process_images(p)
+    assert "Semantic guidance" in processed.infotexts[0]
+    assert any(t.startswith("Attention heatmaps") for t in processed.infotexts)
+    assert "not in the prompt" not in processed.comments
+    job = p.promptscope_heatmaps
+    result = job.by_image[(0, 0)]["first"]
+    blue = next(w for w in result.words if w.word == "blue")
+    cat = next(w for w in result.words if w.word == "cat")
+    # "blue" comes from the concept's own row (sub-prompt 1), "cat" from the base row (sub-prompt 0)
+    from promptscope_lib_ext.heatmaps.aggregate import word_map
+    from promptscope_lib_ext.heatmaps.tokens import find_word
+
+    from promptscope_a1111.host import tokenizer_for
+
+    assert set(result.maps.positive) == {0, 1}
+    tokenize = tokenizer_for(sd_model)
+    expected_blue = word_map(result.maps.positive[1], find_word(tokenize(" blue"), "blue"), normalize=False)
+    expected_cat = word_map(result.maps.positive[0], find_word(tokenize("a red cat"), "cat"), normalize=False)
+    torch.testing.assert_close(blue.raw, expected_blue)
+    torch.testing.assert_close(cat.raw, expected_cat)
+
+
+def test_bad_arguments_rejected_clearly(webui, sd_model):
+    processed = webui.processing.process_images(make_p(webui, [True, "", "sideways"]))
+    assert "arguments rejected" in processed.comments and "sideways" in processed.comments
+
+
+def test_negative_and_delta_modes(webui, sd_model):
+    for mode in ("negative", "delta"):
+        processed = webui.processing.process_images(make_p(webui, [True, "", mode]))
+        assert any(t.startswith("Attention heatmaps") for t in processed.infotexts), processed.comments
+
+
+def test_off_wraps_nothing(webui, sd_model):
+    seen: list[int] = []
+
+    def on_denoiser(params):
+        seen.append(hooks(sd_model))
+
+    webui.script_callbacks.on_cfg_denoiser(on_denoiser)
+    webui.processing.process_images(make_p(webui, [False]))
+    webui.script_callbacks.remove_callbacks_for_function(on_denoiser)
+    assert seen and set(seen) == {0}
+
+
+def test_save_and_export(webui, sd_model, tmp_path):
+    values = [True, "", "positive", 0.0, 1.0, False, 0.5, "jet", "first", True, True]
+    p = make_p(webui, values, outpath_samples=str(tmp_path))
+    webui.processing.process_images(p)
+    exported = list((tmp_path / "promptscope-heatmaps").glob("*.safetensors"))
+    assert len(exported) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(exported[0]), "pt") as f:
+        meta = f.metadata()
+    assert "cat" in meta.get("words", "")
