@@ -57,3 +57,31 @@ def test_heatmaps_capture_words_of_the_toy_prompt(host):
     assert {"red", "circle"} <= set(words)
     assert words["red"].heat is not None and words["red"].heat.shape[-2:] == (32, 32)
     assert _hooks(host.unet) == 0
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DDIM"])
+def test_plain_prompt_matches_the_bare_sampling_pipeline(host, sampler):
+    """For a prompt without AND, BREAK or emphasis the host adds nothing to `sampling.py` + `cfg.py` + the encoder."""
+    from lib_ext.toyworld import sampling as S
+    from lib_ext.toyworld.cfg import CFGDenoiser
+
+    out = host.txt2img("a red circle", "blue", seed=9, steps=5, cfg_scale=6.0, sampler_name=sampler, batch_size=2)
+    with torch.no_grad():
+        cond = host.text_encoder(torch.tensor([TOK("a red circle")] * 2))
+        uncond = host.text_encoder(torch.tensor([TOK("blue")] * 2))
+
+        def model_fn(x, t, context):
+            return host.unet(x, t, context)
+
+        info = S.SAMPLERS[sampler]
+        inner = (S.TimestepsEpsDenoiser if info.timesteps else S.DiscreteEpsDenoiser)(model_fn, host.alphas_cumprod)
+        bare = S.sample(
+            sampler,
+            CFGDenoiser(inner),
+            S.ImageRNG((3, 32, 32), [9, 10]),
+            5,
+            extra_args={"cond": cond, "uncond": uncond, "cond_scale": 6.0},
+            alphas_cumprod=host.alphas_cumprod,
+            sigma_denoiser=S.DiscreteEpsDenoiser(model_fn, host.alphas_cumprod),
+        )
+    assert torch.allclose(out.samples, bare, atol=1e-5)
