@@ -502,6 +502,15 @@ def test_optimisation_reapplied_on_model_load_overwrites_class_patch(fake_webui,
     m.sd_models.reload_model_weights(forced_reload=True)
     assert ldm_attention.CrossAttention.forward is opt.scaled_dot_product_no_mem_attention_forward
 
+    import modules.sd_vae
+
+    ldm_attention.CrossAttention.forward = patched
+    loaded = []
+    m.script_callbacks.on_model_loaded(loaded.append)
+    modules.sd_vae.reload_vae_weights(vae_file="other.vae.pt")  # a VAE change also re-hijacks and fires the callback
+    assert ldm_attention.CrossAttention.forward is opt.scaled_dot_product_no_mem_attention_forward
+    assert loaded == [sd_model]
+
     ldm_attention.CrossAttention.forward = patched
     m.shared.opts.set("cross_attention_optimization", "None")  # the settings change re-hijacks the model
     assert ldm_attention.CrossAttention.forward is opt.attention_CrossAttention_forward
@@ -761,3 +770,16 @@ def test_boot_with_ui_builds_script_uis_settings_and_tabs(fake_webui, tmp_path):
     assert events == ["model_loaded", "before_ui", "ui_settings", "ui_tabs", ("app_started", "FastAPI")]
     weighted = m.scripts.scripts_img2img.script("weighted")
     assert weighted.is_img2img and weighted.args_to - weighted.args_from == 3
+
+
+def test_override_settings_apply_for_one_job_and_vae_override_reloads(fake_webui, sd_model):
+    m = fake_webui
+    loaded = []
+    m.script_callbacks.on_model_loaded(loaded.append)
+    seen = []
+    m.script_callbacks.on_cfg_denoiser(lambda params: seen.append(m.shared.opts.batch_cond_uncond))
+    p = txt2img(m, steps=1, override_settings={"batch_cond_uncond": False, "sd_vae": "x.vae.pt"})
+    res = m.processing.process_images(p)
+    assert seen == [False] and m.shared.opts.batch_cond_uncond is True and m.shared.opts.sd_vae == "Automatic"
+    assert loaded == [sd_model, sd_model]  # VAE switched for the job and back afterwards
+    assert "VAE: x.vae.pt" in res.info

@@ -27,6 +27,7 @@ from modules import (
     scripts,
     sd_models,
     sd_samplers,
+    sd_vae,
     shared,
 )
 from modules.sd_hijack import model_hijack
@@ -583,12 +584,16 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
             opts.set(k, v, is_api=True, run_callbacks=False)
             if k == "sd_model_checkpoint":
                 sd_models.reload_model_weights()
+            if k == "sd_vae":
+                sd_vae.reload_vae_weights()
 
         res = process_images_inner(p)
     finally:
         if p.override_settings_restore_afterwards:
             for k, v in stored_opts.items():
                 setattr(opts, k, v)
+                if k == "sd_vae":
+                    sd_vae.reload_vae_weights()
 
     return res
 
@@ -611,8 +616,8 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
 
     p.sd_model_name = shared.sd_model.sd_checkpoint_info.name_for_extra
     p.sd_model_hash = shared.sd_model.sd_model_hash
-    p.sd_vae_name = None
-    p.sd_vae_hash = None
+    p.sd_vae_name = sd_vae.get_loaded_vae_name()
+    p.sd_vae_hash = sd_vae.get_loaded_vae_hash()
 
     modules.sd_hijack.model_hijack.apply_circular(p.tiling)
     modules.sd_hijack.model_hijack.clear_comments()

@@ -68,6 +68,7 @@ _defaults = {
     "face_restoration": False,
     "tiling": False,
     "sd_model_checkpoint": None,
+    "sd_vae": "Automatic",
     "emphasis": "Original",
     "comma_padding_backtrack": 20,
     "CLIP_stop_at_last_layers": 1,
