@@ -10,7 +10,15 @@ Host wiring, per generation (never in module globals):
 """
 
 from .combine import GuidanceLayoutError, combine
-from .parser import PromptSyntaxError, flatten_for_host, has_keywords, parse_root, parse_sega_args, safe_parse
+from .parser import (
+    PromptSyntaxError,
+    flatten_for_host,
+    has_keywords,
+    keyword_line,
+    parse_root,
+    parse_sega_args,
+    safe_parse,
+)
 from .settings import GuidanceSettings, default_sega_params
 from .state import GuidanceState
 from .step import GuidanceStep
@@ -32,6 +40,7 @@ __all__ = [
     "flatten_for_host",
     "flatten_leaves",
     "has_keywords",
+    "keyword_line",
     "parse_root",
     "parse_sega_args",
     "safe_parse",

@@ -354,6 +354,25 @@ def flatten_for_host(tree: CompositePrompt) -> str:
     return "AND".join(f" {leaf.prompt.strip()} :{format_plain_float(leaf.weight)} " for leaf in flatten_leaves(tree))
 
 
+def keyword_line(keyword: str, text: str, weight: float, sega: SegaParams | None = None) -> str:
+    """The line the prompt helper appends: `\nAND_TOPK glasses <sega:...> :0.4` (as neutral-prompt's formatter,
+    plus the optional settings tag). Raises PromptSyntaxError for input that would not parse back to that leaf."""
+    if keyword not in KEYWORDS:
+        raise PromptSyntaxError(f"unknown keyword {keyword!r}; use one of {', '.join(KEYWORDS)}")
+    text = " ".join(str(text).split())
+    if not text:
+        raise PromptSyntaxError(f"{keyword} needs a concept text")
+    if _SPLIT_RE.search(text.replace("[", "").replace("]", "").replace(":", "")) or _EXTRA_NETWORK_RE.search(text):
+        raise PromptSyntaxError(f"the concept text {text!r} contains a keyword or a <...:...> tag")
+    weight = float(weight)
+    if not math.isfinite(weight) or abs(weight) > MAX_ABS_WEIGHT:
+        raise PromptSyntaxError(f"weight {weight} must be a finite number in [-{MAX_ABS_WEIGHT:g}, {MAX_ABS_WEIGHT:g}]")
+    tag = sega.to_tag() if sega is not None else ""
+    if tag and keyword != Conciliation.TOPK.value:
+        raise PromptSyntaxError("SEGA settings apply to AND_TOPK only")
+    return f"\n{keyword} {text}{' ' + tag if tag else ''} :{format_plain_float(weight)}"
+
+
 def has_keywords(text: str) -> bool:
     """True if the prompt uses AND_PERP / AND_SALT / AND_TOPK (which A1111 alone would read as plain text)."""
     return isinstance(text, str) and _GUIDANCE_KEYWORD_RE.search(text) is not None

@@ -440,3 +440,26 @@ def test_has_keywords():
     assert not has_keywords("a AND b")
     assert not has_keywords("a AND_topk b xAND_TOPK")
     assert not has_keywords(None)  # type: ignore[arg-type]
+
+
+def test_keyword_line_parses_back():
+    from lib_ext.guidance.parser import keyword_line
+
+    base = "a photo of a castle"
+    line = keyword_line("AND_TOPK", "  (ukiyo-e style:1.3) ", -0.4, SegaParams(threshold=0.8, warmup=StepCount(3)))
+    assert line == "\nAND_TOPK (ukiyo-e style:1.3) <sega:threshold=0.8,warmup=3> :-0.4"
+    leaf = parse_root(base + line).children[-1]
+    assert (leaf.prompt.strip(), leaf.weight, leaf.conciliation) == ("(ukiyo-e style:1.3)", -0.4, Conciliation.TOPK)
+    assert leaf.sega == SegaParams(threshold=0.8, warmup=StepCount(3))
+    assert keyword_line("AND_PERP", "fog", 1e-5) == "\nAND_PERP fog :0.00001"
+    for args, match in [
+        (("AND_TOPKK", "x", 1), "unknown keyword"),
+        (("AND_TOPK", "  ", 1), "needs a concept"),
+        (("AND_TOPK", "x AND y", 1), "contains a keyword"),
+        (("AND_TOPK", "<lora:x:1>", 1), "contains a keyword"),
+        (("AND_TOPK", "x", float("nan")), "finite"),
+    ]:
+        with pytest.raises(PromptSyntaxError, match=match):
+            keyword_line(*args)
+    with pytest.raises(PromptSyntaxError, match="AND_TOPK only"):
+        keyword_line("AND_PERP", "x", 1, SegaParams(threshold=0.5))
