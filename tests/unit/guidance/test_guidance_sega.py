@@ -243,3 +243,13 @@ def test_float16_cpu_threshold():
     out = channel_quantile_filter(psi, 0.9)
     assert out.dtype == torch.float16
     assert torch.equal(out, channel_quantile_filter(psi.float(), 0.9).half())
+
+
+def test_bench_parts_run_on_small_latents():
+    from lib_ext.guidance.bench_parts import quantile_vs_kthvalue, sd15_step, time_combine
+
+    q = quantile_vs_kthvalue(batch=1, repeats=2, latent=(4, 16, 16))
+    assert q["same_entries_kept"] is True and q["kthvalue_ms"] > 0
+    step, trees = sd15_step(["a AND_TOPK b :0.5", "c"])
+    assert step.x_out.shape == (5, 4, 64, 64) and [len(c) for c in step.conds_list] == [2, 1]
+    assert time_combine(batch=1, repeats=2) > 0
