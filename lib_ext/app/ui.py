@@ -8,6 +8,7 @@ ask Google Fonts for "Source Sans Pro", which an offline machine cannot reach.
 from __future__ import annotations
 
 import html
+import inspect
 import logging
 from typing import Any
 
@@ -125,9 +126,19 @@ def _txt2img_tab(host: ToyHost, registry: PanelRegistry) -> None:
 
 
 def make_generate(host: ToyHost, panels: list[tuple[str, Txt2ImgPanel]]):
-    """The Generate handler: base settings, then every panel's input values in registration order."""
+    """The Generate handler: the 7 base settings, every panel's input values in registration order, then a
+    progress tracker (gradio fills it in; tests may pass None).
 
-    def run(prompt_v, negative_v, seed_v, steps_v, cfg_v, sampler_v, batch_v, *values, progress=gr.Progress()):  # noqa: B008 - gradio's idiom
+    gradio finds `gr.Progress` only among positional parameters, so with a variable number of panel inputs the
+    handler declares its parameters through `__signature__` instead of `*values, progress=...`.
+    """
+    n_inputs = 7 + sum(len(panel.inputs) for _name, panel in panels)
+
+    def run(*args: Any):
+        if len(args) != n_inputs + 1:
+            raise TypeError(f"the Generate handler takes {n_inputs} inputs and a progress tracker, got {len(args)}")
+        prompt_v, negative_v, seed_v, steps_v, cfg_v, sampler_v, batch_v = args[:7]
+        values, progress = args[7:n_inputs], args[n_inputs]
         features, afters, offset = [], [], 0
         try:
             for _name, panel in panels:
@@ -162,4 +173,7 @@ def make_generate(host: ToyHost, panels: list[tuple[str, Txt2ImgPanel]]):
         images = [upscale(im) for im in processed.images]
         return images, processed.info, _status(processed), list(processed.infotexts)
 
+    params = [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return run

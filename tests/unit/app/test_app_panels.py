@@ -106,7 +106,7 @@ def test_generate_handler_runs_panels_features_and_after_hooks(host):
         ("two", Txt2ImgPanel(inputs=["on"], make_feature=lambda on: make("two", on))),
     ]
     run = make_generate(host, panels)
-    images, info, status, infotexts = run("a red circle", "", 5, 3, 7.0, "Euler", 2, "one", True, False, progress=None)
+    images, info, status, infotexts = run("a red circle", "", 5, 3, 7.0, "Euler", 2, "one", True, False, None)
     assert [c.label for c in counters] == ["one"] and counters[0].steps == 3
     assert len(images) == 3 and images[0].size == (256, 256)  # 2 generated + 1 attached, upscaled 8x
     assert info.startswith("a red circle\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 5,")
@@ -114,9 +114,26 @@ def test_generate_handler_runs_panels_features_and_after_hooks(host):
     assert status == ""
 
 
+def test_generate_handler_gets_gradios_progress_tracker(host):
+    from gradio.helpers import special_args
+
+    panels = [("one", Txt2ImgPanel(inputs=["a", "b"], make_feature=lambda a, b: None))]
+    run = make_generate(host, panels)
+    inputs, progress_index, _ = special_args(run, list(range(9)))
+    assert progress_index == 9 and isinstance(inputs[9], gr.Progress)
+    calls = []
+
+    class Tracker:
+        def __call__(self, progress, desc=None):
+            calls.append((progress, desc))
+
+    run("red", "", 1, 2, 7.0, "Euler", 1, "a", "b", Tracker())
+    assert calls == [((1, 2), "Step 1/2"), ((2, 2), "Step 2/2")]
+
+
 def test_generate_handler_reports_errors_in_the_page(host):
     run = make_generate(host, [])
-    images, info, status, _ = run("red", "", 1, 3, 7.0, "No such sampler", 1, progress=None)
+    images, info, status, _ = run("red", "", 1, 3, 7.0, "No such sampler", 1, None)
     assert images == [] and "Error: unknown sampler" in status
 
 
