@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 
-def make_attention_classes(module_name: str):
+def make_attention_classes(module_name: str, sgm_style: bool = False):
     class CrossAttention(nn.Module):
         """Attention with ``to_q/to_k/to_v/to_out/heads``; ``attn1`` attends to itself, ``attn2`` to the text."""
 
@@ -57,8 +57,16 @@ def make_attention_classes(module_name: str):
             self.norm3 = nn.LayerNorm(dim)
 
         def forward(self, x, context=None):
-            x = self.attn1(self.norm1(x)) + x
-            x = self.attn2(self.norm2(x), context=context) + x
+            # the keyword arguments each repository passes to its attention modules
+            if sgm_style:
+                x = (
+                    self.attn1(self.norm1(x), context=None, additional_tokens=None, n_times_crossframe_attn_in_self=0)
+                    + x
+                )
+                x = self.attn2(self.norm2(x), context=context, additional_tokens=None) + x
+            else:
+                x = self.attn1(self.norm1(x), context=None) + x
+                x = self.attn2(self.norm2(x), context=context) + x
             return self.ff(self.norm3(x)) + x
 
     class SpatialTransformer(nn.Module):

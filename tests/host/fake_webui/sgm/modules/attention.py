@@ -2,4 +2,6 @@
 
 from ldm._parts import make_attention_classes
 
-CrossAttention, FeedForward, BasicTransformerBlock, SpatialTransformer = make_attention_classes(__name__)
+CrossAttention, FeedForward, BasicTransformerBlock, SpatialTransformer = make_attention_classes(
+    __name__, sgm_style=True
+)
