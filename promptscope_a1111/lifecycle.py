@@ -6,6 +6,7 @@ closes any sampling session still open, and forgets our modules so the reloaded 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from promptscope_lib_ext.patches import PatchSet
 
 from . import forget_modules
 from .sampling import close_open_sessions, rebind_open_sessions
+from .webui_bits import say_once
 
 
 class ExtensionLifetime:
@@ -40,8 +42,18 @@ class ExtensionLifetime:
         forget_modules()
 
 
+def running_on_forge() -> bool:
+    return importlib.util.find_spec("modules_forge") is not None
+
+
 def start() -> ExtensionLifetime:
     from . import guidance_script
+
+    if running_on_forge():
+        say_once(
+            "this looks like Forge, which never calls A1111's CFG combination: PromptScope supports "
+            "AUTOMATIC1111 v1.10.x only for now, so its features will do nothing here"
+        )
 
     life = ExtensionLifetime()
     life.on("model_loaded", rebind_open_sessions)
