@@ -783,3 +783,28 @@ def test_override_settings_apply_for_one_job_and_vae_override_reloads(fake_webui
     assert seen == [False] and m.shared.opts.batch_cond_uncond is True and m.shared.opts.sd_vae == "Automatic"
     assert loaded == [sd_model, sd_model]  # VAE switched for the job and back afterwards
     assert "VAE: x.vae.pt" in res.info
+
+
+def test_sampler_lifetimes_txt2img_per_batch_img2img_per_job(fake_webui, sd_model):
+    from PIL import Image
+
+    m = fake_webui
+    seen = _record_denoiser(m)
+    m.processing.process_images(txt2img(m, n_iter=2, steps=2))
+    assert seen[0]["denoiser"] is not seen[2]["denoiser"]  # txt2img creates a sampler in every sample()
+    seen.clear()
+    p = m.processing.StableDiffusionProcessingImg2Img(
+        init_images=[Image.new("RGB", (64, 64), "gray")],
+        prompt="a",
+        steps=4,
+        width=64,
+        height=64,
+        n_iter=2,
+        denoising_strength=0.5,
+        sampler_name="Euler",
+        seed=1,
+        do_not_save_samples=True,
+        do_not_save_grid=True,
+    )
+    m.processing.process_images(p)
+    assert seen[0]["denoiser"] is seen[-1]["denoiser"] and [s["dstep"] for s in seen] == [0, 1, 2, 0, 1, 2]
