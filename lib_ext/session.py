@@ -108,7 +108,7 @@ class SamplingSession:
 
     def rows_run(self) -> int:
         """Rows the UNet ran this step so far (equals the layout's cond rows when the host skipped uncond)."""
-        return self.tracker._cursor
+        return self.tracker.rows_run
 
     def combine(self, step: DenoiseStep) -> torch.Tensor | None:
         """Offer the step to the features' step hooks; the first hook that returns a tensor decides."""

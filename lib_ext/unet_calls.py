@@ -44,6 +44,11 @@ class UNetCallTracker:
         self._current = self._roles[start:end]
         return self._current
 
+    @property
+    def rows_run(self) -> int:
+        """Rows the UNet ran since the step began."""
+        return self._cursor
+
     def end_call(self) -> None:
         self._current = None
 

@@ -26,7 +26,7 @@ class ExtensionLifetime:
     def on(self, event: str, fn: Callable[..., Any]) -> None:
         """Register `fn` for A1111's `on_<event>` once; removed again on unload."""
         key = (event, id(fn))
-        if key in {k[1:] for k in self.patches._keys}:
+        if ("call", *key) in self.patches:
             return
         getattr(script_callbacks, f"on_{event}")(fn, name=f"promptscope_{event}")
         self.patches.on_restore(
