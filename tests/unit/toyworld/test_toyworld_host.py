@@ -388,3 +388,25 @@ def test_settings_the_toy_model_cannot_honour_are_rejected():
         host.txt2img("red", width=64, steps=1)
     with pytest.raises(ValueError, match="unknown sampler"):
         host.txt2img("red", sampler_name="LMS", steps=1)
+
+
+def test_load_uses_weights_when_present_and_an_untrained_model_otherwise(tmp_path):
+    from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet
+    from lib_ext.toyworld.train import export_safetensors, joint_state
+
+    cfg = ToyConfig(
+        vocab_size=TOK.vocab_size, text_dim=16, channels=(8, 16, 16), attn_heads=(1, 2, 2), time_dim=32, groups=4
+    )
+    torch.manual_seed(1)
+    te, unet = ToyTextEncoder(cfg), ToyUNet(cfg)
+    path = tmp_path / "toy.safetensors"
+    export_safetensors(path, joint_state(te, unet), cfg, {"minutes": 0})
+    host = ToyHost.load(path)
+    assert host.model_name == "toyworld"
+    assert host.unet.cfg.channels == (8, 16, 16)
+    out = host.txt2img("a red circle", seed=1, steps=2, sampler_name="Euler")
+    assert "Model: toyworld," in out.info + "," and out.images[0].size == (32, 32)
+    fallback = ToyHost.load(tmp_path / "absent.safetensors")
+    assert fallback.model_name == "toyworld-untrained"
+    with pytest.raises(FileNotFoundError):
+        ToyHost.load(tmp_path / "absent.safetensors", allow_random=False)
