@@ -21,8 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--weights", default=None, help="toy-world .safetensors (default: the shipped weights)")
-    ap.add_argument("--outdir", default="outputs", help="where --smoke and saved images go")
+    ap.add_argument("--outdir", default="outputs", help="where --smoke and --save put images")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--save", action="store_true", help="save every generated image (PNG with infotext) to --outdir")
     ap.add_argument("--smoke", action="store_true", help="generate one image headless, save it, and exit")
     ap.add_argument("--prompt", default="a red circle and a blue square", help="prompt for --smoke")
     ap.add_argument("--seed", type=int, default=1, help="seed for --smoke")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..toyworld.host import ToyHost
     from .ui import build_app
 
-    host = ToyHost.load(args.weights, outdir=None)
+    host = ToyHost.load(args.weights, outdir=args.outdir if args.save else None)
     demo = build_app(host)
     demo.queue()
     print(f"PromptScope app on http://{args.host}:{args.port}/ (model {host.model_name})", flush=True)

@@ -167,6 +167,9 @@ def make_generate(host: ToyHost, panels: list[tuple[str, Txt2ImgPanel]]):
             for panel, feature in afters:
                 if panel.after is not None:
                     panel.after(host, processed, feature)
+            if host.outdir is not None:  # --save: every generated image, with its infotext, as A1111 saves them
+                for i in range(processed.n_generated):
+                    host.save(processed.images[i], processed.infotexts[i], processed.seeds[i])
         except Exception as exc:  # show the error in the page, keep the app alive
             log.exception("PromptScope: generation failed")
             return [], "", _status(None, str(exc)), []

@@ -131,6 +131,16 @@ def test_generate_handler_gets_gradios_progress_tracker(host):
     assert calls == [((1, 2), "Step 1/2"), ((2, 2), "Step 2/2")]
 
 
+def test_generate_handler_saves_when_the_host_has_an_outdir(host, tmp_path):
+    from PIL import Image
+
+    host.outdir = tmp_path
+    make_generate(host, [])("red", "blue", 7, 2, 7.0, "Euler", 2, None)
+    saved = sorted(tmp_path.glob("*.png"))
+    assert [p.name for p in saved] == ["00000-7.png", "00001-8.png"]
+    assert Image.open(saved[1]).info["parameters"].startswith("red\nNegative prompt: blue\nSteps: 2")
+
+
 def test_generate_handler_reports_errors_in_the_page(host):
     run = make_generate(host, [])
     images, info, status, _ = run("red", "", 1, 3, 7.0, "No such sampler", 1, None)
