@@ -175,9 +175,10 @@ class _LayerState:
     rows: list[RowRole] | None = None
     q: list[torch.Tensor] = field(default_factory=list)
     k: torch.Tensor | None = None
+    versions: list[int] = field(default_factory=list)  # tensor versions when stashed (q…, then k)
 
     def clear(self) -> None:
-        self.rows, self.q, self.k = None, [], None
+        self.rows, self.q, self.k, self.versions = None, [], None, []
 
 
 ModuleList = Sequence[Any] | Mapping[str, nn.Module] | Iterable[tuple[str, nn.Module]]
@@ -365,15 +366,21 @@ class Capture:
     def _on_q(self, state: _LayerState, _module: nn.Module, _args: tuple, output: Any) -> None:
         if state.rows is not None and isinstance(output, torch.Tensor):
             state.q.append(output)  # a reference only: the host computed it anyway
+            state.versions.append(_version_of(output))
 
     def _on_k(self, state: _LayerState, _module: nn.Module, _args: tuple, output: Any) -> None:
         if state.rows is not None and isinstance(output, torch.Tensor) and state.k is None:
             state.k = output
+            state.versions.append(_version_of(output))
 
     def _after(self, state: _LayerState, module: nn.Module, _args: tuple, _output: Any) -> None:
         rows, qs, k = state.rows, state.q, state.k
+        changed = [_version_of(t) for t in (*qs, *(() if k is None else (k,)))] != state.versions
         state.clear()
         if rows is None:
+            return
+        if changed:  # the host scaled or reused a projection in place: what we hold is no longer q or k
+            self._note(f"{state.name}: the attention changed q/k in place; layer skipped")
             return
         try:
             with torch.no_grad():
@@ -454,6 +461,11 @@ class Capture:
                     group = name if self.options.group_by == "layer" else f"{h}x{w}"
                     self._group_sums.setdefault((key, group), _RunningSum()).add(native[j])
         self._peak_bytes = max(self._peak_bytes, self.map_bytes())
+
+
+def _version_of(t: torch.Tensor) -> int:
+    """In-place changes bump a tensor's version; inference tensors keep none (-1: cannot tell)."""
+    return -1 if t.is_inference() else t._version
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:

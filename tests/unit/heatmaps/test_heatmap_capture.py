@@ -432,3 +432,27 @@ def test_head_count_from_num_heads_or_missing():
         attn(hidden, context=context)
     ref = naive_maps(attn, hidden, context).reshape(2, 77, 4, 4).float()[0]
     torch.testing.assert_close(cap.collect()[0].positive[0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_projection_changed_in_place_is_skipped_and_noted(monkeypatch):
+    def scaling_in_place(self, x, context=None, mask=None):
+        q = self.to_q(x)
+        k = self.to_k(x if context is None else context)
+        k.mul_(self.scale)  # an implementation pre-scaling keys in place
+        v = self.to_v(x if context is None else context)
+        b, n, _ = q.shape
+        q, k, v = (t.reshape(b, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+    torch.manual_seed(0)
+    attn = LdmCrossAttention(320, 768, 8, 40)
+    hidden, context = run_layer(attn, latent=(4, 4), batch=2)
+    monkeypatch.setattr(LdmCrossAttention, "forward", scaling_in_place)
+    cap = Capture(lambda: cfg_rows(1), strict(max_map_side=4))
+    cap.set_latent_size(4, 4)
+    cap.attach([("in-place", attn)])
+    with torch.no_grad():
+        attn(hidden, context=context)
+    assert cap.collect() == []
+    assert cap.notes == ["in-place: the attention changed q/k in place; layer skipped"]
