@@ -456,3 +456,42 @@ def test_projection_changed_in_place_is_skipped_and_noted(monkeypatch):
         attn(hidden, context=context)
     assert cap.collect() == []
     assert cap.notes == ["in-place: the attention changed q/k in place; layer skipped"]
+
+
+class HalfOutLinear(torch.nn.Linear):
+    """A projection whose output is fp16, as on a GPU running the model in half precision."""
+
+    def forward(self, x):
+        return super().forward(x.float()).half()
+
+
+def upcast_forward(self, x, context=None, mask=None):
+    """The WebUI's upcast_attn path: fp16 projections, attention computed in fp32."""
+    q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+    b, n, _ = q.shape
+    q, k, v = (t.float().reshape(b, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_fp16_projections_are_cast_to_fp32_before_the_softmax(monkeypatch):
+    torch.manual_seed(0)
+    attn = LdmCrossAttention(320, 768, 8, 40)
+    for name in ("to_q", "to_k", "to_v"):
+        old = getattr(attn, name)
+        new = HalfOutLinear(old.in_features, old.out_features, bias=False)
+        new.weight = old.weight
+        setattr(attn, name, new)
+    monkeypatch.setattr(LdmCrossAttention, "forward", upcast_forward)
+    hidden, context = run_layer(attn, latent=(4, 4), batch=2)
+    cap = Capture(lambda: cfg_rows(1), strict(max_map_side=4))
+    cap.set_latent_size(4, 4)
+    cap.attach([attn])
+    with torch.no_grad():
+        attn(hidden, context=context)
+        q = attn.to_q(hidden)[:1].double().reshape(1, 16, 8, 40).transpose(1, 2)  # the fp16 values the host had
+        k = attn.to_k(context)[:1].double().reshape(1, 77, 8, 40).transpose(1, 2)
+    exact = torch.softmax(q @ k.transpose(-1, -2) / 40**0.5, dim=-1).sum(1)[0].T.reshape(77, 4, 4)
+    (maps,) = cap.collect()
+    assert maps.positive[0].dtype == torch.float32
+    torch.testing.assert_close(maps.positive[0].double(), exact, rtol=1e-5, atol=1e-6)  # an fp16 softmax is ~1e-3 off
