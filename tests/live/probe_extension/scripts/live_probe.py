@@ -1,6 +1,8 @@
 """A test-only WebUI extension (linked by the live tier as `extensions/ps-live-probe`): records the order in which
 the real host calls script hooks and denoiser callbacks, and can fail or interrupt a job mid-sampling on request.
-Inert unless its first arg is True. Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG."""
+Inert unless its first arg is True; its second arg is an action: "raise_in_sampling" (the UNet's second call
+raises) or "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call).
+Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from modules import script_callbacks, scripts, shared
 
 TITLE = "Live probe"
 DELIBERATE = "live-probe: deliberate failure"
-_active: dict[str, Any] = {"p": None, "action": ""}
+_active: dict[str, Any] = {"p": None, "action": "", "hook": None}
 
 
 def _record(event: str, **data: Any) -> None:
@@ -51,10 +53,8 @@ def _on_cfg_denoiser(params: Any) -> None:
         denoiser=type(params.denoiser).__name__,
         hr=bool(getattr(_active["p"], "is_hr_pass", False)),
     )
-    action = _active["action"]
-    if action == "raise_in_sampling" and call == 1:
-        raise RuntimeError(DELIBERATE)
-    if action == "interrupt_in_sampling" and call == 0:
+    # (Raising here would prove nothing: A1111 catches and prints every callback's exception and samples on.)
+    if _active["action"] == "interrupt_in_sampling" and call == 0:
         shared.state.interrupt()
 
 
@@ -71,6 +71,27 @@ def _on_cfg_after_cfg(params: Any) -> None:
 script_callbacks.on_cfg_denoiser(_on_cfg_denoiser, name="live_probe")
 script_callbacks.on_cfg_denoised(_on_cfg_denoised, name="live_probe")
 script_callbacks.on_cfg_after_cfg(_on_cfg_after_cfg, name="live_probe")
+
+
+def _drop_unet_hook() -> None:
+    if _active["hook"] is not None:
+        _active["hook"].remove()
+        _active["hook"] = None
+
+
+def _fail_on_second_unet_call(unet: Any) -> None:
+    """A real failure inside sampling: the UNet's second forward raises (hooks of torch modules are not guarded
+    by A1111, unlike script hooks and callbacks). The hook removes itself first."""
+    calls = [0]
+
+    def pre_hook(module: Any, inputs: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            _drop_unet_hook()
+            raise RuntimeError(DELIBERATE)
+
+    _drop_unet_hook()
+    _active["hook"] = unet.register_forward_pre_hook(pre_hook)
 
 
 class LiveProbe(scripts.Script):
@@ -93,6 +114,7 @@ class LiveProbe(scripts.Script):
         self._hook("setup", p, args)
 
     def before_process(self, p: Any, *args: Any) -> None:
+        _drop_unet_hook()  # left over when the last job failed before postprocess
         if self._hook("before_process", p, args):
             _active["p"], _active["action"] = p, str(args[1] or "")
         else:
@@ -111,7 +133,9 @@ class LiveProbe(scripts.Script):
         self._hook("process_batch", p, args, batch_number=kw.get("batch_number"))
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kw: Any) -> None:
-        self._hook("process_before_every_sampling", p, args, x=_shape(kw.get("x")), width=p.width, height=p.height)
+        on = self._hook("process_before_every_sampling", p, args, x=_shape(kw.get("x")), width=p.width, height=p.height)
+        if on and _active["action"] == "raise_in_sampling":
+            _fail_on_second_unet_call(p.sd_model.model.diffusion_model)
 
     def before_hr(self, p: Any, *args: Any) -> None:
         self._hook("before_hr", p, args)
@@ -131,3 +155,4 @@ class LiveProbe(scripts.Script):
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         if self._hook("postprocess", p, args, n_images=len(processed.images), interrupted=shared.state.interrupted):
             _active["p"] = None
+            _drop_unet_hook()
