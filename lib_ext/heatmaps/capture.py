@@ -443,9 +443,8 @@ class Capture:
 
         for start in range(0, len(selected), rows_per_block):
             block = selected[start : start + rows_per_block]
-            index = torch.tensor([i for i, _ in block], device=q.device)
-            qb = q.index_select(0, index).float().reshape(len(block), n_queries, heads, head_dim).transpose(1, 2)
-            kb = k.index_select(0, index).float().reshape(len(block), n_keys, heads, head_dim).transpose(1, 2)
+            qb = _rows(q, [i for i, _ in block]).float().reshape(len(block), n_queries, heads, head_dim).transpose(1, 2)
+            kb = _rows(k, [i for i, _ in block]).float().reshape(len(block), n_keys, heads, head_dim).transpose(1, 2)
             kt = kb.transpose(-1, -2)
             maps = torch.empty(len(block), n_queries, n_keys, device=q.device, dtype=torch.float32)
             for q0 in range(0, n_queries, queries_per_block):
@@ -461,6 +460,13 @@ class Capture:
                     group = name if self.options.group_by == "layer" else f"{h}x{w}"
                     self._group_sums.setdefault((key, group), _RunningSum()).add(native[j])
         self._peak_bytes = max(self._peak_bytes, self.map_bytes())
+
+
+def _rows(t: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """Rows of a batch: a slice when they are consecutive (the usual cond block; no index tensor to upload)."""
+    if index == list(range(index[0], index[0] + len(index))):
+        return t[index[0] : index[0] + len(index)]
+    return t.index_select(0, torch.tensor(index, device=t.device))
 
 
 def _version_of(t: torch.Tensor) -> int:
