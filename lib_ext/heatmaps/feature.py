@@ -34,7 +34,7 @@ class HeatmapSettings:
     words: tuple[str, ...] = ()  # words to show; empty: every word of the prompt (of the negative one in "negative")
     mode: Mode = "positive"  # positive / negative / delta = max(0, pos − neg)
     time_focus: tuple[float, float] = (0.0, 1.0)  # fraction of each pass's steps summed: [start, end)
-    per_layer: bool = False  # also keep per-layer maps (WordHeatmap.layers)
+    per_layer: bool = False  # also keep per-block maps (WordHeatmap.layers: IN01, MID, OUT05, …)
     alpha: float = 0.5
     colormap: str = "jet"
     max_map_side: int = 64
@@ -108,7 +108,9 @@ class HeatmapFeature:
         if not sites:
             self._message(ctx, "this model has no cross-attention (attn2) modules: no heatmaps")
             return
-        for handle in capture.attach(sites, unet=ctx.unet):
+        # Per-layer maps are keyed by the block labels users know (IN01, MID, OUT05; SDXL's several transformer
+        # blocks of one block sum together).
+        for handle in capture.attach([(site.short_name, site.module) for site in sites], unet=ctx.unet):
             ctx.patches.add_handle(handle, what="attention heatmap hook")
         # First in line: a later hook returning a tensor would end the loop before ours counts the step.
         ctx.step_hooks.insert(0, partial(_advance_step, capture))
@@ -118,7 +120,7 @@ class HeatmapFeature:
         """The host swapped UNets mid-call (SDXL refiner): capture from the new one too."""
         if self._capture is None:
             return
-        sites = find_cross_attention(ctx.unet)
+        sites = [(site.short_name, site.module) for site in find_cross_attention(ctx.unet)]
         for handle in self._capture.attach(sites, unet=ctx.unet, replace=False):
             ctx.patches.add_handle(handle, what="attention heatmap hook")
 

@@ -106,7 +106,10 @@ def test_time_focus_and_per_layer(host):
     n_layers = len(host.unet.cross_attention_modules())
     assert r.maps.calls[0] == 2 * n_layers  # steps 2 and 3 of 4
     (circle,) = r.words
-    assert set(circle.layers) == {name for name, _ in host.unet.cross_attention_modules()}
+    from lib_ext.attention_sites import find_cross_attention
+
+    labels = {site.short_name for site in find_cross_attention(host.unet)}
+    assert set(circle.layers) == labels and {"MID", "IN01", "OUT05"} <= labels
     assert all(m.shape == (32, 32) for m in circle.layers.values())
 
 
