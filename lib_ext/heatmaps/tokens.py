@@ -210,7 +210,9 @@ _EXTRA_NETWORK = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:0.8>, <hypernet:�
 _WEIGHT = re.compile(r":\s*[-+]?(?:\d+\.?\d*|\.\d+)")  # (x:1.2), [a:b:10], "AND x :0.4"
 _KEYWORD = re.compile(r"\b(?:BREAK|AND(?:_[A-Z]+)?)\b")  # BREAK, AND, AND_TOPK, AND_PERP, AND_SALT …
 _ESCAPED = re.compile(r"\\([()\[\]])")
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")  # letters/digits of any script, with inner apostrophes
+# Letters/digits of any script, joined by inner apostrophes, hyphens or underscores (sci-fi, bad_prompt_v2: an
+# embedding's name stays one word; find_word matches it across the tokenizer's pieces).
+_WORD = re.compile(r"[^\W_]+(?:['’_-][^\W_]+)*")
 
 
 def prompt_words(prompt: str) -> list[str]:

@@ -160,6 +160,14 @@ def test_prompt_words_splitter():
         "concept",
     ]
     assert prompt_words("it's a 1girl") == ["it's", "a", "1girl"]
+    assert prompt_words("sci-fi city, bad_prompt_v2, (hat:0.9)") == ["sci-fi", "city", "bad_prompt_v2", "hat"]
+
+
+def test_hyphenated_word_and_embedding_name_found():
+    tokens = ["sci</w>", "-</w>", "fi</w>", "city</w>", "!", "!"]
+    pt = prompt_tokens_from_clip(clip_chunks(tokens), embeddings=[[(4, "bad_prompt_v2", 2)]])
+    assert find_word(pt, "sci-fi") == [1, 3]
+    assert find_word(pt, "bad_prompt_v2") == [5, 6]
     assert prompt_words("") == []
 
 
