@@ -1,0 +1,34 @@
+"""PromptScope's features through the real API (`alwayson_scripts`, args in ui() order; missing args take the
+UI defaults). The random-weight model makes the pictures meaningless, but every code path runs for real."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.live.conftest import SCRIPT_TITLES
+from tests.live.webui_harness import WebUIClient, decode_image, png_size
+
+pytestmark = pytest.mark.live
+
+HEATMAPS = SCRIPT_TITLES["heatmaps"]
+GUIDANCE = SCRIPT_TITLES["guidance"]
+
+
+def test_heatmaps_add_a_grid_per_image(webui: WebUIClient) -> None:
+    res = webui.txt2img("a red cube on a table", alwayson={HEATMAPS: [True, "cube, table"]})
+    info = res["info"]
+    assert len(res["images"]) == 2, (info["infotexts"], info.get("comments"))
+    assert png_size(decode_image(res["images"][0])) == (64, 64)
+    grid_w, grid_h = png_size(decode_image(res["images"][1]))
+    assert grid_w >= 64 and grid_h >= 64
+    assert info["infotexts"][1].startswith("Attention heatmaps"), info["infotexts"][1]
+    assert "seed 1234" in info["infotexts"][1]
+
+
+def test_guidance_changes_the_image_and_records_itself(webui: WebUIClient) -> None:
+    plain = webui.txt2img("a red cube")
+    guided = webui.txt2img("a red cube AND_TOPK blue :0.4", alwayson={GUIDANCE: [True]})
+    text = guided["info"]["infotexts"][0]
+    assert "Semantic guidance: neutral" in text, (text, guided["info"].get("comments"))
+    assert "Semantic guidance" not in plain["info"]["infotexts"][0]
+    assert decode_image(guided["images"][0]) != decode_image(plain["images"][0])
