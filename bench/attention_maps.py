@@ -68,7 +68,9 @@ def _word_truth(objects, caption: str) -> dict[str, np.ndarray | None]:
 def accuracy(n_captions: int) -> dict:
     from lib_ext.toyworld.host import ToyHost
 
-    host = ToyHost.load()
+    path = os.environ.get("PROMPTSCOPE_TOYWORLD_WEIGHTS")
+    host = ToyHost.load(path, allow_random=path is None)
+    source = path or host.model_name
     rng = np.random.default_rng(CAPTION_SEED)
     captions = [caption_for(random_specs(rng, (1, 2))) for _ in range(n_captions)]
     scores: dict[str, list[float]] = {"color": [], "shape": []}
@@ -101,7 +103,7 @@ def accuracy(n_captions: int) -> dict:
         "words_scored": len(scores["shape"]) + len(scores["color"]),
         "words_asked": asked,
         "n_generations": len(captions),
-        "weights": host.model_name,
+        "weights": source,
     }
 
 
