@@ -6,7 +6,9 @@ such as A1111's token counter can leave stale state — neutral-prompt #44):
    `GuidanceFeature.rewrite_prompts`: a prompt that uses AND_PERP / AND_SALT / AND_TOPK (or `<sega:...>`) becomes
    `flatten_for_host(tree)`, one sub-prompt per leaf; every other prompt is returned unchanged, so the host treats
    it exactly as without us.
-2. `begin_sampling` parses the same prompts again (`ctx.job.prompts`), checks that the host's rows match the trees,
+2. `begin_sampling` parses the same prompts again (`ctx.job.prompts`; `ctx.job.extra["tagged_prompts"]`, when the
+   host gives them, are the same prompts before extra-network tags were removed, for `<sega:...>` settings),
+   checks that the host's rows match the trees,
    and installs a step hook that replaces the host's CFG combination with `combine(...)`, with a fresh
    `GuidanceState` for this sampling call (hires pass and img2img get their own).
 A prompt that cannot be used gets a one-line warning in `ctx.messages` and the host's own behaviour.
@@ -29,6 +31,8 @@ from .step import GuidanceStep
 from .tree import CompositePrompt, LeafPrompt, leaf_count
 
 _SEGA_TAG = f"<{SEGA_TAG_NAME}:"
+# JobInfo.extra key: the batch's prompts before the host removed extra-network tags (keeps <sega:...> settings)
+TAGGED_PROMPTS_KEY = "tagged_prompts"
 
 
 def uses_guidance(prompt: str) -> bool:
@@ -49,14 +53,43 @@ class PreparedPrompts:
     warnings: list[str] = field(default_factory=list)
 
 
-def prepare_prompts(prompts: Sequence[str]) -> PreparedPrompts:
+def prepare_prompts(prompts: Sequence[str], tagged_prompts: Sequence[str] | None = None) -> PreparedPrompts:
+    """Host prompts and trees for one batch.
+
+    `prompts` are what the host computes cond rows from. A1111 has already removed extra-network tags from them
+    (`<lora:...>`, and our `<sega:...>`) when it computes conds; pass the same prompts before that removal as
+    `tagged_prompts` (A1111: this batch's slice of `p.all_prompts` / `p.all_hr_prompts`) to keep per-concept SEGA
+    settings. The host string always comes from `prompts`; the tree, when its structure and weights agree, from the
+    tagged text.
+    """
+    if tagged_prompts is not None and len(tagged_prompts) != len(prompts):
+        raise ValueError(f"{len(tagged_prompts)} tagged prompts for {len(prompts)} prompts")
     host_prompts, trees, warnings, active = [], [], [], False
-    for prompt in prompts:
+
+    def warn(message: str | None) -> None:
+        if message is not None and message not in warnings:
+            warnings.append(message)
+
+    for i, prompt in enumerate(prompts):
+        tagged = tagged_prompts[i] if tagged_prompts is not None else prompt
         tree = None
-        if uses_guidance(prompt):
+        if uses_guidance(prompt) or uses_guidance(tagged):
             tree, warning = safe_parse(prompt)
-            if warning is not None and warning not in warnings:
-                warnings.append(warning)
+            warn(warning)
+            if tree is not None and tagged != prompt:
+                tagged_tree, warning = safe_parse(tagged)
+                warn(warning)
+                if tagged_tree is None:
+                    tree = None
+                elif _shape(tagged_tree) != _shape(tree):
+                    warn(f"semantic guidance ignored the <sega:...> settings of {tagged!r}: the prompt reads "
+                         "differently without its extra-network tags")  # fmt: skip
+                else:
+                    tree_for_host, tree = tree, tagged_tree
+                    host_prompts.append(flatten_for_host(tree_for_host))
+                    trees.append(tree)
+                    active = True
+                    continue
         if tree is None:
             host_prompts.append(prompt)
             trees.append(host_tree(prompt))
@@ -65,6 +98,17 @@ def prepare_prompts(prompts: Sequence[str]) -> PreparedPrompts:
             host_prompts.append(flatten_for_host(tree))
             trees.append(tree)
     return PreparedPrompts(host_prompts, trees, active, warnings)
+
+
+def _shape(tree: CompositePrompt) -> list:
+    """What the rows and the maths depend on: the tree without leaf texts and SEGA settings."""
+
+    def walk(node):
+        if isinstance(node, LeafPrompt):
+            return ("leaf", node.weight, node.conciliation)
+        return ("group", node.weight, node.conciliation, [walk(c) for c in node.children])
+
+    return walk(tree)  # type: ignore[return-value]
 
 
 def disabled_warning(prompts: Sequence[str]) -> str | None:
@@ -85,11 +129,11 @@ class GuidanceFeature:
         self.enabled = enabled
         self.messages: list[str] = []
 
-    def rewrite_prompts(self, prompts: Sequence[str]) -> list[str]:
+    def rewrite_prompts(self, prompts: Sequence[str], tagged_prompts: Sequence[str] | None = None) -> list[str]:
         """The prompts the host should compute its cond rows from (unchanged when off or unused)."""
         if not self.enabled:
             return list(prompts)
-        return prepare_prompts(prompts).host_prompts
+        return prepare_prompts(prompts, tagged_prompts).host_prompts
 
     def begin_sampling(self, ctx: SamplingContext) -> None:
         if not self.enabled:
@@ -97,7 +141,12 @@ class GuidanceFeature:
             if warning:
                 self._message(ctx, warning)
             return
-        prepared = prepare_prompts(ctx.job.prompts)
+        tagged = ctx.job.extra.get(TAGGED_PROMPTS_KEY)
+        if tagged is not None and len(tagged) != len(ctx.job.prompts):
+            self._message(ctx, f"semantic guidance ignored {TAGGED_PROMPTS_KEY}: {len(tagged)} for "
+                               f"{len(ctx.job.prompts)} prompts")  # fmt: skip
+            tagged = None
+        prepared = prepare_prompts(ctx.job.prompts, tagged)
         for warning in prepared.warnings:
             self._message(ctx, warning)
         if not prepared.active:

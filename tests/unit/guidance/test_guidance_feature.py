@@ -127,3 +127,50 @@ def test_disabled_feature_changes_nothing_and_warns_about_keywords():
 def test_host_tree_matches_the_hosts_split():
     tree = host_tree("a :0.5 AND b AND c:1.5 ")
     assert [(leaf.prompt, leaf.weight) for leaf in tree.children] == [("a", 0.5), (" b", 1.0), (" c", 1.5)]
+
+
+def strip_extra_networks(prompt: str) -> str:
+    import re
+
+    return re.sub(r"<(\w+):([^>]+)>", "", prompt)  # what A1111 does before it computes conds
+
+
+def test_tagged_prompts_keep_sega_settings_after_the_host_stripped_them():
+    tagged = ["a <lora:x:0.8> castle AND_TOPK snowy <sega:threshold=0.7,warmup=3> :0.4", "plain <lora:y:1>"]
+    stripped = [strip_extra_networks(p) for p in tagged]
+    prepared = prepare_prompts(stripped, tagged)
+    assert prepared.warnings == []
+    assert "lora" not in prepared.host_prompts[0] and "sega" not in prepared.host_prompts[0]
+    assert prepared.host_prompts[1] == stripped[1]
+    leaf = flatten_leaves(prepared.trees[0])[1]
+    assert leaf.sega is not None and leaf.sega.threshold == 0.7 and leaf.sega.warmup.value == 3
+    # through the feature: the host gives the tagged prompts in JobInfo.extra
+    feature = GuidanceFeature(GuidanceSettings(mode="sega"))
+    ctx, n_rows = context(stripped, feature.rewrite_prompts(stripped, tagged))
+    ctx.job.extra["tagged_prompts"] = tagged
+    feature.begin_sampling(ctx)
+    ds = denoise_step(ctx, n_rows, step=5)  # past both warm-ups (the tag's 3, the default 20% of 10)
+    expected = combine(GuidanceStep.from_denoise_step(ds), prepared.trees, GuidanceSettings(mode="sega"),
+                       GuidanceState())  # fmt: skip
+    torch.testing.assert_close(ctx.step_hooks[0](ds), expected)
+    without = combine(GuidanceStep.from_denoise_step(ds), [parse_root(p) for p in stripped],
+                      GuidanceSettings(mode="sega"), GuidanceState())  # fmt: skip
+    assert not torch.allclose(expected, without)  # the tag's threshold 0.7 mattered
+
+
+def test_tagged_prompt_that_reads_differently_is_ignored_with_a_warning():
+    # a (pathological) tag that hides a keyword changes the structure once removed
+    tagged = ["a <lora:x AND_TOPK y> AND_TOPK b <sega:warmup=2> :0.5"]
+    stripped = [strip_extra_networks(p) for p in tagged]
+    prepared = prepare_prompts(stripped, tagged)
+    assert len(prepared.warnings) == 1 and "reads differently" in prepared.warnings[0]
+    assert all(leaf.sega is None for leaf in flatten_leaves(prepared.trees[0]))
+    assert prepared.active
+
+
+def test_bad_sega_tag_falls_back_to_the_host():
+    tagged = ["a AND_TOPK b <sega:warmup=abc> :0.5"]
+    stripped = [strip_extra_networks(p) for p in tagged]
+    prepared = prepare_prompts(stripped, tagged)
+    assert prepared.host_prompts == stripped
+    assert not prepared.active and "warmup" in prepared.warnings[0]
