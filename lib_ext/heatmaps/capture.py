@@ -40,6 +40,7 @@ the hooks never break the host's generation: they are recorded in :attr:`Capture
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -481,7 +482,11 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 def _heads_of(module: Any) -> int | None:
     heads = getattr(module, "heads", None) or getattr(module, "num_heads", None)
-    return int(heads) if isinstance(heads, int) and heads > 0 else None
+    try:
+        count = operator.index(heads)  # int-like (numpy ints too), not 8.0 or None
+    except TypeError:
+        return None
+    return count if count > 0 else None
 
 
 def _named(modules: ModuleList) -> list[tuple[str, nn.Module, int | None]]:

@@ -110,7 +110,13 @@ class HeatmapFeature:
             return
         # Per-layer maps are keyed by the block labels users know (IN01, MID, OUT05; SDXL's several transformer
         # blocks of one block sum together).
-        for handle in capture.attach([(site.short_name, site.module) for site in sites], unet=ctx.unet):
+        try:
+            handles = capture.attach([(site.short_name, site.module) for site in sites], unet=ctx.unet)
+        except TypeError as exc:  # an attention module of an unknown kind: no heatmaps, the image still comes
+            capture.detach()
+            self._message(ctx, str(exc))
+            return
+        for handle in handles:
             ctx.patches.add_handle(handle, what="attention heatmap hook")
         # First in line: a later hook returning a tensor would end the loop before ours counts the step.
         ctx.step_hooks.insert(0, partial(_advance_step, capture))

@@ -143,3 +143,17 @@ def test_non_finite_maps_are_a_message():
     tokens = ToyHost.random(seed=0).tokenize
     out = HeatmapFeature().word_maps(maps, JobInfo(prompts=["a red circle"], negative_prompts=[""], seeds=[1]), tokens)
     assert all(w.heat is None and "not finite" in w.message for w in out.words)
+
+
+def test_unknown_attention_modules_give_a_message_and_the_image(host, monkeypatch):
+    from lib_ext.attention_sites import AttentionSite
+    from lib_ext.heatmaps import feature as feature_module
+
+    odd = AttentionSite("odd.attn2", torch.nn.Linear(4, 4), 8, "down")
+    monkeypatch.setattr(feature_module, "find_cross_attention", lambda unet: [odd])
+    feature = HeatmapFeature()
+    processed = host.txt2img("a red circle", seed=1, steps=1, features=[feature])
+    assert len(processed.images) == 1 and feature.take_results() == []
+    assert any("odd.attn2 (Linear) is no cross-attention module: lacks ['to_q'" in m for m in feature.messages)
+    assert set(feature.messages) <= set(processed.messages)
+    assert hooks_left(host.unet) == 0
