@@ -467,3 +467,30 @@ def test_real_toy_unet_through_cfg_and_samplers_is_seed_deterministic(one_thread
         alphas_cumprod=AC,
     )
     assert d.shape == (1, 3, 16, 16) and torch.isfinite(d).all()
+
+
+@pytest.mark.parametrize("name", ["Euler", "Euler a", "DPM++ 2M", "DDIM"])
+def test_an_oracle_eps_model_is_sampled_back_to_its_image(name):
+    """ε-model that knows the clean image x0: ε = (x_t − sqrt(ᾱ)·x0)/sqrt(1 − ᾱ) at (fractional) t. Every sampler
+    must land on x0 (DDIM on timestep 1, as A1111's, so within sqrt(1 − ᾱ_1) of it)."""
+    x0 = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    den = S.DiscreteEpsDenoiser(None, AC)
+
+    def oracle(x_t, t, **_):
+        sigma = den.t_to_sigma(t).view(-1, 1, 1, 1)
+        a = 1 / (1 + sigma**2)  # ᾱ at fractional t, consistent with log-σ interpolation
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    den.model_fn = oracle
+    rng = S.ImageRNG((3, 8, 8), [1, 2])
+    if name == "DDIM":
+        noise = S.ImageRNG((3, 8, 8), [1, 2]).next()
+        out = S.sample(name, S.TimestepsEpsDenoiser(oracle, AC), rng, 10, alphas_cumprod=AC)
+        # Deterministic DDIM keeps the ε implied by the start: x = sqrt(ᾱ_1)·x0 + sqrt(1 − ᾱ_1)·ε_T.
+        a_start, a_end = AC[901].double(), AC[1].double()
+        eps_start = (noise.double() - a_start.sqrt() * x0) / (1 - a_start).sqrt()
+        expected = a_end.sqrt() * x0 + (1 - a_end).sqrt() * eps_start
+        assert torch.allclose(out.double(), expected, atol=1e-4)
+    else:
+        out = S.sample(name, den, rng, 10, sigma_denoiser=den)
+        assert torch.allclose(out, x0, atol=1e-4)
