@@ -67,13 +67,14 @@ class WordHeatmap:
 
 @dataclass
 class ImageHeatmaps:
-    image: int  # index of the image in its batch
+    image: int  # index of the image in its batch (see iteration)
     pass_name: str
     prompt: str
     negative_prompt: str
     mode: Mode
     words: list[WordHeatmap]
     maps: ImageMaps  # the raw summed token maps
+    iteration: int = 0  # the host's batch number (A1111's p.iteration, from JobInfo.extra["iteration"])
 
     def tiles(self) -> list[tuple[str, torch.Tensor]]:
         return [(w.word, w.heat) for w in self.words if w.heat is not None]
@@ -163,7 +164,8 @@ class HeatmapFeature:
         out = []
         for word in words:
             out.append(self._word(word, maps, sub_tokens, neg_tokens))
-        return ImageHeatmaps(i, maps.pass_name, prompt, negative, s.mode, out, maps)
+        iteration = int(job.extra.get("iteration", 0) or 0)
+        return ImageHeatmaps(i, maps.pass_name, prompt, negative, s.mode, out, maps, iteration)
 
     def _word(
         self,
