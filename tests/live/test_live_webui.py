@@ -48,6 +48,14 @@ def test_batch_of_two_with_extension_installed(webui: WebUIClient) -> None:
     assert res["info"]["all_seeds"] == [1234, 1235]
 
 
+def test_plain_img2img_with_extension_installed(webui: WebUIClient) -> None:
+    start = webui.txt2img("a red cube")["images"][0]
+    res = webui.img2img(start, "a red cube, evening light", steps=2, denoising_strength=0.5)
+    assert len(res["images"]) == 1
+    assert png_size(decode_image(res["images"][0])) == (64, 64)
+    assert "promptscope" not in res["info"]["infotexts"][0].lower()
+
+
 def test_console_has_no_promptscope_traceback(webui: WebUIClient) -> None:
     # Runs after the generations above (pytest keeps file order), so their console output is included.
     log = webui.log()

@@ -227,6 +227,22 @@ class WebUIClient:
     ) -> dict[str, Any]:
         """A deliberately tiny generation (64x64, 2 steps, Euler, fixed seed); `alwayson` maps a script title
         to its args in `ui()` order. Returns the API answer with 'info' parsed from JSON."""
+        return self._generate("/sdapi/v1/txt2img", prompt, alwayson, overrides)
+
+    def img2img(
+        self,
+        init_image: str,
+        prompt: str = "a red cube on a table",
+        alwayson: dict[str, Sequence[Any]] | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """Like txt2img from a base64 image (e.g. one txt2img returned), denoising strength 0.5."""
+        body = {"init_images": [init_image], "denoising_strength": 0.5, **overrides}
+        return self._generate("/sdapi/v1/img2img", prompt, alwayson, body)
+
+    def _generate(
+        self, path: str, prompt: str, alwayson: dict[str, Sequence[Any]] | None, overrides: dict[str, Any]
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": prompt,
             "negative_prompt": "",
@@ -244,7 +260,7 @@ class WebUIClient:
         if alwayson:
             body["alwayson_scripts"] = {title: {"args": list(args)} for title, args in alwayson.items()}
         body.update(overrides)
-        res = self.post("/sdapi/v1/txt2img", body)
+        res = self.post(path, body)
         if isinstance(res.get("info"), str):
             res["info"] = json.loads(res["info"])
         return res
