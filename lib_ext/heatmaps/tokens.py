@@ -23,7 +23,8 @@ from functools import lru_cache
 
 from ..seam import PromptTokens, TokenPiece
 
-SPECIAL_TOKENS = frozenset({"<|startoftext|>", "<|endoftext|>"})
+# CLIP's (SD1, SDXL) and OpenCLIP's (SD2) start/end tokens. SD2 pads with id 0 ("!"), which has no letters: no word.
+SPECIAL_TOKENS = frozenset({"<|startoftext|>", "<|endoftext|>", "<start_of_text>", "<end_of_text>"})
 
 
 @dataclass(frozen=True)

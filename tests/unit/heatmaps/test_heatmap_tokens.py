@@ -71,6 +71,13 @@ def test_prompt_longer_than_75_tokens():
     assert find_word(pt, "endword") == [79, 80]
 
 
+def test_sd2_openclip_padding():
+    chunk = ["monkey</w>", "hat</w>", "<end_of_text>"] + ["!"] * 72  # SD2 pads with id 0, "!"
+    pt = prompt_tokens_from_clip([chunk])
+    assert [s.word for s in word_spans(pt)] == ["monkey", "hat"]
+    assert find_word(pt, "hat") == [2]
+
+
 def test_break_starts_a_new_chunk():
     pt = prompt_tokens_from_clip(clip_chunks(["monkey</w>"], ["hat</w>"]))
     assert find_word(pt, "monkey") == [1]
