@@ -32,7 +32,8 @@ Memory: the held maps never grow with the number of steps (one sum per key, :met
 the device during sampling and move to the CPU once per image (:meth:`Capture.finish_image` or :meth:`Capture.collect`).
 Per-layer or per-resolution sums (``group_by``) are kept at each layer's native resolution, only when asked.
 
-Layers whose query count is not a grid of the latent (ToMe-like token merging) are skipped and noted once. Errors in
+Layers whose query count is not a grid of the latent (ToMe-like token merging), or whose q/k the host's attention
+changed in place after projecting them, are skipped and noted once. Errors in
 the hooks never break the host's generation: they are recorded in :attr:`Capture.errors` for the host to show
 (``strict=True`` re-raises them instead, for tests).
 """
