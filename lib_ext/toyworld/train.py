@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .model import ToyConfig, ToyTextEncoder, ToyUNet, count_params
 from .scenes import random_scene
+from .schedule import NAME as SCHEDULE_NAME
 from .schedule import alphas_cumprod
 from .tokenizer import ToyTokenizer
 from .vocab import IMAGE_SIZE
@@ -157,7 +158,7 @@ def export_checkpoint(ckpt_path: Path, out: Path) -> dict:
         for p, e in zip(params, ck["ema"]):
             p.copy_(e)
     args = ck.get("args", {})
-    info = {"steps": ck["step"], "minutes": round(ck["minutes"], 1)}
+    info = {"steps": ck["step"], "minutes": round(ck["minutes"], 1), "schedule": SCHEDULE_NAME}
     for key in ("seed", "batch", "lr", "attn_weight", "ema"):
         if key in args:
             info[key] = float(args[key]) if key in ("lr", "attn_weight", "ema") else int(args[key])
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         for p, e in zip(params, ema):
             p.copy_(e)
     info = {
+        "schedule": SCHEDULE_NAME,
         "steps": step,
         "minutes": round(elapsed(), 1),
         "seed": args.seed,
