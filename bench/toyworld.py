@@ -9,6 +9,8 @@
   of the object the judge found for the word's phrase; mean over the words whose object was found.
 - chance baselines beside it: an all-ones mask (`chance_miou`) and each word's heatmap against the OTHER object of
   a two-object caption (`other_object_miou`).
+- teacher_forced_miou: the same capture on noised ground-truth scenes (t = 200, 500, 800), against their true
+  masks: attention fidelity without depending on what the model draws (chance: teacher_forced_chance_miou).
 - model_mb (weights file), seconds_per_image (20 steps, batch 1, Euler, CFG, no capture), train_minutes.
 
 Weights: $PROMPTSCOPE_TOYWORLD_WEIGHTS, else the shipped lib_ext/toyworld/weights/toyworld.safetensors, else a
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from lib_ext.toyworld import sampling
 from lib_ext.toyworld.cfg import CFGDenoiser
 from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge
-from lib_ext.toyworld.scenes import caption_for, random_specs
+from lib_ext.toyworld.scenes import caption_for, random_scene, random_specs
 from lib_ext.toyworld.schedule import alphas_cumprod
 from lib_ext.toyworld.vocab import COLORS, IMAGE_SIZE, SHAPES
 
@@ -44,6 +46,7 @@ CFG_SCALE = 7.0
 TAU = 0.4
 N_CAPTIONS, N_CAPTIONS_QUICK = 200, 24
 N_TIMING, N_TIMING_QUICK = 5, 1
+N_TEACHER, N_TEACHER_QUICK = 64, 16  # ground-truth scenes for the teacher-forced attention check
 BATCH = 8  # images per sampling batch in the accuracy run (2·BATCH UNet rows)
 CAPTION_SEED = 20240  # captions and image seeds are fixed, so runs are comparable
 IMAGE_SEED = 1000
@@ -250,6 +253,32 @@ def evaluate(model: ToyModel, captions: Sequence[str], steps: int = STEPS, batch
     return scores.summary()
 
 
+def teacher_forced_miou(model: ToyModel, n_scenes: int, timesteps: Sequence[int] = (200, 500, 800)) -> dict:
+    """Attention on noised ground-truth scenes (one UNet call per timestep, captions as conditioning): the same
+    capture and scoring as `reference_miou`, but with known masks and no dependence on what the model draws."""
+    rng = np.random.default_rng(CAPTION_SEED + 1)
+    gen = torch.Generator().manual_seed(CAPTION_SEED + 1)
+    scene_list = [random_scene(rng, (1, 2)) for _ in range(n_scenes)]
+    x0 = torch.from_numpy(np.stack([s.image for s in scene_list])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    context = model.encode([s.caption for s in scene_list])
+    ac = alphas_cumprod()
+    ious, ones = [], []
+    for t in timesteps:
+        a = ac[t]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen)
+        capture = ReferenceCapture(model.unet, n_cond_rows=n_scenes)
+        try:
+            with torch.no_grad():
+                model.unet(x_t, torch.full((n_scenes,), float(t)), context)
+        finally:
+            capture.remove()
+        for i, scene in enumerate(scene_list):
+            for word_index, _word, mask in scene.word_masks:
+                ious.append(iou(heat_mask(capture.maps[i, word_index + 1]), mask))
+                ones.append(float(mask.mean()))
+    return {"teacher_forced_miou": float(np.mean(ious)), "teacher_forced_chance_miou": float(np.mean(ones))}
+
+
 def seconds_per_image(model: ToyModel, n: int) -> float:
     """Median wall time of one batch-1 generation (encode, 20 Euler steps with CFG, decode)."""
     times = []
@@ -317,6 +346,7 @@ def main(quick: bool = False) -> dict:
     t0 = time.perf_counter()
     result = evaluate(model, bench_captions(n_captions))
     eval_seconds = time.perf_counter() - t0
+    result.update(teacher_forced_miou(model, N_TEACHER_QUICK if quick else N_TEACHER))
     result.update(
         {
             "model_mb": model.model_mb,
@@ -341,6 +371,8 @@ def main(quick: bool = False) -> dict:
         "reference_miou_shape",
         "chance_miou",
         "other_object_miou",
+        "teacher_forced_miou",
+        "teacher_forced_chance_miou",
         "words_scored",
         "words_asked",
         "model_mb",

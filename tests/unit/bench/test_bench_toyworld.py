@@ -171,3 +171,9 @@ def test_train_minutes_from_metadata_or_model_card(tmp_path):
     assert T._train_minutes({}, w) is None
     (tmp_path / "MODEL_CARD.md").write_text("Trained for 88.2 min on 2 cores.\n")
     assert T._train_minutes({}, w) == 88.2
+
+
+def test_teacher_forced_miou_runs_and_reports_chance(one_thread):
+    result = T.teacher_forced_miou(_tiny_model(), n_scenes=3, timesteps=(500,))
+    assert 0.0 <= result["teacher_forced_miou"] <= 1.0
+    assert 0.0 < result["teacher_forced_chance_miou"] < 0.3  # objects cover a small part of the image
