@@ -76,8 +76,9 @@ class ImageHeatmaps:
     maps: ImageMaps  # the raw summed token maps
     iteration: int = 0  # the host's batch number (A1111's p.iteration, from JobInfo.extra["iteration"])
 
-    def tiles(self) -> list[tuple[str, torch.Tensor]]:
-        return [(w.word, w.heat) for w in self.words if w.heat is not None]
+    def tiles(self) -> list[tuple[str, torch.Tensor | None, str | None]]:
+        """(word, heat, message) per word, for ``render.word_grid``: words without a map show their message."""
+        return [(w.word, w.heat, w.message) for w in self.words]
 
 
 class HeatmapFeature:
@@ -215,7 +216,7 @@ class HeatmapFeature:
 
     # -- output ---------------------------------------------------------------------------------------------
     def render(self, result: ImageHeatmaps, image: Any, font_path: str | None = None, **kw: Any):
-        """The captioned per-word grid over the generated image (PIL), or None when no word has a map."""
+        """The captioned per-word grid over the generated image (PIL), or None when there is no word at all."""
         tiles = result.tiles()
         if not tiles:
             return None

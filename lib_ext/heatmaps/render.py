@@ -111,9 +111,19 @@ def _drawable(text: str, font: Any) -> str:
     return text.encode("latin-1", errors="replace").decode("latin-1")
 
 
+def _wrap(text: str, font: Any, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def word_grid(
     image: Image.Image | np.ndarray,
-    tiles: Sequence[tuple[str, ArrayLike]],
+    tiles: Sequence[tuple[str, ArrayLike | None] | tuple[str, ArrayLike | None, str | None]],
     alpha: float = 0.5,
     cmap: str = "jet",
     columns: int | None = None,
@@ -122,7 +132,9 @@ def word_grid(
 ) -> Image.Image:
     """One overlay per ``(caption, heat)`` tile, each captioned with its word, in a grid (default ⌈√n⌉ columns).
 
-    ``tile_width`` scales the tiles (keeping the image's aspect ratio); the default keeps the image size.
+    A tile whose heat is None shows the image greyed out with its message (``(caption, None, message)``), so a word
+    missing from the prompt is reported where the user looks. ``tile_width`` scales the tiles (keeping the image's
+    aspect ratio); the default keeps the image size.
     """
     if not tiles:
         raise ValueError("no word maps to draw")
@@ -135,13 +147,23 @@ def word_grid(
     rows = math.ceil(len(tiles) / columns)
     font_size = max(10, min(32, width // 12))
     font = _font(font_size, font_path)
+    small = _font(max(8, font_size * 2 // 3), font_path)
     caption = font_size + 8
     grid = Image.new("RGB", (columns * width, rows * (height + caption)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
-    for i, (word, heat) in enumerate(tiles):
+    faded = Image.blend(base, Image.new("RGB", base.size, (235, 235, 235)), 0.8)
+    for i, tile in enumerate(tiles):
+        word, heat = tile[0], tile[1]
+        message = tile[2] if len(tile) > 2 else None
         x, y = (i % columns) * width, (i // columns) * (height + caption)
         draw.text((x + 4, y + 4), _drawable(word, font), fill=(0, 0, 0), font=font)
-        grid.paste(overlay(base, heat, alpha=alpha, cmap=cmap), (x, y + caption))
+        if heat is not None:
+            grid.paste(overlay(base, heat, alpha=alpha, cmap=cmap), (x, y + caption))
+            continue
+        grid.paste(faded, (x, y + caption))
+        line_height = int(getattr(small, "size", 10)) + 2
+        for j, line in enumerate(_wrap(_drawable(message or "no map", small), small, width - 8, draw)):
+            draw.text((x + 4, y + caption + 4 + j * line_height), line, fill=(160, 0, 0), font=small)
     return grid
 
 

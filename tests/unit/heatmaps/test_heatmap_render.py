@@ -76,6 +76,10 @@ def test_word_grid_layout_and_captions():
     px = np.asarray(grid)
     assert (px[:caption, :60] < 100).any()  # the caption's dark text on white
     assert (px[-(40 + caption) :, 60:] == 255).all()  # the unused fourth tile stays blank
+    with_message = np.asarray(word_grid(image, [("giraffe", None, "'giraffe' is not in the prompt")], alpha=1.0))
+    assert (with_message[caption:] != 255).any() and (
+        np.abs(with_message[caption:].astype(int) - [160, 0, 0]).sum(-1) < 60
+    ).any()
     one_row = word_grid(image, tiles, columns=3, tile_width=30)
     assert one_row.width == 90 and one_row.height > 20
     with pytest.raises(ValueError):
