@@ -135,8 +135,8 @@ class _ImageCombination:
 
     # -- AND_TOPK ------------------------------------------------------------------------------------------------
     def _params(self, node: PromptNode) -> SegaParams:
-        own = node.sega if isinstance(node, LeafPrompt) and node.sega is not None else SegaParams()
-        return own
+        """A concept's own inline settings (groups have none)."""
+        return node.sega if isinstance(node, LeafPrompt) and node.sega is not None else SegaParams()
 
     def _neutral_topk(self, node: PromptNode, d: torch.Tensor) -> torch.Tensor:
         """neutral-prompt's top-k filter; a concept's own threshold/warmup/cooldown apply, nothing else does."""
