@@ -26,8 +26,8 @@ def _gauss_eps(denoiser: S.DiscreteEpsDenoiser):
     return eps
 
 
-def _gauss_denoiser() -> S.DiscreteEpsDenoiser:
-    den = S.DiscreteEpsDenoiser(None, AC)
+def _gauss_denoiser(ac: torch.Tensor = AC) -> S.DiscreteEpsDenoiser:
+    den = S.DiscreteEpsDenoiser(None, ac)
     den.model_fn = _gauss_eps(den)
     return den
 
@@ -232,9 +232,11 @@ def test_dpmpp_2m_by_hand():
 def test_euler_is_first_order_and_dpmpp_2m_second_order_on_the_exact_ode():
     """For x0 ~ N(0,1) the probability-flow ODE is x(σ) ∝ sqrt(1 + σ²): x(0) = x_T / sqrt(1 + σ_T²).
 
-    Quadrupling the steps divides Euler's error by about 4 and DPM++ 2M's by about 16.
+    Quadrupling the steps divides Euler's error by about 4 and DPM++ 2M's by about 16 or more. A fixed schedule
+    (DDPM's linear β) keeps this about the samplers, not about the toy model's schedule of the day.
     """
-    den = _gauss_denoiser()
+    linear_ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
+    den = _gauss_denoiser(linear_ac)
     noise = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     zeros = lambda s, sn: torch.zeros_like(noise)  # noqa: E731
 
@@ -246,10 +248,10 @@ def test_euler_is_first_order_and_dpmpp_2m_second_order_on_the_exact_ode():
         e2 = (S.sample_dpmpp_2m(den, x_t.clone(), sig) - exact).abs().max().item()
         return e1, e2
 
-    (euler_50, dpm_50), (euler_200, dpm_200) = errors(50), errors(200)
-    assert 3.0 < euler_50 / euler_200 < 5.0
-    assert dpm_50 / dpm_200 > 12.0
-    assert dpm_200 < 1e-3
+    (euler_a, dpm_a), (euler_b, dpm_b) = errors(12), errors(48)
+    assert 3.0 < euler_a / euler_b < 5.0
+    assert dpm_a / dpm_b > 12.0
+    assert dpm_b < euler_b / 5
 
 
 def test_ddim_by_hand_on_the_gaussian_eps_model():
