@@ -30,46 +30,83 @@ class GuidanceLayoutError(ValueError):
 def combine(
     step: GuidanceStep, trees: Sequence[CompositePrompt], settings: GuidanceSettings, state: GuidanceState
 ) -> torch.Tensor:
-    """The guided prediction (n_images, C, H, W), in the same space as `step.x_out`."""
+    """The guided prediction (n_images, C, H, W), in the same space as `step.x_out`.
+
+    Images whose trees have the same structure (weights, conciliations and SEGA settings; texts may differ) are
+    combined together, every operation batched over them: a batch of one prompt costs one pass over its tree.
+    """
     if len(trees) != step.n_images:
         raise GuidanceLayoutError(f"{len(trees)} prompt trees for {step.n_images} images")
     if settings.mode not in ("neutral", "sega"):
         raise ValueError(f"unknown guidance mode {settings.mode!r}")
     state.begin_step(step.step)
+    groups: dict[tuple, list[int]] = {}
+    for image, tree in enumerate(trees):
+        groups.setdefault(structure_key(tree), []).append(image)
     uncond = step.uncond()
     out = torch.empty_like(uncond)
-    for image, tree in enumerate(trees):
-        out[image] = _ImageCombination(step, image, tree, settings, state).result()
+    for images in groups.values():
+        result = _GroupCombination(step, images, trees[images[0]], settings, state).result()
+        if len(images) == 1:
+            out[images[0]] = result[0]
+        else:
+            out[torch.tensor(images, device=out.device)] = result
     return out
 
 
-class _ImageCombination:
+def structure_key(node: PromptNode) -> tuple:
+    """What the maths of a tree depends on, texts aside (iterative: trees may be deep)."""
+    parts: list = []
+    stack: list = [node]
+    while stack:
+        n = stack.pop()
+        if n is None:
+            parts.append(")")
+        elif isinstance(n, LeafPrompt):
+            parts.append(("L", n.weight, n.conciliation, n.sega))
+        else:
+            parts.append(("G", n.weight, n.conciliation, len(n.children)))
+            stack.append(None)
+            stack.extend(reversed(n.children))
+    return tuple(parts)
+
+
+class _GroupCombination:
+    """One tree's combination for a group of images sharing its structure; tensors are (G, C, H, W)."""
+
     def __init__(
         self,
         step: GuidanceStep,
-        image: int,
+        images: list[int],
         tree: CompositePrompt,
         settings: GuidanceSettings,
         state: GuidanceState,
     ) -> None:
-        self.step, self.image, self.tree, self.settings, self.state = step, image, tree, settings, state
+        self.step, self.images, self.tree, self.settings, self.state = step, images, tree, settings, state
         leaves = flatten_leaves(tree)
-        conds = list(step.conds_list[image])
-        if len(conds) != len(leaves):
-            raise GuidanceLayoutError(
-                f"image {image}: the host has {len(conds)} sub-prompt rows, the prompt has {len(leaves)} sub-prompts"
-            )
         n_rows = step.x_out.shape[0]
-        for (row, weight), leaf in zip(conds, leaves):
-            if not 0 <= int(row) < n_rows - step.n_images:
-                raise GuidanceLayoutError(f"image {image}: cond row {row} outside the {n_rows}-row output")
-            if abs(float(weight) - leaf.weight) > 1e-6 * max(1.0, abs(leaf.weight)):
-                state.warn(
-                    f"host weight {weight} differs from the prompt's {leaf.weight} (another extension changing "
-                    "AND weights?); using the prompt's"
+        rows_per_image = []
+        for image in images:
+            conds = list(step.conds_list[image])
+            if len(conds) != len(leaves):
+                raise GuidanceLayoutError(
+                    f"image {image}: the host has {len(conds)} sub-prompt rows, the prompt has {len(leaves)} "
+                    "sub-prompts"
                 )
-        self.rows = [int(r) for r, _ in conds]
-        self.uncond = step.uncond()[image]
+            for (row, weight), leaf in zip(conds, leaves):
+                if not 0 <= int(row) < n_rows - step.n_images:
+                    raise GuidanceLayoutError(f"image {image}: cond row {row} outside the {n_rows}-row output")
+                if abs(float(weight) - leaf.weight) > 1e-6 * max(1.0, abs(leaf.weight)):
+                    state.warn(
+                        f"host weight {weight} differs from the prompt's {leaf.weight} (another extension changing "
+                        "AND weights?); using the prompt's"
+                    )
+            rows_per_image.append([int(r) for r, _ in conds])
+        device = step.x_out.device
+        # leaf j's rows, one per image of the group
+        self.leaf_rows = [torch.tensor([rows[j] for rows in rows_per_image], device=device) for j in range(len(leaves))]
+        uncond = step.uncond()
+        self.uncond = uncond[torch.tensor(images, device=device)]
         self.leaf_counts: dict[int, int] = {}
 
     # -- tree walk ---------------------------------------------------------------------------------------------
@@ -83,7 +120,7 @@ class _ImageCombination:
                 denoised += d * (child.weight * s)
         guided = denoised + aux * s
         if self.settings.cfg_rescale:
-            guided = cfg_rescale(guided, self.uncond + cond_delta + aux, self.settings.cfg_rescale)
+            guided = cfg_rescale(guided, self.uncond + cond_delta + aux, self.settings.cfg_rescale, batched=True)
         return guided
 
     def _group(
@@ -94,7 +131,7 @@ class _ImageCombination:
         index = first_leaf
         for i, child in enumerate(node.children):
             if isinstance(child, LeafPrompt):
-                full.append(self.step.x_out[self.rows[index]] - self.uncond)
+                full.append(self.step.x_out[self.leaf_rows[index]] - self.uncond)
             else:
                 cd, ax, _ = self._group(child, (*path, i), index)
                 full.append(cd + ax)
@@ -110,7 +147,7 @@ class _ImageCombination:
         concepts: list[tuple[int, PromptNode, torch.Tensor]] = []
         for i, (child, d) in enumerate(zip(node.children, full)):
             if child.conciliation is Conciliation.PERP:
-                aux += child.weight * perpendicular_component(cond_delta, d)
+                aux += child.weight * perpendicular_component(cond_delta, d, batched=True)
             elif child.conciliation is Conciliation.SALT:
                 salient.append((d, child.weight))
             elif child.conciliation is Conciliation.TOPK:
@@ -122,7 +159,7 @@ class _ImageCombination:
                 for _, child, d in concepts:
                     aux += child.weight * self._neutral_topk(child, d)
         if salient:
-            aux += salient_blend(cond_delta, salient)
+            aux += salient_blend(cond_delta, salient, batched=True)
         return cond_delta, aux, full
 
     def _leaf_count(self, node: PromptNode) -> int:
@@ -147,7 +184,7 @@ class _ImageCombination:
         if own.cooldown is not None and i >= own.cooldown.resolve(total):
             return torch.zeros_like(d)
         ratio = 1.0 - own.threshold if own.threshold is not None else self.settings.topk_ratio
-        return filter_abs_top_k(d, ratio)
+        return filter_abs_top_k(d, ratio, batched=True)
 
     def _sega_edit(self, concepts: list[tuple[int, PromptNode, torch.Tensor]], path: tuple[int, ...]) -> torch.Tensor:
         """SEGA (Brack et al.; diffusers' SemanticStableDiffusionPipeline) for one group's concepts, unit scale.
@@ -158,8 +195,10 @@ class _ImageCombination:
         warm-up); γ is added once every concept is warm. Momentum is kept per concept (ν = Σ ν_c, identical to
         the reference when concepts share s_m and β) in eps space, so it survives σ changing between steps.
         """
-        step, image = self.step, self.image
-        f = step.eps_factor(image)
+        step = self.step
+        # eps-difference = f · output-difference, per image of the group
+        f = torch.tensor([step.eps_factor(image) for image in self.images], dtype=self.uncond.dtype,
+                         device=self.uncond.device).view(-1, *([1] * (self.uncond.dim() - 1)))  # fmt: skip
         i, total = step.step, step.total_steps
         defaults = self.settings.sega
         n = len(concepts)
@@ -177,7 +216,7 @@ class _ImageCombination:
             psis.append(d * (node.weight * f))
             if not cooled:
                 by_threshold.setdefault(float(p.threshold if p.threshold is not None else 0.0), []).append(j)
-        for q, members in by_threshold.items():  # one selection per distinct λ
+        for q, members in by_threshold.items():  # one selection per distinct λ, over all images and concepts
             filtered = channel_quantile_filter(torch.stack([psis[j] for j in members]), q)
             for j, t in zip(members, filtered):
                 psis[j] = t
@@ -201,11 +240,13 @@ class _ImageCombination:
             p = resolved[j]
             s_m = float(p.momentum or 0.0)
             if use_momentum and s_m > 0:
-                key = (image, path, child_index)
-                nu = self.state.get_momentum(key, g)
+                keys = [(image, path, child_index) for image in self.images]
+                nu = torch.stack([self.state.get_momentum(key, g[0]) for key in keys])
                 g = g + s_m * nu
                 beta = float(p.beta or 0.0)
-                self.state.set_momentum(key, beta * nu + (1 - beta) * g)
+                new_nu = beta * nu + (1 - beta) * g
+                for key, value in zip(keys, new_nu):
+                    self.state.set_momentum(key, value)
             gamma += g
         if n_warm == n:
             edit += gamma

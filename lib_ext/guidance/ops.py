@@ -21,16 +21,20 @@ def _selectable(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def abs_top_k_threshold(v: torch.Tensor, ratio: float) -> torch.Tensor:
-    """neutral-prompt's threshold: the k-th smallest |v| over the whole tensor, k = int(numel·(1−ratio)) in [1, n]."""
-    n = v.numel()
+def _dims(v: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(1, v.dim()))
+
+
+def filter_abs_top_k(v: torch.Tensor, ratio: float, *, batched: bool = False) -> torch.Tensor:
+    """AND_TOPK in neutral-prompt: v where |v| ≥ its k-th smallest value over all of C·H·W, else 0, with
+    k = int(numel·(1−ratio)) clamped to [1, numel] (neutral-prompt crashes at k = 0). `batched`: per sample of a
+    leading dimension."""
+    flat = v.reshape(v.shape[0], -1) if batched else v.reshape(1, -1)
+    n = flat.shape[1]
     k = min(max(int(n * (1 - ratio)), 1), n)
-    return torch.kthvalue(_selectable(v.abs().flatten()), k).values.to(v.dtype)
-
-
-def filter_abs_top_k(v: torch.Tensor, ratio: float) -> torch.Tensor:
-    """v where |v| ≥ its (1−ratio) order statistic over all of C·H·W, else 0 (AND_TOPK in neutral-prompt)."""
-    return v * (v.abs() >= abs_top_k_threshold(v, ratio)).to(v.dtype)
+    mag = flat.abs()
+    tau = torch.kthvalue(_selectable(mag), k, dim=1, keepdim=True).values.to(mag.dtype)
+    return (flat * (mag >= tau).to(flat.dtype)).reshape(v.shape)
 
 
 def quantile_rank(n: int, q: float) -> int:
@@ -58,36 +62,44 @@ def channel_quantile_filter(psi: torch.Tensor, q: float) -> torch.Tensor:
     return torch.where(mag >= tau, flat, torch.zeros_like(flat)).reshape(psi.shape)
 
 
-def perpendicular_component(normal: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-    """v − n·<n,v>/‖n‖² over the whole tensor; v itself when n is zero (nothing to be perpendicular to)."""
-    norm_sq = torch.sum(normal * normal)
-    if float(norm_sq) == 0.0:
-        return vector
-    return vector - normal * torch.sum(normal * vector) / norm_sq
+def perpendicular_component(normal: torch.Tensor, vector: torch.Tensor, *, batched: bool = False) -> torch.Tensor:
+    """v − n·<n,v>/‖n‖² over the whole tensor (per sample when `batched`); v itself where n is zero (nothing to be
+    perpendicular to; neutral-prompt warns there)."""
+    dims = _dims(normal) if batched else tuple(range(normal.dim()))
+    norm_sq = torch.sum(normal * normal, dim=dims, keepdim=True)
+    dot = torch.sum(normal * vector, dim=dims, keepdim=True)
+    nonzero = norm_sq > 0
+    projected = vector - normal * (dot / torch.where(nonzero, norm_sq, torch.ones_like(norm_sq)))
+    return torch.where(nonzero, projected, vector)
 
 
-def salience(v: torch.Tensor) -> torch.Tensor:
-    """softmax of |v| over the whole tensor (CPU has no float16 softmax: computed in float32 there)."""
-    return torch.softmax(_selectable(v.abs().flatten()), dim=0).to(v.dtype).reshape_as(v)
+def salience(v: torch.Tensor, *, batched: bool = False) -> torch.Tensor:
+    """softmax of |v| over the whole tensor, per sample when `batched` (CPU has no float16 softmax: float32 there)."""
+    flat = v.abs().reshape(v.shape[0], -1) if batched else v.abs().reshape(1, -1)
+    return torch.softmax(_selectable(flat), dim=1).to(v.dtype).reshape(v.shape)
 
 
-def salient_blend(normal: torch.Tensor, vectors: Sequence[tuple[torch.Tensor, float]]) -> torch.Tensor:
+def salient_blend(
+    normal: torch.Tensor, vectors: Sequence[tuple[torch.Tensor, float]], *, batched: bool = False
+) -> torch.Tensor:
     """AND_SALT: where vector i is the most salient of [normal, vectors...], add w_i·(v_i − normal)."""
     result = torch.zeros_like(normal)
     if not vectors:
         return result
-    maps = torch.stack([salience(normal)] + [salience(v) for v, _ in vectors], dim=0)
+    maps = torch.stack([salience(normal, batched=batched)] + [salience(v, batched=batched) for v, _ in vectors])
     winner = torch.argmax(maps, dim=0)
     for i, (v, w) in enumerate(vectors, start=1):
         result += w * (winner == i).to(normal.dtype) * (v - normal)
     return result
 
 
-def cfg_rescale(cfg_cond: torch.Tensor, cond: torch.Tensor, phi: float) -> torch.Tensor:
-    """neutral-prompt's CFG rescale: move the guided prediction's mean and spread toward the unguided one's by φ."""
+def cfg_rescale(cfg_cond: torch.Tensor, cond: torch.Tensor, phi: float, *, batched: bool = False) -> torch.Tensor:
+    """neutral-prompt's CFG rescale: move the guided prediction's mean and spread toward the unguided one's by φ
+    (statistics over the whole tensor, per sample when `batched`)."""
     if phi == 0:
         return cfg_cond
-    mean = cfg_cond.mean()
-    target_mean = (1 - phi) * mean + phi * cond.mean()
-    factor = phi * (cond.std() / cfg_cond.std() - 1) + 1
+    dims = _dims(cfg_cond) if batched else tuple(range(cfg_cond.dim()))
+    mean = cfg_cond.mean(dim=dims, keepdim=True)
+    target_mean = (1 - phi) * mean + phi * cond.mean(dim=dims, keepdim=True)
+    factor = phi * (cond.std(dim=dims, keepdim=True) / cfg_cond.std(dim=dims, keepdim=True) - 1) + 1
     return target_mean + (cfg_cond - mean) * factor

@@ -306,3 +306,20 @@ def test_settings_from_dict_errors_are_clear():
     ]:
         with pytest.raises(ValueError, match=match):
             GuidanceSettings.from_dict(values)
+
+
+def test_images_sharing_a_structure_are_combined_together():
+    from lib_ext.guidance.combine import structure_key
+
+    a = "a castle AND_TOPK snowy :0.4 AND_PERP fog :0.3 AND_SALT night AND [x AND_TOPK y :2] :0.5"
+    b = "a house AND_TOPK rainy :0.4 AND_PERP mist :0.3 AND_SALT day AND [p AND_TOPK q :2] :0.5"
+    prompts = [a, b, a, "other AND_TOPK thing :0.9", b]
+    step, trees = make_step(prompts, seed=9, dedup=True)
+    assert len({structure_key(t) for t in trees}) == 2
+    assert structure_key(parse_root("x AND_TOPK y <sega:topk=0.1> :0.4")) != structure_key(parse_root(PROMPTS[0]))
+    for settings in (GuidanceSettings(cfg_rescale=0.5), GuidanceSettings(topk_ratio=0.3)):
+        got = combine(step, trees, settings, GuidanceState())
+        np.testing.assert_allclose(
+            got.numpy(), run_naive(step, trees, phi=settings.cfg_rescale, ratio=settings.topk_ratio), rtol=1e-10,
+            atol=1e-10,
+        )  # fmt: skip
