@@ -7,7 +7,8 @@
 - ``capture_time_ratio``: wall time of UNet forwards with capture / without on the SD1.5-shaped random UNet
   (``bench/sd15_unet.py``, SDP attention, CFG batch of 2, 64×64 latent), alternated, median of each (full run only;
   ``--quick`` gives None). ``attn2_capture_extra_seconds_per_step``: the capture's own cost per step, timed on the
-  16 attn2 modules alone (both runs).
+  16 attn2 modules alone (both runs; noisy on a busy machine), and ``capture_hook_seconds_per_step``: the time spent
+  inside the capture's post-forward hooks, where its computation happens.
 - ``map_bytes_per_image_20_steps`` / ``_50_steps``: peak bytes the capture holds for one image's maps, running the
   16 attn2 modules of that UNet at their native resolutions for a 64×64 latent (32×32 with ``--quick``:
   ``map_latent``), 20 and 50 steps.
@@ -170,6 +171,15 @@ def attn2_overhead(latent: int = 64, repeats: int = 3) -> dict:
     inputs = [torch.randn(2, n, m.to_q.in_features) for _name, m, n in sites]
     capture = Capture(lambda: rows)
     capture.set_latent_size(latent, latent)
+    in_hooks = [0.0]
+    after = capture._after
+
+    def timed_after(*args):  # the capture's own work happens in this hook: time it directly, free of load noise
+        t0 = time.perf_counter()
+        after(*args)
+        in_hooks[0] += time.perf_counter() - t0
+
+    capture._after = timed_after  # bound into the hooks at attach time
     times: dict[bool, list[float]] = {False: [], True: []}
     with torch.inference_mode():
         for _ in range(repeats):
@@ -182,7 +192,11 @@ def attn2_overhead(latent: int = 64, repeats: int = 3) -> dict:
                 times[attached].append(time.perf_counter() - t0)
                 capture.detach()
     plain, captured = statistics.median(times[False]), statistics.median(times[True])
-    return {"attn2_seconds_per_step": plain, "attn2_capture_extra_seconds_per_step": captured - plain}
+    return {
+        "attn2_seconds_per_step": plain,
+        "attn2_capture_extra_seconds_per_step": captured - plain,
+        "capture_hook_seconds_per_step": in_hooks[0] / repeats,
+    }
 
 
 class PerStepStore:
@@ -260,6 +274,7 @@ def main(quick: bool = False) -> dict:
         "forward_seconds",
         "attn2_seconds_per_step",
         "attn2_capture_extra_seconds_per_step",
+        "capture_hook_seconds_per_step",
         "map_bytes_per_image_20_steps",
         "map_bytes_per_image_50_steps",
         "per_step_baseline_bytes",
