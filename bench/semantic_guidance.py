@@ -64,16 +64,14 @@ class Trial:
 
 
 def make_trials(quick: bool) -> list[Trial]:
+    """Every shape with two (quick) or all four base colours, one concept colour each (rotating), 1 or 2 seeds."""
     colors = list(COLORS)
     trials = []
-    n_seeds = 1 if quick else 2
-    for s in range(n_seeds):
+    for s in range(1 if quick else 2):
         for i, shape in enumerate(SHAPES):
             for j, color in enumerate(colors[:2] if quick else colors):
                 others = [c for c in colors if c != color]
-                picks = [others[(i + j + s) % 3]] if quick else others
-                for concept in picks:
-                    trials.append(Trial(IMAGE_SEED + len(trials), shape, color, concept))
+                trials.append(Trial(IMAGE_SEED + len(trials), shape, color, others[(i + j + s) % 3]))
     return trials
 
 
@@ -214,12 +212,14 @@ def overhead(quick: bool) -> dict[str, float]:
 
 def sweep_configs() -> list[tuple[str, GuidanceSettings, float]]:
     out = []
-    for ratio in (0.05, 0.3):
-        for w in (0.5, 1.0, 2.0, 3.0):
+    for w in (0.5, 1.0, 2.0, 4.0):
+        out.append((f"neutral topk=0.05 w={w}", GuidanceSettings(), w))
+    for ratio in (0.2, 0.5):
+        for w in (1.0, 2.0):
             out.append((f"neutral topk={ratio} w={w}", GuidanceSettings(topk_ratio=ratio), w))
-    for q in (0.5, 0.8, 0.9):
+    for q in (0.5, 0.7, 0.9):
         for warm in (0.0, 0.2):
-            for w in (0.5, 1.0, 2.0):
+            for w in (1.0, 2.0):
                 sega = SegaParams(threshold=q, warmup=StepCount(warm, relative=True), momentum=0.1, beta=0.4)
                 out.append((f"sega q={q} warmup={warm:.0%} w={w}", GuidanceSettings(mode="sega", sega=sega), w))
     return out
