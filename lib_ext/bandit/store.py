@@ -189,6 +189,9 @@ class Store:
         busy_timeout_ms: int = 10_000,
         synchronous: str = "FULL",
     ):
+        if synchronous not in ("FULL", "EXTRA", "NORMAL"):
+            # NORMAL (WAL): a commit survives kill -9 but not power loss; FULL/EXTRA survive both (≈5 ms fsync).
+            raise ValueError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / filename

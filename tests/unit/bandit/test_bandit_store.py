@@ -50,6 +50,13 @@ def test_wal_and_schema_version(tmp_path):
         assert (tmp_path / DB_FILENAME).exists()
 
 
+def test_synchronous_setting_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="synchronous"):
+        Store(tmp_path, synchronous="OFF; DROP TABLE sessions")
+    with Store(tmp_path, synchronous="NORMAL") as store:
+        assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
 def test_ratings_are_events_and_current_is_latest(tmp_path):
     with Store(tmp_path, clock=Clock()) as store:
         sid, arm, rnd, imgs = _populate(store)
