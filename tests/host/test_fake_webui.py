@@ -77,6 +77,25 @@ def test_sdxl_conds_are_dicts_with_shape(sdxl_model, fake_webui):
     assert torch.count_nonzero(uncond["crossattn"]) == 0  # empty negative prompt is zeroed on SDXL
 
 
+def test_prompt_editing_schedules(fake_webui):
+    g = fake_webui.prompt_parser.get_learned_conditioning_prompt_schedules
+    assert g(["a [b:c:3] d"], 10) == [[[3, "a b d"], [10, "a c d"]]]
+    assert g(["a [b:0.5]"], 10) == [[[5, "a "], [10, "a b"]]]
+    assert g(["a [b::2]"], 10) == [[[2, "a b"], [10, "a "]]]
+    assert g(["[x|y]"], 3) == [[[1, "x"], [2, "y"], [3, "x"]]]
+    assert g(["a [b:c:1.5]"], 10, 10) == [[[5, "a b"], [10, "a c"]]]  # hires: fractions count from 1.0
+    assert g(["a [unbalanced", "a | b [c:d:2]"], 10) == [[[10, "a [unbalanced"]], [[10, "a | b [c:d:2]"]]]
+
+
+def test_conds_switch_at_the_scheduled_step(sd_model, fake_webui):
+    pp = fake_webui.prompt_parser
+    c = pp.get_multicond_learned_conditioning(sd_model, ["[cat:dog:2] AND fox"], steps=4)
+    at = {step: pp.reconstruct_multicond_batch(c, step)[1] for step in (0, 2, 3)}
+    cat, dog, fox = (sd_model.get_learned_conditioning([t])[0] for t in ("cat", "dog", "fox"))
+    assert torch.allclose(at[0][0], cat, atol=1e-5) and torch.allclose(at[2][0], cat, atol=1e-5)
+    assert torch.allclose(at[3][0], dog, atol=1e-5) and torch.allclose(at[3][1], fox, atol=1e-5)
+
+
 def test_parse_prompt_attention_semantics(fake_webui):
     parse = fake_webui.prompt_parser.parse_prompt_attention
     assert parse("normal text") == [["normal text", 1.0]]

@@ -65,6 +65,50 @@ def test_prompt_parsing_matches_a1111(fake_webui):
         assert (mine[0], list(mine[1]), mine[2]) == (theirs[0], list(theirs[1]), theirs[2]), s
 
 
+def well_formed_prompts(n: int, seed: int):
+    """Prompts without stray brackets: for those, lark's Earley parser picks a derivation that depends on the
+    process's hash seed (the WebUI's own schedules are not deterministic there), so they cannot be compared."""
+    rnd = random.Random(seed)
+
+    def words():
+        return rnd.choice(["a", "b c", " d ", "", "e,f", "AND g"])
+
+    def number():
+        return rnd.choice(["3", "0.5", ".25", "1.5", "12", " 2 ", "-1", "1e1"])
+
+    def gen(depth=0):
+        k = rnd.randint(0, 9 if depth < 2 else 1)
+        if k <= 1:
+            return words()
+        inner = [gen(depth + 1) for _ in range(3)]
+        return {
+            2: f"({inner[0]})",
+            3: f"({inner[0]}:1.2)",
+            4: f"[{inner[0]}]",
+            5: f"[{inner[0]}:{inner[1]}:{number()}]",
+            6: f"[{inner[0]}:{number()}]",
+            7: f"[{inner[0]}::{number()}]",
+            8: "[" + "|".join(inner[: rnd.randint(2, 3)]) + "]",
+            9: inner[0] + inner[1],
+        }[k]
+
+    for _ in range(n):
+        yield "".join(gen() for _ in range(rnd.randint(1, 4)))
+
+
+@pytest.mark.slow
+def test_prompt_editing_schedules_match_a1111(fake_webui):
+    lark = pytest.importorskip("lark")
+    src = real_source("modules/prompt_parser.py")
+    start, end = src.index("schedule_parser = lark.Lark"), src.index("ScheduledPromptConditioning = namedtuple")
+    ns = {"lark": lark, "re": re}
+    exec(compile(src[start:end], "a1111/prompt_parser.py", "exec"), ns)
+    mine = fake_webui.prompt_parser.get_learned_conditioning_prompt_schedules
+    for prompt in well_formed_prompts(150, seed=2):
+        for args in ((10,), (10, 10), (10, None, True), (7, 5)):
+            assert mine([prompt], *args) == ns["get_learned_conditioning_prompt_schedules"]([prompt], *args), prompt
+
+
 def test_tokenize_line_matches_a1111(fake_webui, sd_model):
     src = real_source("modules/sd_hijack_clip.py")
     i, j = src.index("    def tokenize_line(self, line):"), src.index("    def process_texts(self, texts):")

@@ -1,8 +1,7 @@
 """``modules.prompt_parser`` of v1.10.1: AND-composition, cond schedules and the batch layouts.
 
-Simplified: prompt editing ``[a:b:N]`` / alternation are not parsed (every prompt has one schedule entry that lasts
-all steps). Exact: ``re_AND``, ``re_weight``, sub-prompt dedup, ``reconstruct_*`` layouts, ``DictWithShape``,
-``parse_prompt_attention``.
+Exact: ``re_AND``, ``re_weight``, sub-prompt dedup, ``reconstruct_*`` layouts, ``DictWithShape``,
+``parse_prompt_attention``. Prompt editing has its own small parser (the WebUI uses a lark grammar).
 """
 
 from __future__ import annotations
@@ -15,10 +14,156 @@ import torch
 ScheduledPromptConditioning = namedtuple("ScheduledPromptConditioning", ["end_at_step", "cond"])
 
 
+class _Unparsable(Exception):
+    pass
+
+
+_number = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?))\s*$")
+
+
+class _ScheduleParser:
+    """Prompt-editing syntax: ``[from:to:when]``, ``[to:when]``, ``[from::when]``, ``[a|b|...]``; ``(..)``,
+    ``(..:..)`` and ``[..]`` only group. Brackets that form no valid group are plain text at the top level; a
+    stray ``|`` or a dangling backslash makes the whole prompt unparsable (no schedule), as with the WebUI's
+    grammar. Nodes: str, ("sched", before, after, when_text), ("alt", [options]), lists for sequences."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def parse(self):
+        nodes, i = [], 0
+        while i < len(self.text):
+            try:
+                node, i2 = self.group(i)
+            except _Unparsable:
+                node, i2 = None, i
+            if node is not None:
+                nodes.append(node)
+                i = i2
+            elif self.text[i] in "[]():":
+                nodes.append(self.text[i])  # stray bracket or colon: literal text
+                i += 1
+            else:
+                run, i = self.plain(i)
+                if not run:
+                    raise _Unparsable  # "|" outside an alternation
+                nodes.append(run)
+        return nodes
+
+    def plain(self, i):
+        start = i
+        while i < len(self.text) and self.text[i] not in "[]():|":
+            if self.text[i] == "\\":
+                if i + 1 >= len(self.text):
+                    raise _Unparsable
+                i += 1
+            i += 1
+        return self.text[start:i], i
+
+    def seq(self, i, stops):
+        """A run of plain text and groups up to one of ``stops`` (not consumed)."""
+        nodes = []
+        while i < len(self.text) and self.text[i] not in stops:
+            c = self.text[i]
+            if c in "([":
+                node, i = self.group(i)
+                if node is None:
+                    raise _Unparsable
+                nodes.append(node)
+            elif c in ")]:|":
+                raise _Unparsable
+            else:
+                run, i = self.plain(i)
+                nodes.append(run)
+        if i >= len(self.text):
+            raise _Unparsable
+        return nodes, i
+
+    def group(self, i):
+        c = self.text[i] if i < len(self.text) else ""
+        if c == "(":
+            first, j = self.seq(i + 1, "):")
+            if self.text[j] == ")":
+                return ["(", first, ")"], j + 1
+            second, k = self.seq(j + 1, ")")
+            return ["(", first, ":", second, ")"], k + 1
+        if c == "[":
+            parts, seps, j = [], [], i + 1
+            while True:
+                part, j = self.seq(j, "]:|")
+                parts.append(part)
+                if self.text[j] == "]":
+                    break
+                seps.append(self.text[j])
+                j += 1
+                if seps[-1] == ":" and len(seps) <= 2 and "|" not in seps:
+                    m = _number.match(self.text, j, self.text.find("]", j) if "]" in self.text[j:] else len(self.text))
+                    if m is not None and self.text.find("]", j) == m.end():
+                        return ("sched", parts[0] if len(parts) == 2 else None, parts[-1], m.group(1)), m.end() + 1
+            if not seps:
+                return ["[", parts[0], "]"], j + 1
+            if set(seps) == {"|"}:
+                return ("alt", parts), j + 1
+            raise _Unparsable
+        return None, i
+
+
 def get_learned_conditioning_prompt_schedules(prompts, base_steps, hires_steps=None, use_old_scheduling=False):
-    """One ``[end_at_step, text]`` entry per prompt (no prompt-editing syntax in the double)."""
-    steps = base_steps if hires_steps is None or use_old_scheduling else hires_steps
-    return [[[steps, prompt]] for prompt in prompts]
+    """Per prompt, ``[[end_at_step, text], ...]``: where prompt editing switches text (same numbers as v1.10.1:
+    "N" is a step, "0.N" a fraction; with hires steps the hires pass counts from 1.0 / base_steps)."""
+    if hires_steps is None or use_old_scheduling:
+        int_offset, flt_offset, steps = 0, 0.0, base_steps
+    else:
+        int_offset, flt_offset, steps = base_steps, 1.0, hires_steps
+
+    def when_step(text):
+        v = float(text)
+        if use_old_scheduling:
+            v = v * steps if v < 1 else v
+        elif "." in text:
+            v = (v - flt_offset) * steps
+        else:
+            v = v - int_offset
+        return min(steps, int(v))
+
+    def switch_steps(node, out):
+        if isinstance(node, str):
+            return
+        if isinstance(node, tuple) and node[0] == "sched":
+            when = when_step(node[3])
+            if when >= 1:
+                out.add(when)
+            for child in (node[1] or [], node[2]):
+                switch_steps(child, out)
+        elif isinstance(node, tuple):
+            out.update(range(1, steps + 1))
+            for child in node[1]:
+                switch_steps(child, out)
+        else:
+            for child in node:
+                switch_steps(child, out)
+
+    def render(node, step):
+        if isinstance(node, str):
+            return node
+        if isinstance(node, tuple) and node[0] == "sched":
+            chosen = (node[1] or []) if step <= when_step(node[3]) else node[2]
+            return render(chosen, step)
+        if isinstance(node, tuple):
+            return render(node[1][(step - 1) % len(node[1])], step)
+        return "".join(render(child, step) for child in node)
+
+    def schedule(prompt):
+        try:
+            tree = _ScheduleParser(prompt).parse()
+        except _Unparsable:
+            return [[steps, prompt]]
+        points = {steps}
+        switch_steps(tree, points)
+        return [[t, render(tree, t)] for t in sorted(points)]
+
+    cache = {prompt: schedule(prompt) for prompt in set(prompts)}
+    return [cache[prompt] for prompt in prompts]
 
 
 class SdConditioning(list):
