@@ -10,6 +10,8 @@ Metrics (last-line JSON):
   (the X/Y/Z-grid way), geometric mean over scenarios of the ratio of mean likes. Goal ≥ 1.3.
 - ratings_to_best_ratio_vs_uniform: ratings until the stopping rule names an arm (P(best) ≥ 0.95, checked after
   every round), top-two TS / uniform sweep, geometric mean over scenarios of the ratio of mean ratings. Goal ≤ 0.5.
+  Beside it, per scenario, the asymptotic ratio of the OPTIMAL allocation (Garivier & Kaufmann 2016): where even
+  that is above 0.5, no policy can reach the goal on that scenario.
   best_arm_correct_fraction: top-two runs that stopped AND named the true best arm (a run hitting the budget
   counts as wrong). Goal ≥ 0.95.
 - rating_ms_p95: wall time of BanditService.rate (validation + SQLite commit, synchronous=FULL, WAL) in a session
@@ -73,6 +75,50 @@ SCENARIOS = (
     ),
     Scenario("two close leaders", tuple("FGHIJ"), (0.55, 0.45, 0.2, 0.1, 0.0), (0.3,) * 5, 0.55),
 )
+
+
+def _kl(p: float, q: float) -> float:
+    p, q = min(max(p, 1e-12), 1 - 1e-12), min(max(q, 1e-12), 1 - 1e-12)
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def _allocation_value(w: np.ndarray, mu: np.ndarray) -> float:
+    """min over challengers a of inf_x w_b KL(μ_b, x) + w_a KL(μ_a, x) (x = the weighted mean for Bernoulli)."""
+    b = int(mu.argmax())
+    out = math.inf
+    for a in range(len(mu)):
+        if a != b:
+            x = (w[b] * mu[b] + w[a] * mu[a]) / (w[b] + w[a])
+            out = min(out, w[b] * _kl(mu[b], x) + w[a] * _kl(mu[a], x))
+    return out
+
+
+def asymptotic_ratios(mu: np.ndarray, iters: int = 3000) -> dict[str, float]:
+    """Best achievable ratings-to-best ratio vs uniform as confidence → 1 (Garivier & Kaufmann 2016: the
+    sample complexity is T*·log(1/δ), T*⁻¹ = max_w allocation value): with the optimal allocation, and with the
+    best allocation that gives the leader β = ½ (what top-two TS converges to). Found by seeded random search."""
+    rng = np.random.default_rng(0)
+    k, b = len(mu), int(mu.argmax())
+    uniform = _allocation_value(np.full(k, 1 / k), mu)
+    best = {}
+    for name, leader_share in (("optimal", None), ("beta_half", 0.5)):
+        w = np.full(k, 1 / k) if leader_share is None else np.where(np.arange(k) == b, 0.5, 0.5 / (k - 1))
+        v, step = _allocation_value(w, mu), 0.3
+        for it in range(iters):
+            z = w * np.exp(step * rng.standard_normal(k))
+            if leader_share is None:
+                z /= z.sum()
+            else:
+                others = np.arange(k) != b
+                z[others] *= (1 - leader_share) / z[others].sum()
+                z[b] = leader_share
+            vz = _allocation_value(z, mu)
+            if vz > v:
+                w, v = z, vz
+            if it % 1000 == 999:
+                step /= 2
+        best[name] = uniform / v
+    return best
 
 
 def _beliefs(s: np.ndarray, f: np.ndarray, n_img: np.ndarray) -> list[ArmBelief]:
@@ -140,16 +186,20 @@ def simulate(quick: bool) -> dict:
         br = float(np.mean(ratings["find_best"]) / np.mean(ratings["uniform"]))
         likes_ratios.append(lr)
         best_ratios.append(br)
+        bound = asymptotic_ratios(p)
         per.append({
             "scenario": sc.name, "like_probabilities": dict(zip(sc.arms, np.round(p, 3).tolist())),
             "likes_ts": float(np.mean(likes["more_good"])), "likes_uniform": float(np.mean(likes["uniform"])),
             "likes_ratio": lr, "ratings_to_best_top_two": float(np.mean(ratings["find_best"])),
             "ratings_to_best_uniform": float(np.mean(ratings["uniform"])), "ratings_ratio": br,
+            "ratings_ratio_asymptotic_optimal": bound["optimal"],
+            "ratings_ratio_asymptotic_beta_half": bound["beta_half"],
         })  # fmt: skip
     gmean = lambda xs: float(np.exp(np.mean(np.log(xs))))  # noqa: E731
     return {
         "likes_ratio_vs_uniform": gmean(likes_ratios),
         "ratings_to_best_ratio_vs_uniform": gmean(best_ratios),
+        "ratings_to_best_ratio_asymptotic_optimal": gmean([s["ratings_ratio_asymptotic_optimal"] for s in per]),
         "best_arm_correct_fraction": correct / total,
         "top_two_runs_censored": censored,
         "likes_n_ratings": n_ratings,
@@ -257,13 +307,18 @@ def main(quick: bool = False) -> dict:
     sim = simulate(quick)
     lat = rating_latency(quick)
     kill = kill_test(quick)
-    print(f"{'scenario':52s} {'p(like) per arm':44s} {'likes TS/unif':>14s} {'ratings TTTS/unif':>18s}")
+    print(
+        f"{'scenario':52s} {'p(like) per arm':44s} {'likes TS/unif':>14s} {'ratings TTTS/unif':>18s} "
+        f"{'ratio':>6s} {'bound':>6s}"
+    )
     for s in sim["scenarios"]:
         probs = " ".join(f"{a}={v:.2f}" for a, v in s["like_probabilities"].items())
         print(
             f"{s['scenario']:52s} {probs[:44]:44s} {s['likes_ts']:6.1f}/{s['likes_uniform']:<6.1f} "
-            f"{s['ratings_to_best_top_two']:7.0f}/{s['ratings_to_best_uniform']:<7.0f}"
+            f"{s['ratings_to_best_top_two']:7.0f}/{s['ratings_to_best_uniform']:<7.0f} {s['ratings_ratio']:6.2f} "
+            f"{s['ratings_ratio_asymptotic_optimal']:6.2f}"
         )
+    print("bound: the ratings ratio of the optimal allocation as confidence → 1 (no policy does better asymptotically)")
     print(
         f"likes ratio {sim['likes_ratio_vs_uniform']:.2f} (goal ≥ 1.3); ratings-to-best ratio "
         f"{sim['ratings_to_best_ratio_vs_uniform']:.2f} (goal ≤ 0.5); best arm correct "

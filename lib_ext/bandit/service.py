@@ -471,6 +471,10 @@ class BanditService:
             rating,
         )
 
+    def get_image(self, image_id: int) -> dict[str, Any]:
+        """One image with its current rating (and session, arm, round, seed, path, sha256)."""
+        return self.store.get_image(_id(image_id, "image id"))
+
     def stats(self, session_id: int, draws: int = 20_000) -> dict[str, Any]:
         """Per-arm n, likes, dislikes, skipped, pending, posterior mean, 95 % interval, P(best) (active arms);
         the prior; and for "find the best" the stopping rule's verdict."""

@@ -178,6 +178,7 @@ def test_validation_messages(svc, call, match):
         lambda s: s.rate(999, "like"),
         lambda s: s.mark_rest(999),
         lambda s: s.add_arm(999, "x"),
+        lambda s: s.get_image(999),
     ],
 )
 def test_unknown_ids_are_not_found(svc, call):
