@@ -22,8 +22,9 @@ One layer call gives, per selected row, a head-summed map ``[L, h, w]`` (``L`` =
 k chunks; ``h×w`` = the layer's query grid, found from the latent size by repeated ceil-halving). All rows' maps are
 upsampled bicubically to the common map size (the latent size with its longer side capped at ``max_map_side``, 64 by
 default: DAAM's 64×64 for a 512² SD1.5 image) in ONE ``interpolate`` call over all rows and tokens, clamped at 0
-(bicubic overshoot), and added into ONE running fp32 sum ``[L, H, W]`` per (pass, image, sub-prompt), plus one per
-image for the negative prompt's rows when asked. The sum therefore runs over heads, layers and steps; DAAM's mean
+(bicubic overshoot; layers finer than the common size, as in a hires pass, are area-averaged down instead), and added
+into ONE running fp32 sum ``[L, H, W]`` per (pass, image, sub-prompt), plus one per image for the negative prompt's
+rows when asked. The sum therefore runs over heads, layers and steps; DAAM's mean
 differs only by a constant factor, which the per-word normalisation removes. Like DAAM, 8× downsampled layers (the
 SD1.5 middle block) are skipped by default (``skip_factors``). A word's map is the mean of its tokens' maps, min-max
 normalised (``aggregate.word_map``); DAAM's threshold τ = 0.4 turns it into a mask.
@@ -103,9 +104,12 @@ class ImageMaps:
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic upsampling of ``[B, L, h, w]`` maps to ``size`` (H, W) in one call, clamped at 0."""
+    """``[B, L, h, w]`` maps to ``size`` (H, W) in one call: bicubic upsampling clamped at 0, or an area average
+    when the layer is finer than the common size (hires latents above ``max_map_side``), which does not alias."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
+    if maps.shape[-2] >= size[0] and maps.shape[-1] >= size[1]:
+        return F.interpolate(maps, size=size, mode="area")
     return F.interpolate(maps, size=size, mode="bicubic", align_corners=False).clamp_min_(0)
 
 

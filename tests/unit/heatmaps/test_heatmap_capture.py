@@ -495,3 +495,19 @@ def test_fp16_projections_are_cast_to_fp32_before_the_softmax(monkeypatch):
     (maps,) = cap.collect()
     assert maps.positive[0].dtype == torch.float32
     torch.testing.assert_close(maps.positive[0].double(), exact, rtol=1e-5, atol=1e-6)  # an fp16 softmax is ~1e-3 off
+
+
+def test_layers_finer_than_the_common_size_are_area_averaged():
+    """A hires latent above max_map_side: its full-resolution layers are averaged down, not sampled."""
+    torch.manual_seed(0)
+    attn = LdmCrossAttention(320, 768, 8, 40)
+    hidden, context = run_layer(attn, latent=(16, 12), batch=2)
+    cap = Capture(lambda: cfg_rows(1), strict(max_map_side=8))
+    cap.set_latent_size(16, 12)
+    cap.attach([attn])
+    with torch.no_grad():
+        attn(hidden, context=context)
+    (maps,) = cap.collect()
+    assert maps.size == (8, 6)
+    ref = naive_maps(attn, hidden, context)[0].reshape(77, 16, 12).float()
+    torch.testing.assert_close(maps.positive[0], F.avg_pool2d(ref, 2), rtol=1e-4, atol=1e-5)
