@@ -514,6 +514,8 @@ def create_infotext(
     prompt_text = p.main_prompt if use_main_prompt else all_prompts[index]
     negative_prompt = p.main_negative_prompt if use_main_prompt else all_negative_prompts[index]
 
+    uses_ensd = opts.eta_noise_seed_delta != 0  # a local the callables below receive, as in the WebUI
+
     generation_params = {
         "Steps": p.steps,
         "Sampler": p.sampler_name,
@@ -539,7 +541,7 @@ def create_infotext(
         "Denoising strength": p.extra_generation_params.get("Denoising strength"),
         "Conditional mask weight": None,
         "Clip skip": None if clip_skip <= 1 else clip_skip,
-        "ENSD": None,
+        "ENSD": opts.eta_noise_seed_delta if uses_ensd else None,
         "Token merging ratio": None if token_merging_ratio == 0 else token_merging_ratio,
         "Token merging ratio hr": None if not enable_hr or token_merging_ratio_hr == 0 else token_merging_ratio_hr,
         "Init image hash": getattr(p, "init_img_hash", None),
