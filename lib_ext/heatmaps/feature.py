@@ -216,9 +216,10 @@ class HeatmapFeature:
 
     # -- output ---------------------------------------------------------------------------------------------
     def render(self, result: ImageHeatmaps, image: Any, font_path: str | None = None, **kw: Any):
-        """The captioned per-word grid over the generated image (PIL), or None when there is no word at all."""
+        """The captioned per-word grid over the generated image (PIL); words without a map show their message in
+        their tile. None when no word has a map (the host then reports the words' messages)."""
         tiles = result.tiles()
-        if not tiles:
+        if all(heat is None for _word, heat, _message in tiles):
             return None
         return word_grid(
             image, tiles, alpha=self.settings.alpha, cmap=self.settings.colormap, font_path=font_path, **kw

@@ -74,7 +74,11 @@ def test_feature_in_the_toy_host_matches_the_models_own_probabilities(host):
     torch.testing.assert_close(by_word["a"].raw, (a0 + a1) / 2, rtol=1e-3, atol=1e-4)
     assert first.maps.calls == {0: 2 * len(sites), 1: 2 * len(sites)}
     grid = feature.render(first, processed.images[0])
-    assert grid is not None and grid.width == 2 * 32
+    assert grid is not None and grid.width == 2 * 32  # 4 tiles: giraffe's shows its message
+    only_missing = HeatmapFeature(HeatmapSettings(words=("giraffe",)))
+    missing = only_missing.word_maps(first.maps, JobInfo(prompts=["a red circle"], negative_prompts=[""], seeds=[1]),
+                                     host.tokenize)  # fmt: skip
+    assert only_missing.render(missing, processed.images[0]) is None
 
 
 def test_each_image_uses_its_own_prompt_and_negative_modes(host, tmp_path):
