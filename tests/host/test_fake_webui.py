@@ -827,3 +827,18 @@ def test_sampler_lifetimes_txt2img_per_batch_img2img_per_job(fake_webui, sd_mode
     )
     m.processing.process_images(p)
     assert seen[0]["denoiser"] is seen[-1]["denoiser"] and [s["dstep"] for s in seen] == [0, 1, 2, 0, 1, 2]
+
+
+def test_skip_ends_only_the_current_batch(fake_webui, sd_model):
+    m = fake_webui
+    steps = []
+
+    def skip_first_batch(params):
+        steps.append((params.denoiser.p.iteration, params.denoiser.step))
+        if params.denoiser.p.iteration == 0:
+            m.shared.state.skip()
+
+    m.script_callbacks.on_cfg_denoiser(skip_first_batch)
+    m.shared.state.begin()
+    res = m.processing.process_images(txt2img(m, n_iter=2, steps=3))
+    assert steps == [(0, 0), (1, 0), (1, 1), (1, 2)] and len(res.images) == 2 and not m.shared.state.skipped
