@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--outdir", default="outputs", help="where --smoke and --save put images")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--save", action="store_true", help="save every generated image (PNG with infotext) to --outdir")
+    ap.add_argument("--data-dir", default=None, help="seed-bandit data folder (default outputs/promptscope-bandit)")
     ap.add_argument("--smoke", action="store_true", help="generate one image headless, save it, and exit")
     ap.add_argument("--prompt", default="a red circle and a blue square", help="prompt for --smoke")
     ap.add_argument("--seed", type=int, default=1, help="seed for --smoke")
@@ -58,10 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     from .ui import build_app
 
     host = ToyHost.load(args.weights, outdir=args.outdir if args.save else None)
-    demo = build_app(host)
+    demo = build_app(host, data_dir=args.data_dir)
     demo.queue()
+    app, _local, _share = demo.launch(
+        server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_api=False,
+        prevent_thread_lock=True,
+    )  # fmt: skip
+    for hook in getattr(demo, "promptscope_app_hooks", []):  # e.g. HTTP routes, as A1111's on_app_started
+        hook(demo, app)
     print(f"PromptScope app on http://{args.host}:{args.port}/ (model {host.model_name})", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_api=False)
+    demo.block_thread()
     return 0
 
 

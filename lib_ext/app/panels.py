@@ -53,6 +53,9 @@ class Txt2ImgPanel:
 @dataclass
 class TabContext:
     host: Any  # ToyHost
+    data_dir: Any = None  # the app's --data-dir (None: the feature's default folder)
+    # callables (demo, app) run once the server is up, e.g. to mount HTTP routes on the FastAPI `app`
+    app_hooks: list[Callable[[Any, Any], None]] = field(default_factory=list)
 
 
 @dataclass

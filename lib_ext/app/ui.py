@@ -50,8 +50,13 @@ def _status(processed: ToyProcessed | None, error: str | None = None) -> str:
     return "<br>".join(parts)
 
 
-def build_app(host: ToyHost, registry: PanelRegistry | None = None) -> gr.Blocks:
+def build_app(host: ToyHost, registry: PanelRegistry | None = None, data_dir: Any = None) -> gr.Blocks:
+    """The page; tabs' `app_hooks` are left on `demo.promptscope_app_hooks` for `main` to run after launch."""
+    from .page_scripts import install as install_page_scripts
+
     registry = discover() if registry is None else registry
+    install_page_scripts()  # the repository's javascript/*.js (keyboard shortcuts), as A1111 loads them
+    app_hooks: list[Any] = []
     with gr.Blocks(title="PromptScope", theme=offline_theme(), css=CSS, analytics_enabled=False) as demo:
         gr.Markdown(f"## PromptScope · standalone app · model `{host.model_name}`")
         with gr.Tabs():
@@ -60,10 +65,11 @@ def build_app(host: ToyHost, registry: PanelRegistry | None = None) -> gr.Blocks
             for reg in registry.of_kind("tab"):
                 with gr.Tab(reg.title, id=f"ps_tab_{reg.name}"):
                     try:
-                        reg.build(TabContext(host=host))
+                        reg.build(TabContext(host=host, data_dir=data_dir, app_hooks=app_hooks))
                     except Exception:
                         log.exception("PromptScope: tab %s failed to build", reg.name)
                         gr.Markdown(f"The {html.escape(reg.title)} tab failed to load; see the console.")
+    demo.promptscope_app_hooks = app_hooks
     return demo
 
 

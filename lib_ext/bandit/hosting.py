@@ -1,0 +1,111 @@
+"""What both hosts share around the service: one open service per data folder, and generation through a host.
+
+- `ServiceProvider`: the tab and the HTTP routes of one host ask it for the service, so they share one store
+  connection; the data folder may change (A1111 setting) and the service is reopened on the new folder.
+- `host_generator`: `run_jobs` of the seam (`Host.run_jobs(requests, progress)`) → the `generate(jobs, progress)`
+  the tab calls; images are written as PNG (infotext in the `parameters` chunk, as A1111 writes it) into the
+  data folder's `images/session_<id>/`, unless the host already saved them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .service import BanditService, ImageResult, Job, generator_from_host
+
+Progress = Callable[[int, int, str], None]
+GenerateFn = Callable[[list[Job], Progress | None], list[ImageResult]]
+
+
+def check_data_dir(path: str | os.PathLike) -> Path:
+    """An absolute data folder that exists (created if needed), or ValueError saying why not."""
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the seed-bandit data folder is empty")
+    if "\x00" in text:
+        raise ValueError("the seed-bandit data folder must not contain NUL characters")
+    folder = Path(text).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the seed-bandit data folder {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the seed-bandit data folder {folder}: {exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"the seed-bandit data folder {folder} is not writable")
+    return folder
+
+
+class ServiceProvider:
+    """The BanditService of the current data folder (`data_dir` may be a callable read at every call)."""
+
+    def __init__(self, data_dir: str | os.PathLike | Callable[[], str | os.PathLike], **service_kwargs: Any):
+        self._data_dir = data_dir
+        self._kwargs = service_kwargs
+        self._lock = threading.Lock()
+        self._service: BanditService | None = None
+        self._folder: Path | None = None
+
+    def data_dir(self) -> Path:
+        raw = self._data_dir() if callable(self._data_dir) else self._data_dir
+        return check_data_dir(raw)
+
+    def __call__(self) -> BanditService:
+        folder = self.data_dir()
+        with self._lock:
+            if self._service is None or self._folder != folder:
+                if self._service is not None:
+                    self._service.close()
+                    self._service = None
+                self._service = BanditService(folder, **self._kwargs)
+                self._folder = folder
+            return self._service
+
+    def close(self) -> None:
+        with self._lock:
+            if self._service is not None:
+                self._service.close()
+            self._service = None
+            self._folder = None
+
+
+def save_png(image: Any, infotext: str, path: Path) -> Path:
+    """PNG with the infotext in the `parameters` text chunk (what PNG Info reads)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext or "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, pnginfo=info)
+    return path
+
+
+def image_path(images_dir: Path, job: Job) -> Path:
+    """`<images_dir>/session_<id>/r<round>_<index>_<seed>.png`, never overwriting an existing file."""
+    folder = images_dir / f"session_{int(job.session_id)}"
+    stem = f"r{int(job.round_number):04d}_{int(job.index):03d}_{int(job.seed)}"
+    path, n = folder / f"{stem}.png", 1
+    while path.exists():
+        path, n = folder / f"{stem}-{n}.png", n + 1
+    return path
+
+
+def host_generator(
+    run_jobs: Callable[[Sequence[Any], Progress | None], Sequence[Any]],
+    request_factory: Callable[..., Any],
+    images_dir: Callable[[], Path],
+) -> GenerateFn:
+    """`generate(jobs, progress)` over a host's `run_jobs`; results without a saved path are saved as PNG under
+    `images_dir()` (the data folder's `images/`)."""
+
+    def save(result: Any, job: Job) -> str:
+        return str(save_png(result.image, getattr(result, "infotext", "") or "", image_path(images_dir(), job)))
+
+    def generate(jobs: list[Job], progress: Progress | None = None) -> list[ImageResult]:
+        return generator_from_host(run_jobs, request_factory, save=save, progress=progress)(jobs)
+
+    return generate

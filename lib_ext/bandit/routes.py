@@ -1,0 +1,214 @@
+"""HTTP routes of the seed bandit: a FastAPI `APIRouter` over the same `BanditService` the tab uses.
+
+Mounted by A1111 in `on_app_started(demo, app)` and by the standalone app on its FastAPI app, under
+`/promptscope/v1/bandit`. Request bodies are pydantic models that work on pydantic 1 (A1111: fastapi 0.94) and
+pydantic 2 (Forge); unknown fields are rejected. Errors are clear 4xx: 404 for an id that does not exist, 422 for
+a bad value (the service's message), 503 when the store cannot be used (corrupt file: the message says where the
+backup went). Image files are served only from inside the data folder or the host's output folders.
+
+No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time.
+"""
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+try:
+    from typing import Literal
+except ImportError:  # pragma: no cover
+    from typing import Literal
+
+from .service import BanditService
+from .store import NotFoundError, StoreError
+
+PREFIX = "/promptscope/v1/bandit"
+PYDANTIC_V2 = hasattr(BaseModel, "model_fields")
+
+if PYDANTIC_V2:
+    from pydantic import ConfigDict
+
+    class _Body(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+else:
+
+    class _Body(BaseModel):  # type: ignore[no-redef]
+        class Config:
+            extra = "forbid"
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    """The fields the client sent (pydantic 1 and 2)."""
+    if PYDANTIC_V2:
+        return model.model_dump(exclude_unset=True)
+    return model.dict(exclude_unset=True)
+
+
+class SessionIn(_Body):
+    name: str = Field(..., min_length=1, max_length=200)
+    settings: dict[str, Any] | None = None
+    mode: Literal["more_good", "find_best", "uniform"] | None = None
+    shared_seeds: bool | None = None
+    half_life_hours: float | None = None
+    prior: Literal["empirical", "uniform"] | None = None
+    round_size: int | None = None
+    stop_rule: str | None = None
+    p_best_threshold: float | None = None
+
+
+class ArmIn(_Body):
+    prompt: str = Field(..., min_length=1)
+    negative: str = ""
+    settings: dict[str, Any] | None = None
+    label: str = ""
+
+
+class ArmPatch(_Body):
+    prompt: str | None = None
+    negative: str | None = None
+    settings: dict[str, Any] | None = None
+    label: str | None = None
+    retired: bool | None = None
+
+
+class RatingIn(_Body):
+    rating: Literal["like", "dislike", "skip"]
+    client: str | None = Field(None, max_length=200)
+
+
+class ClientIn(_Body):
+    client: str | None = Field(None, max_length=200)
+
+
+class MarkRestIn(_Body):
+    rating: Literal["like", "dislike", "skip"] = "dislike"
+    client: str | None = Field(None, max_length=200)
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a service call, mapping its errors to HTTP: unknown id 404, bad value 422, unusable store 503."""
+    try:
+        return fn(*args, **kwargs)
+    except NotFoundError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    except StoreError as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from None
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    for root in roots:
+        try:
+            if os.path.commonpath([root, path]) == str(root):
+                return True
+        except ValueError:  # different drives
+            continue
+    return False
+
+
+def make_router(
+    service_factory: Callable[[], BanditService],
+    allowed_roots: Callable[[], Sequence[os.PathLike]] = lambda: (),
+    prefix: str = PREFIX,
+) -> APIRouter:
+    """Routes under `prefix`. `service_factory()` returns the shared service (it may raise ValueError/StoreError
+    when the data folder is unusable: 422/503). `allowed_roots()` lists folders besides the data folder that image
+    files may be served from (the host's output folders)."""
+    router = APIRouter(prefix=prefix, tags=["PromptScope seed bandit"])
+
+    def svc() -> BanditService:
+        return _call(service_factory)
+
+    @router.get("/sessions")
+    def list_sessions() -> list[dict[str, Any]]:
+        return _call(svc().list_sessions)
+
+    @router.post("/sessions", status_code=201)
+    def create_session(body: SessionIn) -> dict[str, Any]:
+        data = _dump(body)
+        name, settings = data.pop("name"), data.pop("settings", None)
+        return _call(svc().create_session, name, settings, **data)
+
+    @router.get("/sessions/{session_id}")
+    def get_session(session_id: int) -> dict[str, Any]:
+        return _call(svc().get_session, session_id)
+
+    @router.get("/sessions/{session_id}/arms")
+    def list_arms(session_id: int, include_retired: bool = True) -> list[dict[str, Any]]:
+        return _call(svc().list_arms, session_id, include_retired)
+
+    @router.post("/sessions/{session_id}/arms", status_code=201)
+    def add_arm(session_id: int, body: ArmIn) -> dict[str, Any]:
+        return _call(svc().add_arm, session_id, body.prompt, body.negative, body.settings, body.label)
+
+    @router.get("/arms/{arm_id}")
+    def get_arm(arm_id: int) -> dict[str, Any]:
+        return _call(svc().get_arm, arm_id)
+
+    @router.patch("/arms/{arm_id}")
+    def patch_arm(arm_id: int, body: ArmPatch) -> dict[str, Any]:
+        """Edit (a changed prompt/negative/settings makes a new arm version, returned) and/or retire/restore."""
+        data = _dump(body)
+        retired = data.pop("retired", None)
+        s = svc()
+        arm = _call(s.get_arm, arm_id)
+        if data:
+            arm = _call(s.edit_arm, arm_id, **data)
+        if retired is not None:
+            arm = _call(s.retire_arm, arm["id"], retired)
+        return arm
+
+    @router.get("/sessions/{session_id}/stats")
+    def stats(session_id: int, draws: int = Query(20_000, ge=100, le=200_000)) -> dict[str, Any]:
+        return _call(svc().stats, session_id, draws)
+
+    @router.get("/sessions/{session_id}/history")
+    def history(session_id: int) -> dict[str, Any]:
+        return _call(svc().history, session_id)
+
+    @router.get("/sessions/{session_id}/images")
+    def images(
+        session_id: int,
+        arm_id: int | None = None,
+        round_id: int | None = None,
+        rating: Literal["like", "dislike", "skip", "pending"] | None = None,
+    ) -> list[dict[str, Any]]:
+        return _call(svc().images, session_id, arm_id, round_id, rating)
+
+    @router.post("/images/{image_id}/rating")
+    def rate(image_id: int, body: RatingIn) -> dict[str, Any]:
+        return _call(svc().rate, image_id, body.rating, body.client)
+
+    @router.post("/sessions/{session_id}/undo")
+    def undo(session_id: int, body: ClientIn | None = None) -> dict[str, Any]:
+        return {"undone": _call(svc().undo, session_id, body.client if body else None)}
+
+    @router.post("/rounds/{round_id}/mark-rest")
+    def mark_rest(round_id: int, body: MarkRestIn | None = None) -> dict[str, Any]:
+        body = body or MarkRestIn()
+        return _call(svc().mark_rest, round_id, body.rating, body.client)
+
+    @router.get("/images/{image_id}/file")
+    def image_file(image_id: int) -> FileResponse:
+        s = svc()
+        if image_id < 1:
+            raise HTTPException(status_code=422, detail=f"image id must be a positive integer, got {image_id}")
+        img = _call(s.store.get_image, image_id)
+        path = Path(img["path"]).resolve()
+        roots = [Path(s.store.folder).resolve(), *(Path(r).resolve() for r in allowed_roots())]
+        if not _inside(path, roots):
+            raise HTTPException(status_code=403, detail="the image file is outside the data and output folders")
+        if not path.is_file():
+            raise HTTPException(status_code=404, detail=f"image {image_id}'s file is missing")
+        return FileResponse(str(path))
+
+    return router
+
+
+__all__ = ["PREFIX", "make_router"]

@@ -1,0 +1,770 @@
+"""The seed-bandit tab: one gradio Blocks builder for both hosts (A1111 and the standalone app).
+
+Handlers are methods of `BanditTab` that call the `BanditService` and turn its plain data into component values;
+no model logic lives here. gradio 3.41 API that gradio 4.40 keeps: no `gr.Box`, no `_js`, `gr.update` for partial
+updates, string choices only (no (label, value) tuples).
+
+Rating is one handler call per click or key: it commits the rating of the image on show (its id travels with the
+request, so what is rated is what was seen) and returns the next pending image. The statistics, plots and the
+round's gallery refresh in a chained event, so they never slow the rating down.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .hosting import GenerateFn
+from .service import BanditService
+from .store import StoreError
+
+log = logging.getLogger("promptscope")
+
+MODE_LABELS = {
+    "more good images (Thompson sampling)": "more_good",
+    "find the best prompt (top-two Thompson sampling)": "find_best",
+    "uniform sweep (like an X/Y/Z grid)": "uniform",
+}
+MODE_OF_VALUE = {v: k for k, v in MODE_LABELS.items()}
+PRIOR_LABELS = {"empirical Bayes (from the other arms)": "empirical", "uniform Beta(1, 1)": "uniform"}
+NEW_ARM = "(new arm)"
+ALL_ARMS = "(all arms)"
+RATING_FILTERS = ("all", "like", "dislike", "skip", "pending")
+RATING_MARK = {"like": "[liked]", "dislike": "[disliked]", "skip": "[skipped]", "pending": "[to rate]"}
+STATS_HEADERS = ["arm", "label", "prompt", "n", "likes", "dislikes", "skipped", "pending", "mean", "95% CI",
+                 "P(best)", "status"]  # fmt: skip
+ARMS_HEADERS = ["arm", "label", "prompt", "negative", "settings", "template slots", "status"]
+STATS_DRAWS = 4000  # Monte Carlo draws for P(best) in the tab (±0.8 % at worst); the API may ask for more
+DEFAULT_SETTINGS = '{"steps": 20, "cfg_scale": 7}'
+
+
+def _css(prefix: str) -> str:
+    return f"""<style>
+#{prefix}_current img {{ image-rendering: pixelated; object-fit: contain; }}
+#{prefix}_round_gallery img, #{prefix}_browse_gallery img {{ image-rendering: pixelated; }}
+#{prefix}_caption {{ min-height: 3em; }}
+#{prefix}_caption .ps-keys, #{prefix} .ps-muted {{ opacity: 0.7; font-size: 0.9em; }}
+#{prefix} .ps-error {{ color: #c62828; }}
+#{prefix}_rate_row button {{ min-width: 6em; }}
+</style>"""
+
+
+def parse_id(value: Any) -> int | None:
+    """The id at the start of a picker's choice ("12 · name") or a number; None for empty / "(new arm)"."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value) if value >= 1 else None
+    head = str(value).strip().split(" ", 1)[0]
+    return int(head) if head.isdigit() and int(head) >= 1 else None
+
+
+def parse_json_object(text: Any, what: str) -> dict[str, Any]:
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return {}
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(str(text))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} must be a JSON object such as {DEFAULT_SETTINGS}: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object such as {DEFAULT_SETTINGS}")
+    return value
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def session_choice(s: dict[str, Any]) -> str:
+    return f"{s['id']} · {_short(s['name'], 50)}"
+
+
+def arm_name(arm: dict[str, Any]) -> str:
+    return arm.get("label") or _short(arm["prompt"], 40)
+
+
+def arm_choice(arm: dict[str, Any]) -> str:
+    return f"{arm['id']} · {arm_name(arm)}" + (" (retired)" if arm.get("retired") else "")
+
+
+def _msg(text: str) -> str:
+    return f"<span>{html.escape(text)}</span>"
+
+
+def _err(text: str) -> str:
+    return f"<span class='ps-error'>⚠ {html.escape(text)}</span>"
+
+
+class BanditTab:
+    """The tab's handlers (plain methods: testable without a browser) and, via `build`, its components."""
+
+    def __init__(
+        self,
+        service_factory: Callable[[], BanditService],
+        generate_fn: GenerateFn | None,
+        interrupt_fn: Callable[[], None] | None,
+        data_dir: Callable[[], Path] | str | os.PathLike,
+        elem_prefix: str = "ps_bandit",
+        display_size: int = 384,
+    ):
+        self.service_factory = service_factory
+        self.generate_fn = generate_fn
+        self.interrupt_fn = interrupt_fn
+        self._data_dir = data_dir
+        self.prefix = elem_prefix
+        self.display_size = display_size
+        self.c: dict[str, Any] = {}  # components by name, filled by build()
+
+    # ---- helpers -------------------------------------------------------------------------------------------------
+    @property
+    def svc(self) -> BanditService:
+        return self.service_factory()
+
+    def data_dir(self) -> Path:
+        return Path(self._data_dir() if callable(self._data_dir) else self._data_dir)
+
+    def export_root(self) -> Path:
+        return self.data_dir() / "exports"
+
+    def _session_id(self, value: Any) -> int:
+        sid = parse_id(value)
+        if sid is None:
+            raise ValueError("choose a session first (or create one under “New session”)")
+        return sid
+
+    def display(self, path: str) -> Any:
+        """The image file for showing: small images (the toy model's 32 px) enlarged by an integer factor."""
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("RGB")
+        if img.size[0] < self.display_size // 2:
+            f = max(1, self.display_size // max(img.size))
+            img = img.resize((img.size[0] * f, img.size[1] * f), Image.NEAREST)
+        return img
+
+    def _image_or_none(self, image: dict | None) -> Any:
+        if image is None:
+            return None
+        try:
+            return self.display(image["path"])
+        except OSError:
+            return None
+
+    def caption(self, image: dict | None, pending: int) -> str:
+        """What is on show: arm, seed, round; the element carries the image id (the keyboard script reads it)."""
+        if image is None:
+            return (
+                f"<div data-image-id='' class='ps-caption'>Nothing left to rate"
+                f"{' in this session' if pending == 0 else ''}. Generate a round.</div>"
+            )
+        arm = self.svc.get_arm(image["arm_id"])
+        missing = "" if os.path.isfile(image["path"]) else " <span class='ps-error'>(file missing)</span>"
+        return (
+            f"<div data-image-id='{int(image['id'])}' class='ps-caption'>"
+            f"<b>image {int(image['id'])}</b> · arm {arm['id']} <i>{html.escape(arm_name(arm))}</i> · "
+            f"round {image.get('round_number') or '?'} · seed {int(image['seed'])} · {pending} to rate{missing}<br>"
+            f"<span class='ps-muted'>{html.escape(_short(image['prompt'], 160))}</span><br>"
+            "<span class='ps-keys'>keys: L / → like · D / ← dislike · S / ↓ skip · U undo</span></div>"
+        )
+
+    def next_pending(self, sid: int, round_id: int | None = None, after: int | None = None) -> tuple[dict | None, int]:
+        """The next image to rate: the first pending one after `after` in the round, else the round's first
+        pending, else the session's latest pending image. Also returns how many are pending in the session."""
+        svc = self.svc
+        pending = svc.images(sid, rating="pending")
+        if not pending:
+            return None, 0
+        if round_id is not None:
+            in_round = [i for i in pending if i["round_id"] == round_id]
+            if in_round:
+                later = [i for i in in_round if after is not None and i["id"] > after]
+                return (later or in_round)[0], len(pending)
+        latest_round = max(i["round_id"] or 0 for i in pending)
+        return next(i for i in pending if (i["round_id"] or 0) == latest_round), len(pending)
+
+    # ---- view builders (plain values) ----------------------------------------------------------------------------
+    def sessions_update(self, selected: int | None = None) -> dict:
+        sessions = self.svc.list_sessions()
+        choices = [session_choice(s) for s in sessions]
+        value = next((c for s, c in zip(sessions, choices) if s["id"] == selected), None)
+        return gr.update(choices=choices, value=value)
+
+    def arms_view(self, sid: int | None) -> list[Any]:
+        """[arms table, arm picker, browse picker]."""
+        if sid is None:
+            return [[], gr.update(choices=[NEW_ARM], value=NEW_ARM), gr.update(choices=[ALL_ARMS], value=ALL_ARMS)]
+        arms = self.svc.list_arms(sid)
+        rows = [
+            [a["id"], a["label"], a["prompt"], a["negative"], json.dumps(a["settings"]) if a["settings"] else "",
+             " / ".join("{" + "|".join(s) + "}" for s in a.get("slots", [])), "retired" if a["retired"] else "active"]
+            for a in arms
+        ]  # fmt: skip
+        picks = [NEW_ARM] + [arm_choice(a) for a in arms]
+        return [
+            rows,
+            gr.update(choices=picks, value=NEW_ARM),
+            gr.update(choices=[ALL_ARMS] + [arm_choice(a) for a in arms], value=ALL_ARMS),
+        ]
+
+    def stats_view(self, sid: int | None) -> list[Any]:
+        """[verdict html, stats table, density plot, history plot, slot weights html]."""
+        from .plots import density_plot, history_plot
+
+        if sid is None:
+            return ["", [], None, None, ""]
+        svc = self.svc
+        st = svc.stats(sid, draws=STATS_DRAWS)
+        labels = {r["arm_id"]: f"{r['arm_id']} {r['label'] or _short(r['prompt'], 22)}" for r in st["arms"]}
+        rows = []
+        for r in st["arms"]:
+            rows.append([
+                r["arm_id"], r["label"], _short(r["prompt"], 80), r["n"], r["likes"], r["dislikes"], r["skipped"],
+                r["pending"], round(r["mean"], 3), f"{r['ci_low']:.3f} – {r['ci_high']:.3f}",
+                "" if r["p_best"] is None else round(r["p_best"], 3), "retired" if r["retired"] else "active",
+            ])  # fmt: skip
+        verdict = self.verdict_html(st)
+        active_labels = {
+            a: name for a, name in labels.items() if not next(r for r in st["arms"] if r["arm_id"] == a)["retired"]
+        }
+        density = density_plot(svc.posterior_curves(sid), active_labels)
+        history = history_plot(svc.history(sid), labels)
+        return [verdict, rows, density, history, self.slots_html(st)]
+
+    @staticmethod
+    def verdict_html(st: dict[str, Any]) -> str:
+        stop, prior = st["stop"], st["prior"]
+        prior_txt = f"prior Beta({prior['alpha']:.2f}, {prior['beta']:.2f}) ({prior['kind']})"
+        if stop["leader_arm_id"] is None:
+            return _msg(f"No active arms. {prior_txt}")
+        lead = f"leader: arm {stop['leader_arm_id']}, P(best) = {stop['p_best']:.3f}"
+        if st["mode"] == "find_best":
+            word = "✅ Stop: the best prompt is found" if stop["stop"] else "⏳ Keep rating"
+            return (
+                f"<div><b>{word}</b> — {html.escape(lead)}. <span class='ps-muted'>{html.escape(stop['reason'])}; "
+                f"{html.escape(prior_txt)}</span></div>"
+            )
+        return f"<div>{html.escape(lead)}. <span class='ps-muted'>{html.escape(prior_txt)}</span></div>"
+
+    @staticmethod
+    def slots_html(st: dict[str, Any]) -> str:
+        parts = []
+        for r in st["arms"]:
+            if not r.get("slots"):
+                continue
+            rows = []
+            for n, slot in enumerate(r["slots"], 1):
+                best = max(slot, key=lambda o: o["weight_mean"])
+                opts = ", ".join(
+                    f"{'<b>' if o is best else ''}{html.escape(o['text'])} {o['weight_mean']:+.2f}±{o['weight_sd']:.2f}"
+                    f"{'</b>' if o is best else ''}"
+                    for o in slot
+                )
+                rows.append(f"<li>slot {n}: {opts}</li>")
+            parts.append(
+                f"<div>arm {r['arm_id']} <i>{html.escape(_short(r['prompt'], 60))}</i><ul>{''.join(rows)}</ul></div>"
+            )
+        if not parts:
+            return ""
+        return "<div class='ps-muted'>Template slot options (logit weight, mean ± sd):</div>" + "".join(parts)
+
+    def round_gallery(self, sid: int | None, round_id: int | None) -> list[Any]:
+        if sid is None:
+            return []
+        svc = self.svc
+        images = svc.images(sid, round_id=round_id) if round_id else []
+        out = []
+        for im in images:
+            shown = self._image_or_none(im)
+            if shown is not None:
+                out.append(
+                    (shown, f"{RATING_MARK.get(im['rating'], '')} #{im['id']} arm {im['arm_id']} seed {im['seed']}")
+                )
+        return out
+
+    @staticmethod
+    def image_label(im: dict[str, Any]) -> str:
+        mark = RATING_MARK.get(im["rating"], "")
+        return f"{mark} #{im['id']} arm {im['arm_id']} r{im.get('round_number')} seed {im['seed']}"
+
+    def latest_round_id(self, sid: int) -> int | None:
+        images = self.svc.images(sid)
+        ids = [i["round_id"] for i in images if i["round_id"] is not None]
+        return max(ids) if ids else None
+
+    def current_view(self, sid: int | None, round_id: int | None, after: int | None = None) -> list[Any]:
+        """[image, caption, current id]."""
+        if sid is None:
+            return [None, self.caption(None, 0), ""]
+        image, pending = self.next_pending(sid, round_id, after)
+        return [self._image_or_none(image), self.caption(image, pending), "" if image is None else str(image["id"])]
+
+    # ---- handlers --------------------------------------------------------------------------------------------------
+    # Output lists; every handler's last output is the status HTML (A1111's wrap_gradio_gpu_call appends to it).
+    def load_session(self, session_value: Any) -> list[Any]:
+        """Everything for the chosen session: [arms ×3, round k, mode, shared, current ×3, round id, round gallery,
+        stats ×5, status]."""
+        n = 16
+        try:
+            sid = parse_id(session_value)
+            if sid is None:
+                return [*self.arms_view(None), gr.update(), gr.update(), gr.update(), *self.current_view(None, None),
+                        "", [], *self.stats_view(None), _msg("No session chosen.")]  # fmt: skip
+            s = self.svc.get_session(sid)
+            opts = s["options"]
+            rid = self.latest_round_id(sid)
+            return [
+                *self.arms_view(sid), opts["round_size"], MODE_OF_VALUE.get(opts["mode"]), opts["shared_seeds"],
+                *self.current_view(sid, rid), "" if rid is None else str(rid), self.round_gallery(sid, rid),
+                *self.stats_view(sid), _msg(f"Session {s['id']} “{s['name']}”: {len(self.svc.list_arms(sid))} arms."),
+            ]  # fmt: skip
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * (n - 1) + [_err(str(exc))]
+
+    def create_session(
+        self, name: str, settings_json: str, mode_label: str, prior_label: str, half_life: Any, round_size: Any,
+        shared: bool,
+    ) -> list[Any]:  # fmt: skip
+        """[session picker, status]; the picker's change event then loads the session."""
+        try:
+            hl = None if half_life in (None, "", 0) else float(half_life)
+            s = self.svc.create_session(
+                name or "", parse_json_object(settings_json, "generation settings"),
+                mode=MODE_LABELS.get(mode_label, "more_good"), prior=PRIOR_LABELS.get(prior_label, "empirical"),
+                half_life_hours=hl, round_size=int(round_size or 8), shared_seeds=bool(shared),
+            )  # fmt: skip
+            return [self.sessions_update(s["id"]), _msg(f"Created session {s['id']} “{s['name']}”. Add arms next.")]
+        except (ValueError, TypeError, StoreError) as exc:
+            return [gr.update(), _err(str(exc))]
+
+    def refresh_sessions(self, session_value: Any) -> list[Any]:
+        """[session picker, everything `load_session` shows]: picks up sessions made elsewhere (the API, another
+        tab) and reloads the chosen one."""
+        try:
+            picker = self.sessions_update(parse_id(session_value))
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * 16 + [_err(str(exc))]
+        return [picker, *self.load_session(session_value)]
+
+    def pick_arm(self, arm_value: Any) -> list[Any]:
+        """[prompt, negative, label, settings json, status] of the arm chosen for editing."""
+        aid = parse_id(arm_value)
+        if aid is None:
+            return ["", "", "", "", _msg("New arm: write a prompt ({a|b} slots make a template) and press Add arm.")]
+        try:
+            a = self.svc.get_arm(aid)
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * 4 + [_err(str(exc))]
+        state = "retired" if a["retired"] else "active"
+        return [a["prompt"], a["negative"], a["label"], json.dumps(a["settings"]) if a["settings"] else "",
+                _msg(f"Arm {a['id']} ({state}). Saving a changed prompt makes a new version of the arm.")]  # fmt: skip
+
+    def _after_arm_change(self, sid: int, message: str) -> list[Any]:
+        return [*self.arms_view(sid), *self.stats_view(sid), _msg(message)]
+
+    def add_arm(self, session_value: Any, prompt: str, negative: str, label: str, settings_json: str) -> list[Any]:
+        """[arms ×3, stats ×5, status]."""
+        try:
+            sid = self._session_id(session_value)
+            a = self.svc.add_arm(sid, prompt or "", negative or "", parse_json_object(settings_json, "arm settings"),
+                                 label or "")  # fmt: skip
+            kind = f"template with {len(a.get('slots', []))} slot(s)" if a["is_template"] else "prompt"
+            return self._after_arm_change(sid, f"Added arm {a['id']} ({kind}).")
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * 8 + [_err(str(exc))]
+
+    def save_arm(
+        self, session_value: Any, arm_value: Any, prompt: str, negative: str, label: str, settings_json: str
+    ) -> list[Any]:
+        try:
+            sid = self._session_id(session_value)
+            aid = parse_id(arm_value)
+            if aid is None:
+                raise ValueError("choose an arm to edit (or press Add arm for a new one)")
+            old = self.svc.get_arm(aid)
+            if old["session_id"] != sid:
+                raise ValueError(f"arm {aid} belongs to another session")
+            new = self.svc.edit_arm(aid, prompt, negative, parse_json_object(settings_json, "arm settings"), label)
+            text = (
+                f"Arm {aid} saved."
+                if new["id"] == aid
+                else f"Arm {aid} retired (its ratings measured the old prompt); new version: arm {new['id']}."
+            )
+            return self._after_arm_change(sid, text)
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * 8 + [_err(str(exc))]
+
+    def toggle_retired(self, session_value: Any, arm_value: Any) -> list[Any]:
+        try:
+            sid = self._session_id(session_value)
+            aid = parse_id(arm_value)
+            if aid is None:
+                raise ValueError("choose an arm to retire or restore")
+            arm = self.svc.get_arm(aid)
+            if arm["session_id"] != sid:
+                raise ValueError(f"arm {aid} belongs to another session")
+            arm = self.svc.retire_arm(aid, not arm["retired"])
+            return self._after_arm_change(sid, f"Arm {aid} {'retired' if arm['retired'] else 'restored'}.")
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * 8 + [_err(str(exc))]
+
+    def run_round(self, session_value: Any, k: Any, mode_label: Any, shared: Any, progress: Any = None) -> list[Any]:
+        """Plan, generate and record a round: [current ×3, round id, round gallery, stats ×5, status]."""
+        n = 11
+        try:
+            if self.generate_fn is None:
+                raise ValueError("this host cannot generate images")
+            sid = self._session_id(session_value)
+            mode = MODE_LABELS.get(mode_label) if mode_label else None
+
+            def report(done: int, total: int, message: str = "") -> None:
+                if progress is not None:
+                    progress((done, max(total, 1)), desc=message or f"{done}/{total}")
+
+            gen = self.generate_fn
+            result = self.svc.run_round(
+                sid, lambda jobs: gen(jobs, report), k=int(k) if k else None, mode=mode, shared_seeds=bool(shared)
+            )
+            rid = result["round"]["id"]
+            n_img, missing = len(result["images"]), len(result["missing"])
+            note = f" ({missing} not generated: interrupted)" if missing else ""
+            first = result["images"][0]["id"] - 1 if result["images"] else None
+            return [
+                *self.current_view(sid, rid, first), str(rid), self.round_gallery(sid, rid), *self.stats_view(sid),
+                _msg(f"Round {result['round']['number']}: {n_img} image(s){note}. Rate: L like, D dislike, S skip."),
+            ]  # fmt: skip
+        except (ValueError, StoreError) as exc:
+            return [gr.update()] * (n - 1) + [_err(str(exc))]
+
+    def interrupt(self) -> None:
+        if self.interrupt_fn is not None:
+            self.interrupt_fn()
+
+    def rate(
+        self, session_value: Any, image_value: Any, round_value: Any, value: str, client: str | None = None
+    ) -> list[Any]:
+        """Commit one rating of the image on show and show the next pending one: [image, caption, id, status]."""
+        try:
+            sid = self._session_id(session_value)
+            iid = parse_id(image_value)
+            if iid is None:
+                return [gr.update(), gr.update(), gr.update(), _msg("Nothing to rate: generate a round first.")]
+            svc = self.svc
+            if svc.store.get_image(iid)["session_id"] != sid:
+                raise ValueError(f"image {iid} belongs to another session")
+            svc.rate(iid, value, client=client)
+            return [*self.current_view(sid, parse_id(round_value), iid), _msg(f"Image {iid}: {value}.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
+
+    def undo(self, session_value: Any, round_value: Any, client: str | None = None) -> list[Any]:
+        """Undo the last rating action; the undone image is shown again: [image, caption, id, status]."""
+        try:
+            sid = self._session_id(session_value)
+            svc = self.svc
+            undone = svc.undo(sid, client=client)
+            if not undone:
+                return [gr.update(), gr.update(), gr.update(), _msg("Nothing to undo.")]
+            back = [u for u in undone if u["value"] == "pending"]
+            if back:
+                img = svc.store.get_image(back[0]["image_id"])
+                _, pending = self.next_pending(sid)
+                view = [self._image_or_none(img), self.caption(img, pending), str(img["id"])]
+            else:
+                view = self.current_view(sid, parse_id(round_value))
+            ids = ", ".join(str(u["image_id"]) for u in undone)
+            return [*view, _msg(f"Undone: image(s) {ids}.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
+
+    def mark_rest(self, session_value: Any, round_value: Any, client: str | None = None) -> list[Any]:
+        """Rate every pending image of the round as dislike (one undo reverts it): [image, caption, id, status]."""
+        try:
+            sid = self._session_id(session_value)
+            rid = parse_id(round_value)
+            if rid is None:
+                raise ValueError("no round to finish: generate a round first")
+            out = self.svc.mark_rest(rid, "dislike", client=client)
+            return [*self.current_view(sid, rid), _msg(f"Marked {len(out['image_ids'])} pending image(s) as disliked.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
+
+    def refresh_view(self, session_value: Any, round_value: Any) -> list[Any]:
+        """After a rating: [round gallery, stats ×5]. Errors leave the view as it was (the rating reported them)."""
+        try:
+            sid = parse_id(session_value)
+            return [self.round_gallery(sid, parse_id(round_value)), *self.stats_view(sid)]
+        except (ValueError, StoreError):
+            log.exception("PromptScope: seed-bandit view refresh failed")
+            return [gr.update()] * 6
+
+    def browse(self, session_value: Any, arm_value: Any, rating: Any) -> list[Any]:
+        """[gallery, status] of one arm's (or all arms') images, filtered by rating."""
+        try:
+            sid = self._session_id(session_value)
+            aid = parse_id(arm_value)
+            rating = None if rating in (None, "", "all") else str(rating)
+            images = self.svc.images(sid, arm_id=aid, rating=rating)
+            shown = [
+                (self.display(im["path"]), self.image_label(im)) for im in images[-200:] if os.path.isfile(im["path"])
+            ]
+            more = f" (the latest 200 of {len(images)})" if len(images) > 200 else ""
+            return [shown, _msg(f"{len(images)} image(s){more}.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), _err(str(exc))]
+
+    def export(
+        self, kind: str, session_value: Any, name: str, trigger: str, class_token: str, repeats: Any,
+        negative_ratings: Sequence[str], include_prompt: bool, overwrite: bool,
+    ) -> str:  # fmt: skip
+        """kind: "dataset" (liked → kohya folder), "negative" (chosen ratings → "wrong" set) or "stats"."""
+        try:
+            sid = self._session_id(session_value)
+            root = self.export_root()
+            name = (name or "").strip()
+            if kind == "dataset":
+                r = self.svc.export_dataset(sid, root, name, (trigger or "").strip(), (class_token or "").strip(),
+                                            int(repeats or 10), overwrite=bool(overwrite))  # fmt: skip
+            elif kind == "negative":
+                r = self.svc.export_negative(sid, root, name, (trigger or "").strip() or "wrong", int(repeats or 1),
+                                             ratings=tuple(negative_ratings or ()), include_prompt=bool(include_prompt),
+                                             overwrite=bool(overwrite))  # fmt: skip
+            elif kind == "stats":
+                r = self.svc.export_stats(sid, root, name, overwrite=bool(overwrite))
+                return _msg(f"Statistics written: {r['csv']} and {r['json']}")
+            else:
+                raise ValueError(f"unknown export {kind!r}")
+            skipped = f"; {len(r['skipped'])} skipped (missing or changed files)" if r["skipped"] else ""
+            return _msg(f"{len(r['written'])} image(s) with captions in {r['image_dir']}{skipped}")
+        except (ValueError, TypeError, StoreError, OSError) as exc:
+            return _err(str(exc))
+
+    # ---- layout ----------------------------------------------------------------------------------------------------
+    def build(self, wrap_run: Callable[[Callable[..., Any], int], Callable[..., Any]] | None = None) -> dict[str, Any]:
+        """Create the components inside the current Blocks context and wire the events.
+
+        `wrap_run(fn, n_outputs)` wraps the round handler for the host (A1111: `wrap_gradio_gpu_call`, the queue
+        lock, progress and interrupt state); without it the handler gets gradio's progress tracker.
+        """
+        p = self.prefix
+        c = self.c
+        try:
+            sessions = self.svc.list_sessions()
+            startup_error = ""
+        except (ValueError, StoreError) as exc:
+            sessions, startup_error = [], str(exc)
+        choices = [session_choice(s) for s in sessions]
+
+        with gr.Column(elem_id=p):
+            gr.HTML(_css(p))
+            with gr.Row():
+                # No preset value: choosing a session (or creating one) fires `change`, which loads it.
+                c["session"] = gr.Dropdown(choices=choices, value=None, label="Session", elem_id=f"{p}_session",
+                                           scale=4)  # fmt: skip
+                c["refresh"] = gr.Button("↻ Reload", elem_id=f"{p}_refresh", scale=1)
+            with gr.Accordion("New session", open=not sessions):
+                with gr.Row():
+                    c["new_name"] = gr.Textbox(label="Name", elem_id=f"{p}_new_name", placeholder="portraits, evening")
+                    c["new_settings"] = gr.Textbox(label="Generation settings shared by the arms (JSON)",
+                                                   value=DEFAULT_SETTINGS, elem_id=f"{p}_new_settings")  # fmt: skip
+                with gr.Row():
+                    c["new_mode"] = gr.Radio(list(MODE_LABELS), value=next(iter(MODE_LABELS)), label="Mode",
+                                             elem_id=f"{p}_new_mode")  # fmt: skip
+                    c["new_prior"] = gr.Radio(list(PRIOR_LABELS), value=next(iter(PRIOR_LABELS)),
+                                              label="Prior for the arms", elem_id=f"{p}_new_prior")  # fmt: skip
+                with gr.Row():
+                    c["new_half_life"] = gr.Number(value=0, label="Taste drift half-life in hours (0: none)",
+                                                   elem_id=f"{p}_new_half_life")  # fmt: skip
+                    c["new_k"] = gr.Slider(1, 64, value=8, step=1, label="Images per round", elem_id=f"{p}_new_k")
+                    c["new_shared"] = gr.Checkbox(label="Same seeds across arms", value=False,
+                                                  elem_id=f"{p}_new_shared")  # fmt: skip
+                c["create"] = gr.Button("Create session", elem_id=f"{p}_create")
+            with gr.Accordion("Arms (prompts and templates)", open=True):
+                c["arms_table"] = gr.Dataframe(headers=ARMS_HEADERS, value=[], interactive=False, wrap=True,
+                                               elem_id=f"{p}_arms_table")  # fmt: skip
+                c["arm_pick"] = gr.Dropdown(choices=[NEW_ARM], value=NEW_ARM, label="Arm to edit",
+                                            elem_id=f"{p}_arm_pick")  # fmt: skip
+                c["arm_prompt"] = gr.Textbox(label="Prompt ({a|b|c} makes a slot whose options are learned)",
+                                             lines=2, elem_id=f"{p}_arm_prompt")  # fmt: skip
+                c["arm_negative"] = gr.Textbox(label="Negative prompt", lines=1, elem_id=f"{p}_arm_negative")
+                with gr.Row():
+                    c["arm_label"] = gr.Textbox(label="Label", elem_id=f"{p}_arm_label")
+                    c["arm_settings"] = gr.Textbox(label="Settings for this arm (JSON, overrides the session's)",
+                                                   elem_id=f"{p}_arm_settings")  # fmt: skip
+                with gr.Row():
+                    c["add_arm"] = gr.Button("Add arm", elem_id=f"{p}_add_arm")
+                    c["save_arm"] = gr.Button("Save edits", elem_id=f"{p}_save_arm")
+                    c["retire_arm"] = gr.Button("Retire / restore", elem_id=f"{p}_retire_arm")
+            with gr.Row():
+                c["k"] = gr.Slider(1, 64, value=8, step=1, label="Images in the next round", elem_id=f"{p}_k")
+                c["mode"] = gr.Radio(list(MODE_LABELS), value=next(iter(MODE_LABELS)), label="Mode",
+                                     elem_id=f"{p}_mode")  # fmt: skip
+                c["shared"] = gr.Checkbox(label="Same seeds across arms", value=False, elem_id=f"{p}_shared")
+            with gr.Row():
+                c["run"] = gr.Button("Generate round", variant="primary", elem_id=f"{p}_run")
+                c["interrupt"] = gr.Button("Interrupt", elem_id=f"{p}_interrupt")
+            start = "Choose a session above." if sessions else "Create a session to start (under “New session”)."
+            c["status"] = gr.HTML(_err(startup_error) if startup_error else _msg(start), elem_id=f"{p}_status")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    c["current"] = gr.Image(label="Rate this image", interactive=False, type="pil",
+                                            elem_id=f"{p}_current", height=self.display_size)  # fmt: skip
+                    c["caption"] = gr.HTML(self.caption(None, 0), elem_id=f"{p}_caption")
+                    with gr.Row(elem_id=f"{p}_rate_row"):
+                        c["like"] = gr.Button("Like (L / →)", variant="primary", elem_id=f"{p}_like")
+                        c["dislike"] = gr.Button("Dislike (D / ←)", elem_id=f"{p}_dislike")
+                        c["skip"] = gr.Button("Skip (S / ↓)", elem_id=f"{p}_skip")
+                    with gr.Row():
+                        c["undo"] = gr.Button("↶ Undo (U)", elem_id=f"{p}_undo")
+                        c["mark_rest"] = gr.Button("Mark the rest as bad", elem_id=f"{p}_mark_rest")
+                with gr.Column(scale=3):
+                    c["round_gallery"] = gr.Gallery(label="This round", columns=4, height="auto",
+                                                    elem_id=f"{p}_round_gallery", preview=False)  # fmt: skip
+            c["current_id"] = gr.Textbox(visible=False, elem_id=f"{p}_current_id")
+            c["round_id"] = gr.Textbox(visible=False, elem_id=f"{p}_round_id")
+            with gr.Accordion("Statistics", open=True):
+                c["verdict"] = gr.HTML(elem_id=f"{p}_verdict")
+                c["stats_table"] = gr.Dataframe(headers=STATS_HEADERS, value=[], interactive=False, wrap=True,
+                                                elem_id=f"{p}_stats_table")  # fmt: skip
+                with gr.Row():
+                    c["density"] = gr.Image(label="Posterior densities", show_label=False, interactive=False,
+                                            type="pil", elem_id=f"{p}_density")  # fmt: skip
+                    c["history"] = gr.Image(
+                        label="History", show_label=False, interactive=False, type="pil", elem_id=f"{p}_history"
+                    )
+                c["slots"] = gr.HTML(elem_id=f"{p}_slots")
+            with gr.Accordion("Browse an arm's images", open=False):
+                with gr.Row():
+                    c["browse_arm"] = gr.Dropdown(choices=[ALL_ARMS], value=ALL_ARMS, label="Arm",
+                                                  elem_id=f"{p}_browse_arm")  # fmt: skip
+                    c["browse_rating"] = gr.Dropdown(choices=list(RATING_FILTERS), value="all", label="Rating",
+                                                     elem_id=f"{p}_browse_rating")  # fmt: skip
+                    c["browse"] = gr.Button("Show", elem_id=f"{p}_browse")
+                c["browse_gallery"] = gr.Gallery(label="Images", columns=6, height="auto",
+                                                 elem_id=f"{p}_browse_gallery", preview=False)  # fmt: skip
+            with gr.Accordion("Export", open=False):
+                gr.Markdown(f"Exports go into named folders under `{html.escape(str(self.safe_export_root()))}`.")
+                with gr.Row():
+                    c["ex_name"] = gr.Textbox(label="Folder name", elem_id=f"{p}_ex_name", placeholder="my_dataset")
+                    c["ex_trigger"] = gr.Textbox(label="Trigger word", value="sks", elem_id=f"{p}_ex_trigger")
+                    c["ex_class"] = gr.Textbox(label="Class word", value="style", elem_id=f"{p}_ex_class")
+                    c["ex_repeats"] = gr.Number(label="Repeats", value=10, precision=0, elem_id=f"{p}_ex_repeats")
+                with gr.Row():
+                    c["ex_neg_ratings"] = gr.CheckboxGroup(["dislike", "skip", "like"], value=["dislike"],
+                                                           label="Ratings in the negative set",
+                                                           elem_id=f"{p}_ex_neg_ratings")  # fmt: skip
+                    c["ex_include_prompt"] = gr.Checkbox(label="Negative captions include the prompt", value=True,
+                                                         elem_id=f"{p}_ex_include_prompt")  # fmt: skip
+                    c["ex_overwrite"] = gr.Checkbox(label="Allow overwrite", value=False, elem_id=f"{p}_ex_overwrite")
+                with gr.Row():
+                    c["ex_dataset"] = gr.Button("Export liked as kohya dataset", elem_id=f"{p}_ex_dataset")
+                    c["ex_negative"] = gr.Button("Export negative set", elem_id=f"{p}_ex_negative")
+                    c["ex_stats"] = gr.Button("Export statistics (CSV + JSON)", elem_id=f"{p}_ex_stats")
+                c["ex_status"] = gr.HTML(elem_id=f"{p}_ex_status")
+        self._wire(wrap_run)
+        return c
+
+    def safe_export_root(self) -> Path | str:
+        try:
+            return self.export_root()
+        except (ValueError, OSError) as exc:
+            return f"(data folder unavailable: {exc})"
+
+    def _wire(self, wrap_run: Callable[[Callable[..., Any], int], Callable[..., Any]] | None) -> None:
+        c = self.c
+        arms_out = [c["arms_table"], c["arm_pick"], c["browse_arm"]]
+        stats_out = [c["verdict"], c["stats_table"], c["density"], c["history"], c["slots"]]
+        current_out = [c["current"], c["caption"], c["current_id"]]
+        session_out = [*arms_out, c["k"], c["mode"], c["shared"], *current_out, c["round_id"], c["round_gallery"],
+                       *stats_out, c["status"]]  # fmt: skip
+        c["session"].change(self.load_session, [c["session"]], session_out)
+        c["refresh"].click(self.refresh_sessions, [c["session"]], [c["session"], *session_out])
+        c["create"].click(
+            self.create_session,
+            [c["new_name"], c["new_settings"], c["new_mode"], c["new_prior"], c["new_half_life"], c["new_k"],
+             c["new_shared"]],
+            [c["session"], c["status"]],
+        )  # fmt: skip
+        arm_fields = [c["arm_prompt"], c["arm_negative"], c["arm_label"], c["arm_settings"]]
+        c["arm_pick"].change(self.pick_arm, [c["arm_pick"]], [*arm_fields, c["status"]])
+        arm_change_out = [*arms_out, *stats_out, c["status"]]
+        c["add_arm"].click(self.add_arm, [c["session"], *arm_fields], arm_change_out)
+        c["save_arm"].click(self.save_arm, [c["session"], c["arm_pick"], *arm_fields], arm_change_out)
+        c["retire_arm"].click(self.toggle_retired, [c["session"], c["arm_pick"]], arm_change_out)
+
+        run_out = [*current_out, c["round_id"], c["round_gallery"], *stats_out, c["status"]]
+        if wrap_run is not None:
+            run = wrap_run(self.run_round, len(run_out))
+        else:
+
+            def run(session_value, k, mode_label, shared, progress=gr.Progress()):  # noqa: B008 (gradio's way)
+                return self.run_round(session_value, k, mode_label, shared, progress)
+
+        c["run"].click(run, [c["session"], c["k"], c["mode"], c["shared"]], run_out)
+        # Not queued: it must run while the round holds the queue (as A1111's Interrupt).
+        c["interrupt"].click(self.interrupt, None, None, queue=False)
+
+        rate_in = [c["session"], c["current_id"], c["round_id"]]
+        rate_out = [*current_out, c["status"]]
+        refresh_in = [c["session"], c["round_id"]]
+        refresh_out = [c["round_gallery"], *stats_out]
+        for value in ("like", "dislike", "skip"):
+
+            def rate(session_value, image_value, round_value, request: gr.Request, _v: str = value):
+                return self.rate(session_value, image_value, round_value, _v, client_of(request))
+
+            c[value].click(rate, rate_in, rate_out).then(self.refresh_view, refresh_in, refresh_out)
+
+        def undo(session_value, round_value, request: gr.Request):
+            return self.undo(session_value, round_value, client_of(request))
+
+        def mark_rest(session_value, round_value, request: gr.Request):
+            return self.mark_rest(session_value, round_value, client_of(request))
+
+        c["undo"].click(undo, [c["session"], c["round_id"]], rate_out).then(self.refresh_view, refresh_in, refresh_out)
+        c["mark_rest"].click(mark_rest, [c["session"], c["round_id"]], rate_out).then(
+            self.refresh_view, refresh_in, refresh_out
+        )
+        c["browse"].click(self.browse, [c["session"], c["browse_arm"], c["browse_rating"]],
+                          [c["browse_gallery"], c["status"]])  # fmt: skip
+        ex_in = [c["session"], c["ex_name"], c["ex_trigger"], c["ex_class"], c["ex_repeats"], c["ex_neg_ratings"],
+                 c["ex_include_prompt"], c["ex_overwrite"]]  # fmt: skip
+        for kind in ("dataset", "negative", "stats"):
+
+            def export(*values, _k: str = kind):
+                return self.export(_k, *values)
+
+            c[f"ex_{kind}"].click(export, ex_in, [c["ex_status"]])
+
+
+def client_of(request: Any) -> str | None:
+    """A per-page client id for undo (gradio's session hash), so one tab's undo never takes back another's."""
+    sh = getattr(request, "session_hash", None) if request is not None else None
+    return f"tab:{sh}" if sh else None
+
+
+def build_bandit_tab(
+    service_factory: Callable[[], BanditService],
+    generate_fn: GenerateFn | None,
+    interrupt_fn: Callable[[], None] | None,
+    data_dir: Callable[[], Path] | str | os.PathLike,
+    elem_prefix: str = "ps_bandit",
+    wrap_run: Callable[[Callable[..., Any], int], Callable[..., Any]] | None = None,
+    display_size: int = 384,
+) -> BanditTab:
+    """Build the tab's components inside the current gradio Blocks/Tab context; returns the `BanditTab`
+    (its `c` maps names to components, its methods are the handlers)."""
+    tab = BanditTab(service_factory, generate_fn, interrupt_fn, data_dir, elem_prefix, display_size)
+    tab.build(wrap_run)
+    return tab

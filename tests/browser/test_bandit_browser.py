@@ -1,0 +1,149 @@
+"""The seed-bandit tab in a real browser: create a session with two arms, generate a round, rate it with the
+KEYBOARD (L, ←, S, U), and see the statistics table follow.
+
+Set-up as in test_app_browser.py (Debian's Chromium + chromedriver via Selenium, headless, offline; skipped with
+the reason when missing). Leaves a screenshot in /tmp/bandit.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.browser.test_app_browser import ROOT, _free_port, _wait_http, browser  # noqa: F401 (fixture)
+
+SCREENSHOT = Path(os.environ.get("PROMPTSCOPE_BANDIT_SCREENSHOT", "/tmp/bandit.png"))
+P = "ps_bandit"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app(tmp_path):
+    port = _free_port()
+    log = (tmp_path / "app.log").open("w")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env["no_proxy"] = "127.0.0.1,localhost"
+    data = tmp_path / "bandit-data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lib_ext.app", "--host", "127.0.0.1", "--port", str(port), "--threads", "1",
+         "--data-dir", str(data)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_http(url, proc, timeout=180)
+        yield url, data
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        print((tmp_path / "app.log").read_text()[-3000:])
+
+
+def _api(url: str, path: str) -> dict | list:
+    with urllib.request.urlopen(url + "promptscope/v1/bandit" + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fixture)
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, data = app
+    browser.get(url)
+    wait = WebDriverWait(browser, 120)
+    tab = wait.until(
+        lambda d: next((b for b in d.find_elements(By.XPATH, "//button[contains(., 'Seed bandit')]")), False)
+    )
+    tab.click()
+
+    def field(name: str):
+        return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"#{P}_{name} textarea, #{P}_{name} input"))
+
+    def status_has(text: str, timeout: float = 120) -> None:
+        WebDriverWait(browser, timeout).until(lambda d: text in d.find_element(By.CSS_SELECTOR, f"#{P}_status").text)
+
+    def set_text(name: str, text: str) -> None:
+        el = field(name)
+        el.clear()
+        el.send_keys(text)
+
+    set_text("new_name", "keyboard test")
+    set_text("new_settings", '{"steps": 4}')
+    browser.find_element(By.CSS_SELECTOR, f"#{P}_create").click()
+    status_has("Session 1 “keyboard test”")  # created; the picker's change event then loaded it
+    for prompt in ("a red circle", "a blue square"):
+        set_text("arm_prompt", prompt)
+        n = len(_api(url, "/sessions/1/arms"))
+        browser.find_element(By.CSS_SELECTOR, f"#{P}_add_arm").click()
+        status_has(f"Added arm {n + 1}")
+    WebDriverWait(browser, 60).until(lambda d: len(_api(url, "/sessions/1/arms")) == 2)
+    k = browser.find_element(By.CSS_SELECTOR, f"#{P}_k input[type=number]")
+    k.clear()
+    k.send_keys("4")
+    browser.find_element(By.CSS_SELECTOR, f"#{P}_run").click()
+    status_has("Round 1: 4 image(s)", timeout=300)
+
+    def shown_id(driver) -> str:  # read in one script: gradio replaces the caption's nodes on every update
+        return driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute('data-image-id') : '';",
+            f"#{P}_caption [data-image-id]",
+        )
+
+    first = WebDriverWait(browser, 60).until(shown_id)
+    # Typing in a text field never rates: the arm prompt takes the letters.
+    set_text("arm_prompt", "lds")
+    assert _api(url, "/sessions/1/images?rating=pending").__len__() == 4
+    browser.execute_script("document.activeElement && document.activeElement.blur()")
+
+    keys = ActionChains(browser)
+    rated = []
+    for key in ("l", Keys.ARROW_LEFT, "s"):
+        before = shown_id(browser)
+        keys.send_keys(key).perform()
+        WebDriverWait(browser, 30).until(lambda d, b=before: shown_id(d) != b)
+        rated.append(int(before))
+    assert rated[0] == int(first) and len(set(rated)) == 3
+    ratings = {im["id"]: im["rating"] for im in _api(url, "/sessions/1/images")}
+    assert [ratings[i] for i in rated] == ["like", "dislike", "skip"]
+
+    def table(driver) -> list[list[str]]:
+        return driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
+            ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))",
+            f"#{P}_stats_table",
+        )
+
+    def counts(driver):
+        rows = [r for r in table(driver) if len(r) >= 8 and r[0].isdigit()]
+        if len(rows) != 2:
+            return False
+        n, likes, dislikes, skipped = (sum(int(r[i]) for r in rows) for i in (3, 4, 5, 6))
+        return (n, likes, dislikes, skipped) == (2, 1, 1, 1) and rows
+
+    rows = WebDriverWait(browser, 60).until(counts)
+    arm_of = {im["id"]: im["arm_id"] for im in _api(url, "/sessions/1/images")}
+    liked_row = next(r for r in rows if int(r[0]) == arm_of[rated[0]])
+    assert int(liked_row[4]) == 1
+
+    # U undoes the skip: that image is on show again, pending.
+    keys.send_keys("u").perform()
+    WebDriverWait(browser, 30).until(lambda d: shown_id(d) == str(rated[2]))
+    assert {im["id"]: im["rating"] for im in _api(url, "/sessions/1/images")}[rated[2]] == "pending"
+    browser.execute_script(f"document.getElementById('{P}_stats_table').scrollIntoView()")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))
+    assert (data / "seed_bandit.sqlite3").is_file()

@@ -1,0 +1,182 @@
+"""HTTP routes of the seed bandit (FastAPI router over BanditService): shapes, validation, status codes.
+
+starlette 0.26's TestClient (fastapi 0.94, A1111's pin) does not work with httpx 0.28, so requests go through
+httpx's own ASGI transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from lib_ext.bandit.hosting import ServiceProvider
+from lib_ext.bandit.routes import PREFIX, make_router
+from lib_ext.bandit.service import ImageResult
+
+
+class Client:
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    def request(self, method: str, url: str, **kw) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await c.request(method, PREFIX + url, **kw)
+
+        return asyncio.run(go())
+
+    def get(self, url: str, **kw) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw) -> httpx.Response:
+        return self.request("POST", url, **kw)
+
+    def patch(self, url: str, **kw) -> httpx.Response:
+        return self.request("PATCH", url, **kw)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    provider = ServiceProvider(tmp_path / "data", seed=0)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    app = FastAPI()
+    app.include_router(make_router(provider, allowed_roots=lambda: [tmp_path / "outputs"]))
+    yield Client(app), provider, tmp_path
+    provider.close()
+
+
+def _round(provider, sid: int, folder: Path, k: int = 4) -> list[dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def generate(jobs):
+        out = []
+        for j in jobs:
+            p = folder / f"{j.round_number}_{j.index}.png"
+            p.write_bytes(b"png" + bytes(str(j.seed), "ascii"))
+            out.append(ImageResult(j, str(p)))
+        return out
+
+    return provider().run_round(sid, generate, k=k)["images"]
+
+
+def test_sessions_arms_rating_and_stats(setup):
+    client, provider, tmp = setup
+    r = client.post("/sessions", json={"name": "evening", "mode": "find_best", "settings": {"steps": 4}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert r.json()["options"]["mode"] == "find_best"
+    assert [s["id"] for s in client.get("/sessions").json()] == [sid]
+    a = client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat", "label": "cat"})
+    b = client.post(f"/sessions/{sid}/arms", json={"prompt": "a {red|blue} dog", "negative": "blurry"})
+    assert a.status_code == b.status_code == 201
+    assert b.json()["is_template"] and b.json()["slots"] == [["red", "blue"]]
+    assert len(client.get(f"/sessions/{sid}/arms").json()) == 2
+
+    images = _round(provider, sid, tmp / "data" / "images")
+    r = client.post(f"/images/{images[0]['id']}/rating", json={"rating": "like", "client": "api"})
+    assert r.status_code == 200 and r.json()["rating"] == "like"
+    client.post(f"/images/{images[1]['id']}/rating", json={"rating": "dislike"})
+    st = client.get(f"/sessions/{sid}/stats", params={"draws": 1000}).json()
+    rows = {row["arm_id"]: row for row in st["arms"]}
+    liked_arm, disliked_arm = images[0]["arm_id"], images[1]["arm_id"]
+    assert rows[liked_arm]["likes"] >= 1 and rows[disliked_arm]["dislikes"] >= 1
+    assert sum(row["n"] for row in st["arms"]) == 2  # pending images are no observation
+    assert {"mean", "ci_low", "ci_high", "p_best"} <= set(rows[liked_arm])
+    assert "stop" in st and st["mode"] == "find_best"
+
+    pending = client.get(f"/sessions/{sid}/images", params={"rating": "pending"}).json()
+    assert len(pending) == 2
+    undone = client.post(f"/sessions/{sid}/undo", json={"client": "api"}).json()["undone"]
+    assert undone == [{"image_id": images[0]["id"], "value": "pending"}]
+    rest = client.post(f"/rounds/{images[0]['round_id']}/mark-rest", json={}).json()
+    assert len(rest["image_ids"]) == 3
+    assert client.get(f"/sessions/{sid}/images", params={"rating": "pending"}).json() == []
+
+
+def test_patch_edits_and_retires_arms(setup):
+    client, provider, _ = setup
+    sid = client.post("/sessions", json={"name": "s"}).json()["id"]
+    arm = client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat"}).json()
+    r = client.patch(f"/arms/{arm['id']}", json={"label": "kitty"})
+    assert r.status_code == 200 and r.json()["id"] == arm["id"] and r.json()["label"] == "kitty"
+    r = client.patch(f"/arms/{arm['id']}", json={"prompt": "a black cat"})
+    new = r.json()
+    assert new["id"] != arm["id"] and new["prompt"] == "a black cat"  # a new version; the old one is retired
+    assert client.get(f"/arms/{arm['id']}").json()["retired"] is True
+    r = client.patch(f"/arms/{new['id']}", json={"retired": True})
+    assert r.json()["retired"] is True
+    assert client.get(f"/sessions/{sid}/arms", params={"include_retired": False}).json() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status"),
+    [
+        ("GET", "/sessions/999/arms", None, 404),
+        ("GET", "/sessions/999/stats", None, 404),
+        ("PATCH", "/arms/999", {"label": "x"}, 404),
+        ("POST", "/images/999/rating", {"rating": "like"}, 404),
+        ("POST", "/rounds/999/mark-rest", {}, 404),
+        ("GET", "/sessions/abc/arms", None, 422),
+        ("GET", "/sessions/0/arms", None, 422),
+        ("GET", "/sessions/-3/stats", None, 422),
+        ("POST", "/sessions", {"name": ""}, 422),
+        ("POST", "/sessions", {"name": "x", "mode": "greedy"}, 422),
+        ("POST", "/sessions", {"name": "x", "round_size": 0}, 422),
+        ("POST", "/sessions", {"name": "x", "half_life_hours": -1}, 422),
+        ("POST", "/sessions", {"name": "x", "unknown": 1}, 422),
+        ("POST", "/sessions", {"name": "x", "settings": [1, 2]}, 422),
+        ("POST", "/images/1/rating", {"rating": "love"}, 422),
+        ("POST", "/images/1/rating", {}, 422),
+        ("GET", "/sessions/1/stats?draws=5", None, 422),
+        ("GET", "/sessions/1/images?rating=great", None, 422),
+        ("GET", "/images/0/file", None, 422),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(setup, method, url, body, status):
+    client, _, _ = setup
+    client.post("/sessions", json={"name": "exists"})
+    r = client.request(method, url, json=body) if body is not None else client.request(method, url)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+
+
+def test_bad_arm_values_are_422_with_the_services_message(setup):
+    client, _, _ = setup
+    sid = client.post("/sessions", json={"name": "s"}).json()["id"]
+    r = client.post(f"/sessions/{sid}/arms", json={"prompt": "a {red|blue dog"})
+    assert r.status_code == 422
+    assert "{" in r.json()["detail"] or "slot" in r.json()["detail"].lower()
+    r = client.post(f"/sessions/{sid}/arms", json={"prompt": "   "})
+    assert r.status_code == 422 and "prompt" in r.json()["detail"]
+    r = client.post(f"/sessions/{sid}/arms", json={"prompt": "a\x00b"})
+    assert r.status_code == 422
+
+
+def test_image_files_are_served_only_from_allowed_folders(setup):
+    client, provider, tmp = setup
+    sid = client.post("/sessions", json={"name": "s"}).json()["id"]
+    client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat"})
+    inside = _round(provider, sid, tmp / "data" / "images", k=1)[0]
+    r = client.get(f"/images/{inside['id']}/file")
+    assert r.status_code == 200 and r.content.startswith(b"png")
+    outside = _round(provider, sid, tmp / "elsewhere", k=1)[0]
+    assert client.get(f"/images/{outside['id']}/file").status_code == 403
+    allowed = _round(provider, sid, tmp / "outputs", k=1)[0]
+    assert client.get(f"/images/{allowed['id']}/file").status_code == 200
+    Path(allowed["path"]).unlink()
+    assert client.get(f"/images/{allowed['id']}/file").status_code == 404
+
+
+def test_unusable_data_folder_is_reported_not_500(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    app = FastAPI()
+    app.include_router(make_router(ServiceProvider(blocker)))
+    r = Client(app).get("/sessions")
+    assert r.status_code == 422 and "not a folder" in r.json()["detail"]
