@@ -73,3 +73,13 @@ def sd_model(fake_webui):
 def sdxl_model(fake_webui):
     """A loaded SDXL-like model: dict conds {crossattn, vector}; ``cond_stage_model`` is the conditioner."""
     return fake_webui.sd_models.load_model("sdxl")
+
+
+@pytest.fixture
+def webui(fake_webui):
+    """The double with PromptScope's scripts loaded as A1111 loads them; unloaded (and forgotten) afterwards."""
+    from promptscope_webui import load_promptscope, unload_promptscope
+
+    load_promptscope(fake_webui)
+    yield fake_webui
+    unload_promptscope(fake_webui)

@@ -9,15 +9,13 @@ script reload.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[2]
-
+from promptscope_webui import REPO
+from promptscope_webui import txt2img as make_txt2img
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -59,16 +57,6 @@ class Probe:
         self.ended.append(ok)
 
 
-@pytest.fixture
-def webui(fake_webui):
-    """The fake WebUI with PromptScope's scripts loaded the way A1111 loads them."""
-    fake_webui.scripts.load_scripts(str(REPO))
-    yield fake_webui
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
-
-
 def adapter():
     import promptscope_a1111.sampling as sampling
 
@@ -76,22 +64,7 @@ def adapter():
 
 
 def txt2img(m, **kw):
-    args = dict(
-        prompt="a cat",
-        negative_prompt="ugly",
-        steps=3,
-        width=64,
-        height=64,
-        sampler_name="Euler",
-        seed=7,
-        do_not_save_samples=True,
-        do_not_save_grid=True,
-    )
-    args.update(kw)
-    p = m.processing.StableDiffusionProcessingTxt2Img(**args)
-    p.scripts = m.scripts.scripts_txt2img
-    p.script_args = [0] * max(1, max((s.args_to for s in m.scripts.scripts_txt2img.scripts), default=1))
-    return p
+    return make_txt2img(m, **kw)
 
 
 def snapshot(m, sd_model) -> dict[str, Any]:

@@ -2,52 +2,24 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from promptscope_webui import alwayson, txt2img
 
-REPO = Path(__file__).resolve().parents[2]
 TITLE = "PromptScope: Semantic guidance"
 
 
-@pytest.fixture
-def webui(fake_webui):
-    fake_webui.scripts.load_scripts(str(REPO))
-    yield fake_webui
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
-
-
 def script(m) -> Any:
-    return next(s for s in m.scripts.scripts_txt2img.alwayson_scripts if s.title() == TITLE)
+    return alwayson(m, TITLE)
 
 
 def make_p(m, args: list[Any] | None = None, **kw) -> Any:
-    params = dict(
-        prompt="a cat AND_TOPK red :0.5",
-        negative_prompt="",
-        steps=3,
-        width=64,
-        height=64,
-        sampler_name="Euler",
-        seed=5,
-        do_not_save_samples=True,
-        do_not_save_grid=True,
-    )
-    params.update(kw)
-    p = m.processing.StableDiffusionProcessingTxt2Img(**params)
-    runner = m.scripts.scripts_txt2img
-    p.scripts = runner
-    p.script_args = [0] * max(s.args_to for s in runner.scripts)
-    if args is not None:
-        s = script(m)
-        values = list(args) + [c.value for c in s.controls[len(args) :]]
-        p.script_args[s.args_from : s.args_to] = values
-    return p
+    kw.setdefault("prompt", "a cat AND_TOPK red :0.5")
+    kw.setdefault("negative_prompt", "")
+    kw.setdefault("seed", 5)
+    return txt2img(m, {TITLE: args} if args is not None else None, **kw)
 
 
 def rows_seen(m, p) -> list[Any]:

@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
+from promptscope_webui import txt2img
 
-REPO = Path(__file__).resolve().parents[2]
 TITLE = "PromptScope: Attention heatmaps"
 GUIDANCE = "PromptScope: Semantic guidance"
 
 
-@pytest.fixture
-def webui(fake_webui):
-    fake_webui.scripts.load_scripts(str(REPO))
-    yield fake_webui
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
-
-
-def script(m, title: str = TITLE) -> Any:
-    return next(s for s in m.scripts.scripts_txt2img.alwayson_scripts if s.title() == title)
-
-
 def make_p(m, args: list[Any] | None = None, guidance: list[Any] | None = None, **kw) -> Any:
-    params = dict(
-        prompt="a red cat",
-        negative_prompt="blurry",
-        steps=3,
-        width=64,
-        height=64,
-        sampler_name="Euler",
-        seed=5,
-        do_not_save_samples=True,
-        do_not_save_grid=True,
-    )
-    params.update(kw)
-    p = m.processing.StableDiffusionProcessingTxt2Img(**params)
-    runner = m.scripts.scripts_txt2img
-    p.scripts = runner
-    p.script_args = [0] * max(s.args_to for s in runner.scripts)
-    for title, values in ((TITLE, args), (GUIDANCE, guidance)):
-        if values is not None:
-            s = script(m, title)
-            p.script_args[s.args_from : s.args_to] = list(values) + [c.value for c in s.controls[len(values) :]]
-    return p
+    kw.setdefault("prompt", "a red cat")
+    kw.setdefault("negative_prompt", "blurry")
+    kw.setdefault("seed", 5)
+    scripts_args = {title: v for title, v in ((TITLE, args), (GUIDANCE, guidance)) if v is not None}
+    return txt2img(m, scripts_args, **kw)
 
 
 def hooks(sd_model) -> int:
@@ -66,9 +34,12 @@ def test_grid_per_image_is_added_to_the_gallery_with_words(webui, sd_model):
 
 
 def test_missing_word_is_a_message_not_a_crash(webui, sd_model):
-    processed = webui.processing.process_images(make_p(webui, [True, "zebra"]))
-    assert "zebra" in processed.comments
-    assert len(processed.images) == 1
+    p = make_p(webui, [True, "zebra, cat"])
+    processed = webui.processing.process_images(p)
+    words = {w.word: w for w in p.promptscope_heatmaps.by_image[(0, 0)]["first"].words}
+    assert words["zebra"].heat is None and "zebra" in words["zebra"].message
+    assert words["cat"].heat is not None
+    assert len(processed.images) == 2  # the image and its grid (the missing word's tile says why)
 
 
 def test_hires_pass_chosen_and_first_pass_kept_apart(webui, sd_model):
