@@ -216,7 +216,13 @@ class SamplingContext:
 
 
 class Feature(Protocol):
-    """A PromptScope feature as the hosts drive it. All methods must be cheap when the feature is off."""
+    """A PromptScope feature as the hosts drive it. All methods must be cheap when the feature is off.
+
+    Optional methods a host calls when a feature has them:
+    - `rewrite_prompts(prompts) -> list[str]`: the prompts the host should compute this batch's cond rows from
+      (semantic guidance flattens its keywords into plain `AND`s); the user's prompts stay in `JobInfo.prompts`.
+    - `rebind(ctx)`: the host swapped UNets mid-call (SDXL refiner); `ctx.unet` is the new one.
+    """
 
     name: str
 
