@@ -49,6 +49,13 @@ def test_hook_order_and_batch_layout(probe: Probe) -> None:
     assert [e["step"] for e in den] == [0, 0] and all(e["total"] == 2 for e in den), den
     # Two images x one sub-prompt each: the denoiser's x holds 2 cond rows then 2 uncond rows.
     assert den[0]["x"][0] == 4 and den[0]["denoiser"] == "CFGDenoiserKDiffusion", den[0]
+    # SD1: the conds are one tensor [rows, 77 * chunks, 768]; SDXL: a dict of crossattn [rows, 77k, D] and
+    # vector [rows, V] (A1111's DictWithShape).
+    cond = den[0]["text_cond"]
+    if isinstance(cond, dict):
+        assert set(cond) == {"crossattn", "vector"} and cond["crossattn"][0] == cond["vector"][0] == 2, cond
+    else:
+        assert cond[0] == 2 and cond[1] % 77 == 0 and cond[2] == 768, cond
     assert seq.count("cfg_denoised") == 2 and seq.count("cfg_after_cfg") == 2
 
 
