@@ -558,6 +558,11 @@ def test_model_loaded_callback_fires_on_load(fake_webui):
     assert loaded == [model] and m.shared.sd_model is model
     assert type(model.cond_stage_model).__name__ == "GeneralConditioner"
     assert hasattr(model.conditioner.embedders[0], "tokenize_line")
+    names = [n for n, _ in model.model.diffusion_model.named_modules() if n.endswith("attn2")]
+    assert len(names) == 8 and not any(
+        n.startswith(("input_blocks.1.", "output_blocks.2.", "output_blocks.3.")) for n in names
+    )
+    assert "input_blocks.3.1.transformer_blocks.1.attn2" in names
 
 
 # ---------------------------------------------------------------- infotext

@@ -153,7 +153,8 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModel(nn.Module):
-    """Two resolutions, skip connections, a SpatialTransformer after every ResBlock (``attn2`` per block).
+    """Two resolutions, skip connections, a SpatialTransformer after every ResBlock of a level whose ``depth`` is
+    not 0 (SD1: both levels; SDXL: only the lower resolution, two transformer blocks each, like the real one).
 
     Module paths mirror the real UNet: ``input_blocks.1.1.transformer_blocks.0.attn2``, ``middle_block.1...``,
     ``output_blocks.N.1...``.
@@ -183,9 +184,13 @@ class UNetModel(nn.Module):
             )
 
         def st(ch, level):
+            if depth[level] == 0:  # no attention at this resolution (SDXL's highest one)
+                return None
             return spatial_transformer(ch, heads, ch // heads, depth=depth[level], context_dim=context_dim)
 
-        tes = TimestepEmbedSequential
+        def tes(*layers):
+            return TimestepEmbedSequential(*[x for x in layers if x is not None])
+
         self.input_blocks = nn.ModuleList(
             [
                 tes(nn.Conv2d(in_channels, c1, 3, padding=1)),

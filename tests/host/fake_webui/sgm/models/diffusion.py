@@ -71,7 +71,7 @@ class DiffusionEngine(LatentModelBase):
             SpatialTransformer,
             model_channels=model_channels,
             context_dim=width_l + width_g,
-            depth=(1, 2),
+            depth=(0, 2),
             adm_in_channels=width_g + SIZE_EMB,
         )
         self.model = OpenAIWrapper(unet)
