@@ -2,13 +2,21 @@
 
     PROMPTSCOPE_WEBUI=/path/to/stable-diffusion-webui          the checkout (required)
     PROMPTSCOPE_WEBUI_PYTHON=/path/to/python                    default: <checkout>/venv/bin/python
-    PROMPTSCOPE_WEBUI_ARGS="--ckpt models/Stable-diffusion/x.safetensors"   extra launch args
+    PROMPTSCOPE_WEBUI_ARGS="--ckpt models/Stable-diffusion/x.safetensors"   extra launch args (e.g. the model)
     PROMPTSCOPE_WEBUI_PORT=7861                                  default: a free port
-    PROMPTSCOPE_WEBUI_START_TIMEOUT=600                          seconds until /sdapi/v1/options answers
+    PROMPTSCOPE_WEBUI_START_TIMEOUT=600                          seconds until the API answers
     PROMPTSCOPE_WEBUI_LOG=/tmp/webui-console.log                 the server's console; default: pytest's tmp dir
 
-The session links this repository into `<checkout>/extensions/promptscope`, starts the server on 127.0.0.1
-with `--api` on the CPU, and always stops it and removes the link it made, also when a test fails.
+The session links this repository into `<checkout>/extensions/promptscope` and the probe extension
+(tests/live/probe_extension) into `extensions/ps-live-probe`, starts the server on 127.0.0.1 with `--api`,
+`--api-server-stop` and CPU flags, offline (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1), and always stops it and
+removes the links it made, also when a test fails. The checkout must already be set up (its venv, repositories/,
+a checkpoint, and offline: the CLIP tokenizer/config in the local Hugging Face cache); nothing is installed.
+
+Run: PROMPTSCOPE_WEBUI=/path/to/webui .venv/bin/python -m pytest -q -s tests/live   (-s shows the timings)
+Add a feature test: a file here with `pytestmark = pytest.mark.live` that takes the `webui` fixture and calls
+`webui.txt2img(prompt, alwayson={SCRIPT_TITLES["guidance"]: [True, ...]})` (args in ui() order; missing args
+take the UI defaults); use the `probe` fixture to see the host's hook and denoiser-callback events of a job.
 """
 
 from __future__ import annotations
