@@ -847,3 +847,14 @@ def test_skip_ends_only_the_current_batch(fake_webui, sd_model):
     m.shared.state.begin()
     res = m.processing.process_images(txt2img(m, n_iter=2, steps=3))
     assert steps == [(0, 0), (1, 0), (1, 1), (1, 2)] and len(res.images) == 2 and not m.shared.state.skipped
+
+
+def test_outputs_go_under_the_tests_tmp_path(fake_webui, sd_model, tmp_path):
+    m = fake_webui
+    p = txt2img(m, do_not_save_samples=False, batch_size=2, do_not_save_grid=False)
+    p.outpath_samples = m.shared.opts.outdir_txt2img_samples
+    p.outpath_grids = m.shared.opts.outdir_txt2img_grids
+    saved = []
+    m.script_callbacks.on_image_saved(lambda params: saved.append(params.filename))
+    m.processing.process_images(p)
+    assert len(saved) == 3 and all(f.startswith(str(tmp_path)) and os.path.exists(f) for f in saved)

@@ -1,6 +1,7 @@
 """``modules.shared``: opts, state, cmd_opts and the ``sd_model`` module property of v1.10.1."""
 
 import argparse
+import os
 import sys
 
 from modules import options, paths, shared_state
@@ -59,11 +60,7 @@ _defaults = {
     "return_grid": True,
     "save_incomplete_images": False,
     "outdir_samples": "",
-    "outdir_txt2img_samples": paths.data_path + "/outputs/txt2img-images",
-    "outdir_img2img_samples": paths.data_path + "/outputs/img2img-images",
     "outdir_grids": "",
-    "outdir_txt2img_grids": paths.data_path + "/outputs/txt2img-grids",
-    "outdir_img2img_grids": paths.data_path + "/outputs/img2img-grids",
     "enable_pnginfo": True,
     "face_restoration": False,
     "tiling": False,
@@ -134,7 +131,15 @@ _defaults = {
 
 
 def _make_opts() -> options.Options:
-    return options.Options({k: OptionInfo(v) for k, v in _defaults.items()}, set())
+    # output folders follow paths.data_path at the time of the reset (the fixture points it at tmp_path)
+    outputs = os.path.join(paths.data_path, "outputs")
+    folders = {
+        "outdir_txt2img_samples": os.path.join(outputs, "txt2img-images"),
+        "outdir_img2img_samples": os.path.join(outputs, "img2img-images"),
+        "outdir_txt2img_grids": os.path.join(outputs, "txt2img-grids"),
+        "outdir_img2img_grids": os.path.join(outputs, "img2img-grids"),
+    }
+    return options.Options({k: OptionInfo(v) for k, v in {**_defaults, **folders}.items()}, set())
 
 
 opts: options.Options = _make_opts()
