@@ -182,7 +182,8 @@ class CFGDenoiserKDiffusion(sd_samplers_cfg_denoiser.CFGDenoiser):
 
 class KDiffusionSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model, options=None):
-        super().__init__(funcname)
+        # the WebUI passes k_diffusion.sampling function NAMES ("sample_euler") and resolves them
+        super().__init__(funcname.__name__)
         self.options = options or {}
         self.func = funcname
         self.uses_eta = funcname is sample_euler_ancestral
