@@ -210,3 +210,80 @@ def test_cfg_denoiser_forward_matches_a1111(fake_webui):
             assert torch.allclose(ours[0], theirs[0], atol=1e-6), case
             assert torch.allclose(ours[1], theirs[1], atol=1e-6), case
             assert ours[2:] == theirs[2:], case
+
+
+LOADER_PROBE = """
+import sys
+from modules import script_callbacks, scripts
+import probe_lib
+
+RECORD = (__name__, __name__ in sys.modules, scripts.basedir(), sys.path[0], probe_lib.__name__)
+
+
+class Probe(scripts.Script):
+    def title(self):
+        return "Probe " + __name__
+
+
+def on_denoiser(params):
+    pass
+
+
+script_callbacks.on_cfg_denoiser(on_denoiser)
+"""
+
+
+def test_load_scripts_matches_a1111(fake_webui, tmp_path):
+    """The real ``load_scripts`` and the double's, on the same extension: same modules, paths, classes, callbacks."""
+    import sys
+
+    m = fake_webui
+    ext_dir = tmp_path / "probe-ext"
+    (ext_dir / "scripts").mkdir(parents=True)
+    (ext_dir / "probe_lib").mkdir()
+    (ext_dir / "probe_lib" / "__init__.py").write_text("")
+    for name in ("a.py", "b.py"):
+        (ext_dir / "scripts" / name).write_text(LOADER_PROBE)
+    m.extensions.extensions.append(m.extensions.Extension("probe-ext", str(ext_dir)))
+
+    def stub(name, **attrs):
+        mod = types.ModuleType(f"modules.{name}")
+        mod.__dict__.update(attrs)
+        sys.modules[mod.__name__] = mod
+        setattr(m, name, mod)
+
+    def topological_sort(dependencies):
+        return list(dependencies)  # no Before/After anywhere: keep the listed order
+
+    stub("timer", startup_timer=types.SimpleNamespace(record=lambda *a, **k: None))
+    stub("util", topological_sort=topological_sort)
+    stub(
+        "scripts_postprocessing",
+        ScriptPostprocessing=type("ScriptPostprocessing", (), {}),
+        ScriptPostprocessingRunner=lambda: None,
+    )
+
+    def outcome(scripts_module):
+        sys.modules.pop("probe_lib", None)
+        path_before = list(sys.path)
+        fake_scripts = sys.modules["modules.scripts"]
+        sys.modules["modules.scripts"], m.scripts = scripts_module, scripts_module
+        try:
+            scripts_module.load_scripts()
+        finally:
+            sys.modules["modules.scripts"], m.scripts = fake_scripts, fake_scripts
+        assert sys.path == path_before and "probe_lib" in sys.modules
+        loaded = m.script_loading.loaded_scripts
+        records = sorted(loaded[d.path].RECORD for d in scripts_module.scripts_data if d.path.startswith(str(ext_dir)))
+        classes = [(d.script_class.__name__, d.path, d.basedir) for d in scripts_module.scripts_data]
+        callbacks = [(c.name, c.script) for c in m.script_callbacks.callback_map["callbacks_cfg_denoiser"]]
+        return records, classes, callbacks
+
+    real = types.ModuleType("modules.scripts")
+    real.__file__ = os.path.join(os.path.dirname(m.__file__), "scripts.py")
+    exec(compile(real_source("modules/scripts.py"), "a1111/scripts.py", "exec"), real.__dict__)
+    theirs = outcome(real)
+    ours = outcome(sys.modules["modules.scripts"])
+    assert ours == theirs
+    assert [r[0] for r in ours[0]] == ["a.py", "b.py"] and not any(r[1] for r in ours[0])
+    assert {r[2] for r in ours[0]} == {r[3] for r in ours[0]} == {str(ext_dir)}

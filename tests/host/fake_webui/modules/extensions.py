@@ -3,6 +3,16 @@
 import os
 
 
+class ExtensionMetadata:
+    """metadata.ini is not read: no Requires/Before/After and no callback order instructions."""
+
+    def get_script_requirements(self, field, section, extra_section=None):
+        return []
+
+    def list_callback_order_instructions(self):
+        return []
+
+
 class Extension:
     def __init__(self, name: str, path: str, enabled: bool = True, is_builtin: bool = False):
         self.name = name
@@ -10,16 +20,17 @@ class Extension:
         self.path = path
         self.enabled = enabled
         self.is_builtin = is_builtin
+        self.metadata = ExtensionMetadata()
 
     def list_files(self, subdir: str, extension: str):
+        """``scripts.ScriptFile(basedir, filename, path)`` for every ``<subdir>/*<extension>`` file, sorted."""
+        from modules import scripts
+
         dirpath = os.path.join(self.path, subdir)
         if not os.path.isdir(dirpath):
             return []
-        return [
-            os.path.join(dirpath, f)
-            for f in sorted(os.listdir(dirpath))
-            if os.path.splitext(f)[1].lower() == extension and os.path.isfile(os.path.join(dirpath, f))
-        ]
+        res = [scripts.ScriptFile(self.path, f, os.path.join(dirpath, f)) for f in sorted(os.listdir(dirpath))]
+        return [x for x in res if os.path.splitext(x.path)[1].lower() == extension and os.path.isfile(x.path)]
 
 
 extensions: list[Extension] = []

@@ -189,8 +189,7 @@ def list_scripts(scriptdirname, extension, *, include_extensions=True):
                 res.append(ScriptFile(paths.script_path, filename, os.path.join(root, filename)))
     if include_extensions:
         for ext in extensions.active():
-            for path in ext.list_files(scriptdirname, extension):
-                res.append(ScriptFile(ext.path, os.path.basename(path), path))
+            res += ext.list_files(scriptdirname, extension)
     return res
 
 
