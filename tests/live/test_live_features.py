@@ -32,3 +32,30 @@ def test_guidance_changes_the_image_and_records_itself(webui: WebUIClient) -> No
     assert "Semantic guidance: neutral" in text, (text, guided["info"].get("comments"))
     assert "Semantic guidance" not in plain["info"]["infotexts"][0]
     assert decode_image(guided["images"][0]) != decode_image(plain["images"][0])
+
+
+HIRES = {
+    "enable_hr": True,
+    "hr_scale": 2,
+    "hr_upscaler": "Latent",
+    "hr_second_pass_steps": 1,
+    "denoising_strength": 0.5,
+}
+
+
+def test_both_features_through_hires_fix_with_batch_cond_uncond_off(webui: WebUIClient) -> None:
+    # One job through the adapter's hard cases at once: the hires second pass (a second sampler and denoiser),
+    # cond and uncond evaluated in separate UNet calls, and both features active together.
+    res = webui.txt2img(
+        "a red cube AND_TOPK blue :0.4",
+        alwayson={GUIDANCE: [True], HEATMAPS: [True, "cube"]},
+        override_settings={"batch_cond_uncond": False},
+        **HIRES,
+    )
+    info = res["info"]
+    comments = info.get("comments") or ""
+    assert "Semantic guidance: neutral" in info["infotexts"][0], (info["infotexts"][0], comments)
+    assert len(res["images"]) == 2, (info["infotexts"], comments)
+    assert png_size(decode_image(res["images"][0])) == (128, 128)
+    assert info["infotexts"][1].startswith("Attention heatmaps (hires pass"), info["infotexts"][1]
+    assert "PromptScope" not in comments, comments  # no warnings or errors shown to the user
