@@ -25,9 +25,9 @@ from .vocab import COLORS, IMAGE_SIZE, SHAPES
 CHROMA_MIN = 60
 # ... and belongs to the nearest palette hue when within this many degrees (cyan/magenta/orange-ish stay out).
 HUE_TOLERANCE_DEG = 40.0
-# Objects in scenes are ≥ 9 px wide (a 9 px triangle covers ~40 px); smaller blobs are generator noise.
-# Areas are for a 32×32 image and scale with the image area.
-MIN_AREA_32 = 16
+# The smallest object a scene holds (a 9 px triangle) covers 36 px; a blob under two thirds of that is a clump of
+# a generator's pixel noise, not a shape anyone would count. Areas are for 32×32 and scale with the image area.
+MIN_AREA_32 = 24
 # Below this best template IoU a blob is tried as two touching objects (rendered shapes fit at ≥ 0.94).
 SPLIT_BELOW_IOU = 0.75
 

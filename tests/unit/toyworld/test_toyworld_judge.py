@@ -66,6 +66,10 @@ def test_plain_background_and_speckle_are_no_objects():
     speckled[10:12, 25:27] = COLORS["green"]  # 4 px: far below the smallest object
     speckled[28, 0:30] = COLORS["yellow"]  # a 1-px line is not an object either
     assert judge(speckled) == []
+    speckled[2:6, 2:7] = COLORS["red"]  # a solid 20 px clump: still under the smallest shape's two thirds
+    assert judge(speckled) == []
+    speckled[20:26, 20:26] = COLORS["green"]  # 36 px, the area of the smallest triangle a scene draws
+    assert [(d.color, d.shape) for d in judge(speckled)] == [("green", "square")]
 
 
 def test_unpalette_hues_and_pale_colours_are_background():
