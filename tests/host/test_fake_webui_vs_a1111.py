@@ -212,6 +212,46 @@ def test_cfg_denoiser_forward_matches_a1111(fake_webui):
             assert ours[2:] == theirs[2:], case
 
 
+def stub_missing_modules(m):
+    """Stand-ins for the WebUI modules the real scripts.py imports and the double does not have."""
+    import sys
+
+    def stub(name, **attrs):
+        mod = types.ModuleType(f"modules.{name}")
+        mod.__dict__.update(attrs)
+        sys.modules[mod.__name__] = mod
+        setattr(m, name.split(".")[0], sys.modules[f"modules.{name.split('.')[0]}"])
+        return mod
+
+    def topological_sort(dependencies):
+        return list(dependencies)  # no Before/After anywhere: keep the listed order
+
+    class ScriptArg:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    stub("timer", startup_timer=types.SimpleNamespace(record=lambda *a, **k: None))
+    stub("util", topological_sort=topological_sort)
+    stub(
+        "scripts_postprocessing",
+        ScriptPostprocessing=type("ScriptPostprocessing", (), {}),
+        ScriptPostprocessingRunner=lambda: None,
+    )
+    stub("scripts_auto_postprocessing", create_auto_preprocessing_script_data=lambda: [])
+    import modules.api
+
+    api_models = types.ModuleType("modules.api.models")
+    api_models.ScriptArg, api_models.ScriptInfo = ScriptArg, ScriptArg
+    sys.modules["modules.api.models"] = modules.api.models = api_models
+
+
+def real_scripts_module(m):
+    real = types.ModuleType("modules.scripts")
+    real.__file__ = os.path.join(os.path.dirname(m.__file__), "scripts.py")
+    exec(compile(real_source("modules/scripts.py"), "a1111/scripts.py", "exec"), real.__dict__)
+    return real
+
+
 LOADER_PROBE = """
 import sys
 from modules import script_callbacks, scripts
@@ -246,22 +286,7 @@ def test_load_scripts_matches_a1111(fake_webui, tmp_path):
         (ext_dir / "scripts" / name).write_text(LOADER_PROBE)
     m.extensions.extensions.append(m.extensions.Extension("probe-ext", str(ext_dir)))
 
-    def stub(name, **attrs):
-        mod = types.ModuleType(f"modules.{name}")
-        mod.__dict__.update(attrs)
-        sys.modules[mod.__name__] = mod
-        setattr(m, name, mod)
-
-    def topological_sort(dependencies):
-        return list(dependencies)  # no Before/After anywhere: keep the listed order
-
-    stub("timer", startup_timer=types.SimpleNamespace(record=lambda *a, **k: None))
-    stub("util", topological_sort=topological_sort)
-    stub(
-        "scripts_postprocessing",
-        ScriptPostprocessing=type("ScriptPostprocessing", (), {}),
-        ScriptPostprocessingRunner=lambda: None,
-    )
+    stub_missing_modules(m)
 
     def outcome(scripts_module):
         sys.modules.pop("probe_lib", None)
@@ -279,11 +304,107 @@ def test_load_scripts_matches_a1111(fake_webui, tmp_path):
         callbacks = [(c.name, c.script) for c in m.script_callbacks.callback_map["callbacks_cfg_denoiser"]]
         return records, classes, callbacks
 
-    real = types.ModuleType("modules.scripts")
-    real.__file__ = os.path.join(os.path.dirname(m.__file__), "scripts.py")
-    exec(compile(real_source("modules/scripts.py"), "a1111/scripts.py", "exec"), real.__dict__)
-    theirs = outcome(real)
+    theirs = outcome(real_scripts_module(m))
     ours = outcome(sys.modules["modules.scripts"])
     assert ours == theirs
     assert [r[0] for r in ours[0]] == ["a.py", "b.py"] and not any(r[1] for r in ours[0])
     assert {r[2] for r in ours[0]} == {r[3] for r in ours[0]} == {str(ext_dir)}
+
+
+HOOK_PROBE = """
+from modules import scripts
+
+log = []
+
+
+def record(name):
+    def hook(self, p, *args, **kwargs):
+        shown = [type(a).__name__ if hasattr(a, "__dict__") else a for a in args]
+        log.append((self.title(), name, shown, sorted(kwargs)))
+    return hook
+
+
+class Probe(scripts.Script):
+    def title(self):
+        return "Probe " + __name__
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        import gradio as gr
+        return [gr.Checkbox(value=True, label="on"), gr.Textbox(value=__name__, label="name")]
+
+    for _n in ("setup", "before_process", "process", "before_process_batch", "after_extra_networks_activate",
+               "process_batch", "process_before_every_sampling", "before_hr", "post_sample", "postprocess_batch",
+               "postprocess_batch_list", "postprocess_image", "postprocess_image_after_composite",
+               "postprocess_maskoverlay", "postprocess"):
+        locals()[_n] = record(_n)
+
+
+class NoHooks(scripts.Script):
+    def title(self):
+        return "Idle " + __name__
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        import gradio as gr
+        return [gr.Number(value=3, label="n")]
+"""
+
+
+@pytest.mark.slow
+def test_script_runner_dispatch_matches_a1111(fake_webui, sd_model, tmp_path):
+    """A generation driven by the real ScriptRunner and by the double's: same hooks, args and kwargs."""
+    import sys
+
+    import gradio as gr
+
+    m = fake_webui
+    ext_dir = tmp_path / "hook-ext"
+    (ext_dir / "scripts").mkdir(parents=True)
+    for name in ("a.py", "b.py"):
+        (ext_dir / "scripts" / name).write_text(HOOK_PROBE)
+    m.extensions.extensions.append(m.extensions.Extension("hook-ext", str(ext_dir)))
+    stub_missing_modules(m)
+
+    def run(scripts_module):
+        fake_scripts = sys.modules["modules.scripts"]
+        sys.modules["modules.scripts"], m.scripts = scripts_module, scripts_module
+        try:
+            scripts_module.load_scripts()
+            runner = scripts_module.scripts_txt2img = scripts_module.ScriptRunner()
+            runner.initialize_scripts(is_img2img=False)
+            with gr.Blocks():
+                runner.setup_ui()
+            spans = [(s.title(), s.args_from, s.args_to) for s in runner.scripts]
+            args = [0] * max(s.args_to for s in runner.scripts)
+            for s in runner.alwayson_scripts:
+                args[s.args_from : s.args_to] = [c.value for c in s.controls]
+            p = m.processing.StableDiffusionProcessingTxt2Img(
+                prompt="a",
+                steps=2,
+                width=64,
+                height=64,
+                seed=1,
+                n_iter=2,
+                sampler_name="Euler",
+                enable_hr=True,
+                hr_scale=1.5,
+                denoising_strength=0.5,
+                do_not_save_samples=True,
+                do_not_save_grid=True,
+            )
+            p.scripts, p.script_args = runner, tuple(args)
+            m.processing.process_images(p)
+        finally:
+            sys.modules["modules.scripts"], m.scripts = fake_scripts, fake_scripts
+        logs = [m.script_loading.loaded_scripts[str(ext_dir / "scripts" / f)].log for f in ("a.py", "b.py")]
+        return spans, logs
+
+    theirs = run(real_scripts_module(m))
+    ours = run(sys.modules["modules.scripts"])
+    assert ours == theirs
+    assert len(ours[1][0]) > 20
