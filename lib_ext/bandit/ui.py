@@ -47,7 +47,7 @@ DEFAULT_SETTINGS = '{"steps": 20, "cfg_scale": 7}'
 
 def _css(prefix: str) -> str:
     return f"""<style>
-#{prefix}_current img {{ image-rendering: pixelated; object-fit: contain; }}
+#{prefix}_current img {{ image-rendering: pixelated; object-fit: contain; width: 100%; height: 100%; }}
 #{prefix}_round_gallery img, #{prefix}_browse_gallery img {{ image-rendering: pixelated; }}
 #{prefix}_caption {{ min-height: 3em; }}
 #{prefix}_caption .ps-keys, #{prefix} .ps-muted {{ opacity: 0.7; font-size: 0.9em; }}
@@ -142,25 +142,13 @@ class BanditTab:
             raise ValueError("choose a session first (or create one under “New session”)")
         return sid
 
-    def display(self, path: str) -> Any:
-        """The image file for showing: small images (the toy model's 32 px) enlarged by an integer factor."""
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("RGB")
-        if img.size[0] < self.display_size // 2:
-            f = max(1, self.display_size // max(img.size))
-            img = img.resize((img.size[0] * f, img.size[1] * f), Image.NEAREST)
-        return img
-
-    def _image_or_none(self, image: dict | None) -> Any:
-        if image is None:
+    @staticmethod
+    def _image_or_none(image: dict | None) -> str | None:
+        """The image's file path for gr.Image / gr.Gallery: gradio sends the file as it is (no decoding and
+        re-encoding per rating); small images (the toy model's 32 px) are enlarged by CSS, pixelated."""
+        if image is None or not os.path.isfile(image["path"]):
             return None
-        try:
-            return self.display(image["path"])
-        except OSError:
-            return None
+        return image["path"]
 
     def caption(self, image: dict | None, pending: int) -> str:
         """What is on show: arm, seed, round; the element carries the image id (the keyboard script reads it)."""
@@ -180,19 +168,21 @@ class BanditTab:
         )
 
     def next_pending(self, sid: int, round_id: int | None = None, after: int | None = None) -> tuple[dict | None, int]:
-        """The next image to rate: the first pending one after `after` in the round, else the round's first
-        pending, else the session's latest pending image. Also returns how many are pending in the session."""
+        """The next image to rate and how many are left: the first pending image after `after` in the round (else
+        the round's first pending one); when the round is done, the latest round that still has pending images.
+        Only the round's rows are read in the common case, so a rating costs the same in a session of any size."""
         svc = self.svc
+        if round_id is not None:
+            in_round = svc.images(sid, round_id=round_id, rating="pending")
+            if in_round:
+                later = [i for i in in_round if after is not None and i["id"] > after]
+                return (later or in_round)[0], len(in_round)
         pending = svc.images(sid, rating="pending")
         if not pending:
             return None, 0
-        if round_id is not None:
-            in_round = [i for i in pending if i["round_id"] == round_id]
-            if in_round:
-                later = [i for i in in_round if after is not None and i["id"] > after]
-                return (later or in_round)[0], len(pending)
         latest_round = max(i["round_id"] or 0 for i in pending)
-        return next(i for i in pending if (i["round_id"] or 0) == latest_round), len(pending)
+        in_latest = [i for i in pending if (i["round_id"] or 0) == latest_round]
+        return in_latest[0], len(in_latest)
 
     # ---- view builders (plain values) ----------------------------------------------------------------------------
     def sessions_update(self, selected: int | None = None) -> dict:
@@ -516,9 +506,7 @@ class BanditTab:
             aid = parse_id(arm_value)
             rating = None if rating in (None, "", "all") else str(rating)
             images = self.svc.images(sid, arm_id=aid, rating=rating)
-            shown = [
-                (self.display(im["path"]), self.image_label(im)) for im in images[-200:] if os.path.isfile(im["path"])
-            ]
+            shown = [(im["path"], self.image_label(im)) for im in images[-200:] if os.path.isfile(im["path"])]
             more = f" (the latest 200 of {len(images)})" if len(images) > 200 else ""
             return [shown, _msg(f"{len(images)} image(s){more}.")]
         except (ValueError, StoreError) as exc:
@@ -618,7 +606,7 @@ class BanditTab:
             c["status"] = gr.HTML(_err(startup_error) if startup_error else _msg(start), elem_id=f"{p}_status")
             with gr.Row():
                 with gr.Column(scale=2):
-                    c["current"] = gr.Image(label="Rate this image", interactive=False, type="pil",
+                    c["current"] = gr.Image(label="Rate this image", interactive=False, type="filepath",
                                             elem_id=f"{p}_current", height=self.display_size)  # fmt: skip
                     c["caption"] = gr.HTML(self.caption(None, 0), elem_id=f"{p}_caption")
                     with gr.Row(elem_id=f"{p}_rate_row"):
@@ -704,13 +692,14 @@ class BanditTab:
         c["retire_arm"].click(self.toggle_retired, [c["session"], c["arm_pick"]], arm_change_out)
 
         run_out = [*current_out, c["round_id"], c["round_gallery"], *stats_out, c["status"]]
+
+        # gradio fills a positional `gr.Progress()` default; a host wrapper made with functools.wraps (A1111's
+        # wrap_gradio_gpu_call) keeps this signature visible, so the progress bar works inside it too.
+        def run(session_value, k, mode_label, shared, progress=gr.Progress()):  # noqa: B008 (gradio's way)
+            return self.run_round(session_value, k, mode_label, shared, progress)
+
         if wrap_run is not None:
-            run = wrap_run(self.run_round, len(run_out))
-        else:
-
-            def run(session_value, k, mode_label, shared, progress=gr.Progress()):  # noqa: B008 (gradio's way)
-                return self.run_round(session_value, k, mode_label, shared, progress)
-
+            run = wrap_run(run, len(run_out))
         c["run"].click(run, [c["session"], c["k"], c["mode"], c["shared"]], run_out)
         # Not queued: it must run while the round holds the queue (as A1111's Interrupt).
         c["interrupt"].click(self.interrupt, None, None, queue=False)

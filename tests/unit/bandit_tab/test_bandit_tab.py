@@ -1,0 +1,219 @@
+"""The seed-bandit tab's handlers (BanditTab) over a real store, with a fake image generator; the page builds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from lib_ext.bandit.hosting import ServiceProvider, check_data_dir, image_path, save_png
+from lib_ext.bandit.service import ImageResult
+from lib_ext.bandit.ui import MODE_LABELS, BanditTab, build_bandit_tab, parse_id
+
+
+class FakeGenerator:
+    """Writes a small PNG per job (infotext included); `stop_after` imitates an interrupted round."""
+
+    def __init__(self, folder: Path, stop_after: int | None = None):
+        self.folder, self.stop_after, self.calls = folder, stop_after, []
+
+    def __call__(self, jobs, progress=None):
+        self.calls.append(jobs)
+        out = []
+        for n, job in enumerate(jobs):
+            if self.stop_after is not None and n >= self.stop_after:
+                break
+            img = Image.new("RGB", (32, 32), (job.seed % 256, 40, 90))
+            path = save_png(img, json.dumps(job.infotext), image_path(self.folder, job))
+            out.append(ImageResult(job, str(path)))
+            if progress is not None:
+                progress(n + 1, len(jobs), "gen")
+        return out
+
+
+@pytest.fixture
+def tab(tmp_path):
+    provider = ServiceProvider(tmp_path / "data", seed=3)
+    gen = FakeGenerator(tmp_path / "data" / "images")
+    t = BanditTab(provider, gen, None, provider.data_dir, "ps_bandit_test", display_size=128)
+    yield t
+    provider.close()
+
+
+def session(tab: BanditTab, mode: str = "more_good", k: int = 4) -> str:
+    label = next(lbl for lbl, v in MODE_LABELS.items() if v == mode)
+    out = tab.create_session("test", '{"steps": 3}', label, None, 0, k, False)
+    assert "Created session" in out[1], out[1]
+    value = out[0]["value"]
+    assert tab.add_arm(value, "a cat", "", "cat", "")[-1].startswith("<span>Added arm 1")
+    assert "template with 1 slot" in tab.add_arm(value, "a {red|blue} dog", "blurry", "", '{"cfg_scale": 5}')[-1]
+    return value
+
+
+def test_page_builds_with_prefixed_ids(tmp_path):
+    provider = ServiceProvider(tmp_path / "d")
+    with gr.Blocks():
+        t = build_bandit_tab(provider, None, None, provider.data_dir, "ps_bandit")
+    ids = [getattr(comp, "elem_id", None) for comp in t.c.values()]
+    assert all(i and i.startswith("ps_bandit_") for i in ids)
+    for name in ("like", "dislike", "skip", "undo", "caption", "stats_table", "current_id"):
+        assert t.c[name].elem_id == f"ps_bandit_{name}"
+    provider.close()
+
+
+def test_round_then_rating_walks_the_round_and_counts_only_like_dislike(tab):
+    value = session(tab)
+    out = tab.run_round(value, 4, None, False)
+    assert "Round 1: 4 image(s)" in out[-1]
+    shown, caption, current, round_id = out[0], out[1], out[2], out[3]
+    assert Path(shown).is_file() and Image.open(shown).size == (32, 32)  # the file as it is (CSS enlarges it)
+    assert f"data-image-id='{current}'" in caption
+    seen = [int(current)]
+    for value_ in ("like", "skip", "dislike"):
+        res = tab.rate(value, current, round_id, value_)
+        assert f"Image {current}: {value_}" in res[-1]
+        current = res[2]
+        seen.append(int(current))
+    assert seen == sorted(seen) and len(set(seen)) == 4  # one rating = the next image of the round
+    stats = tab.svc.stats(1, draws=1000)
+    assert sum(a["n"] for a in stats["arms"]) == 2  # skip and pending update nothing
+    assert sum(a["skipped"] for a in stats["arms"]) == 1 and sum(a["pending"] for a in stats["arms"]) == 1
+    last = tab.rate(value, current, round_id, "like")
+    assert last[2] == "" and "Nothing left to rate" in last[1]
+    assert "Nothing to rate" in tab.rate(value, "", round_id, "like")[-1]
+
+
+def test_undo_shows_the_undone_image_and_mark_rest_is_one_undo(tab):
+    value = session(tab)
+    out = tab.run_round(value, 4, None, False)
+    first, rid = out[2], out[3]
+    after = tab.rate(value, first, rid, "like")
+    assert after[2] != first
+    undone = tab.undo(value, rid)
+    assert undone[2] == first and "Undone: image(s) " + first in undone[-1]
+    rest = tab.mark_rest(value, rid)
+    assert "Marked 4 pending image(s)" in rest[-1] and rest[2] == ""
+    assert all(im["rating"] == "dislike" for im in tab.svc.images(1))
+    back = tab.undo(value, rid)
+    assert back[2] != "" and all(im["rating"] == "pending" for im in tab.svc.images(1))
+    assert "Nothing to undo" in tab.undo(value, rid)[-1]
+
+
+def test_undo_is_per_page_client(tab):
+    value = session(tab)
+    out = tab.run_round(value, 2, None, False)
+    a, rid = out[2], out[3]
+    b = tab.rate(value, a, rid, "like", client="tab:one")[2]
+    tab.rate(value, b, rid, "dislike", client="tab:two")
+    tab.undo(value, rid, client="tab:one")  # page one takes back its own rating, not page two's later one
+    ratings = {im["id"]: im["rating"] for im in tab.svc.images(1)}
+    assert ratings[int(a)] == "pending" and ratings[int(b)] == "dislike"
+
+
+def test_rating_an_image_of_another_session_is_refused(tab):
+    value = session(tab)
+    out = tab.run_round(value, 2, None, False)
+    other = tab.create_session("other", "{}", None, None, 0, 4, False)[0]["value"]
+    res = tab.rate(other, out[2], out[3], "like")
+    assert "belongs to another session" in res[-1]
+    assert all(im["rating"] == "pending" for im in tab.svc.images(1))
+
+
+def test_arm_edit_makes_a_version_label_edit_does_not_and_retire_toggles(tab):
+    value = session(tab)
+    res = tab.save_arm(value, "1 · cat", "a cat", "", "kitty", "")
+    assert "Arm 1 saved" in res[-1]
+    res = tab.save_arm(value, "1 · kitty", "a black cat", "", "kitty", "")
+    assert "new version: arm 3" in res[-1]
+    rows = {r[0]: r for r in res[0]}
+    assert rows[1][-1] == "retired" and rows[3][2] == "a black cat"
+    assert "Arm 3 retired" in tab.toggle_retired(value, "3 · kitty")[-1]
+    assert "Arm 3 restored" in tab.toggle_retired(value, "3 · kitty")[-1]
+    picked = tab.pick_arm("2 · a {red|blue} dog")
+    assert picked[:4] == ["a {red|blue} dog", "blurry", "", '{"cfg_scale": 5}']
+
+
+def test_bad_input_is_reported_in_the_status(tab):
+    value = session(tab)
+    assert "ps-error" in tab.add_arm(value, "a {red|blue", "", "", "")[-1]
+    assert "JSON object" in tab.add_arm(value, "x", "", "", "[1]")[-1]
+    assert "JSON object" in tab.create_session("s", "{nope", None, None, 0, 4, False)[1]
+    assert "choose a session first" in tab.run_round(None, 4, None, False)[-1]
+    assert "no session with id 99" in tab.run_round("99 · ghost", 4, None, False)[-1]
+    assert "round size" in tab.run_round(value, 999, None, False)[-1]
+    assert "choose an arm" in tab.save_arm(value, "(new arm)", "x", "", "", "")[-1]
+
+
+def test_interrupted_round_records_what_was_made(tab, tmp_path):
+    value = session(tab)
+    tab.generate_fn = FakeGenerator(tmp_path / "data" / "images", stop_after=1)
+    out = tab.run_round(value, 4, None, False)
+    assert "1 image(s) (3 not generated: interrupted)" in out[-1]
+    assert len(tab.svc.images(1)) == 1
+
+
+def test_find_best_mode_shows_the_stopping_verdict_and_slots(tab):
+    value = session(tab, mode="find_best")
+    out = tab.run_round(value, 6, None, True)
+    verdict, table, density, history, slots = out[5:10]
+    assert "Keep rating" in verdict and "P(best)" in verdict
+    assert len(table) == 2 and {row[0] for row in table} == {1, 2}
+    assert density.size == history.size == (560, 300)
+    assert "slot 1" in slots and "red" in slots and "blue" in slots
+    # the session's load shows the same round
+    loaded = tab.load_session(value)
+    assert loaded[9] == out[3] and len(loaded[10]) == 6
+
+
+def test_exports_stay_in_the_data_folder(tab):
+    value = session(tab)
+    out = tab.run_round(value, 2, None, False)
+    tab.rate(value, out[2], out[3], "like")
+    msg = tab.export("dataset", value, "ds1", "sks", "dog", 5, [], True, False)
+    assert "1 image(s) with captions" in msg and "5_sks dog" in msg
+    folder = tab.export_root() / "ds1" / "5_sks dog"
+    assert len(list(folder.glob("*.txt"))) == 1
+    for bad in ("../up", "/abs", "a/b", "..", ""):
+        assert "ps-error" in tab.export("dataset", value, bad, "sks", "dog", 5, [], True, False)
+    assert not (tab.data_dir().parent / "up").exists()
+    assert "ps-error" in tab.export("negative", value, "neg", "wrong", "", 1, [], True, False)  # no ratings chosen
+    assert "image(s)" in tab.export("negative", value, "neg", "wrong", "", 1, ["dislike", "skip"], True, True)
+    assert "arm_stats.csv" in tab.export("stats", value, "st", "", "", 1, [], True, False)
+    assert "already exported" in tab.export("stats", value, "st", "", "", 1, [], True, False)
+
+
+def test_browse_filters_by_arm_and_rating(tab):
+    value = session(tab)
+    out = tab.run_round(value, 4, None, False)
+    tab.rate(value, out[2], out[3], "like")
+    liked = tab.browse(value, "(all arms)", "like")
+    assert len(liked[0]) == 1 and "[liked]" in liked[0][0][1]
+    per_arm = sum(len(tab.browse(value, f"{a} · x", "all")[0]) for a in (1, 2))
+    assert per_arm == 4
+
+
+def test_parse_id_and_data_dir_checks(tmp_path):
+    assert parse_id("12 · name") == 12 and parse_id(3) == 3 and parse_id("(new arm)") is None
+    assert parse_id(None) is None and parse_id(0) is None and parse_id(True) is None
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        check_data_dir(f)
+    with pytest.raises(ValueError, match="empty"):
+        check_data_dir("  ")
+    assert check_data_dir(tmp_path / "new" / "dir").is_dir()
+
+
+def test_provider_reopens_on_a_new_folder(tmp_path):
+    folder = {"p": tmp_path / "a"}
+    provider = ServiceProvider(lambda: folder["p"])
+    s1 = provider()
+    s1.create_session("in a")
+    assert provider() is s1
+    folder["p"] = tmp_path / "b"
+    s2 = provider()
+    assert s2 is not s1 and s2.list_sessions() == []
+    provider.close()
