@@ -47,7 +47,7 @@ def running_on_forge() -> bool:
 
 
 def start() -> ExtensionLifetime:
-    from . import guidance_script
+    from . import bandit_tab, guidance_script
 
     if running_on_forge():
         say_once(
@@ -59,5 +59,9 @@ def start() -> ExtensionLifetime:
     life.on("model_loaded", rebind_open_sessions)
     life.on("ui_settings", guidance_script.register_settings)
     life.on("before_ui", guidance_script.register_xyz_axes)
+    life.on("ui_settings", bandit_tab.register_settings)  # seed-bandit tab, its data folder and HTTP routes
+    life.on("ui_tabs", bandit_tab.on_ui_tabs)
+    life.on("app_started", bandit_tab.on_app_started)
+    life.on("script_unloaded", bandit_tab.on_unloaded)
     life.on("script_unloaded", life.unload)
     return life

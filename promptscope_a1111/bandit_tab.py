@@ -1,0 +1,101 @@
+"""The seed-bandit tab in A1111: `on_ui_tabs` builds it, `on_app_started` mounts its HTTP routes, and a setting in
+Settings → PromptScope chooses its data folder.
+
+Rounds generate through A1111's own txt2img pipeline (`host.run_jobs`) inside `wrap_gradio_gpu_call` (the queue
+lock, job state, Interrupt); the infotext of every image carries the service's "PromptScope session / arm / round"
+keys, so PNG Info tells which session, arm and round made it. The tab and the routes share one service.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from modules import call_queue, paths, shared
+from promptscope_lib_ext.bandit.hosting import ServiceProvider, check_data_dir, host_generator
+from promptscope_lib_ext.bandit.routes import make_router
+from promptscope_lib_ext.bandit.ui import build_bandit_tab
+from promptscope_lib_ext.seam import GenerationRequest
+
+from . import host
+from .webui_bits import add_options, option
+
+OPT_DIR = "promptscope_bandit_dir"
+TAB_ID = "promptscope_bandit"
+TITLE = "Seed bandit"
+ELEM_PREFIX = "ps_bandit"
+
+
+def _webui_path(value: str) -> Path:
+    """A1111 keeps output folders relative to the WebUI folder (its working directory)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(getattr(paths, "script_path", os.getcwd())) / p
+
+
+def outputs_root() -> Path:
+    """The folder A1111 writes its outputs under: "Output directory for images" if set, else the parent of the
+    txt2img folder (`<webui>/outputs` by default)."""
+    opts = shared.opts
+    if getattr(opts, "outdir_samples", ""):
+        return _webui_path(opts.outdir_samples)
+    txt2img = getattr(opts, "outdir_txt2img_samples", "") or "outputs/txt2img-images"
+    return _webui_path(txt2img).parent
+
+
+def default_data_dir() -> Path:
+    return outputs_root() / "promptscope-bandit"
+
+
+def data_dir() -> Path:
+    """The setting's folder (blank: `<outputs>/promptscope-bandit`), checked and created; ValueError if unusable."""
+    value = str(option(OPT_DIR, "") or "").strip()
+    return check_data_dir(_webui_path(value) if value else default_data_dir())
+
+
+provider = ServiceProvider(data_dir)
+current_tab: Any = None  # the BanditTab of the last built UI (tests and other glue reach its handlers here)
+
+
+def register_settings() -> None:
+    add_options(
+        {
+            OPT_DIR: (
+                "",
+                "Seed bandit: data folder (database, images, exports); blank: <outputs>/promptscope-bandit",
+                None,
+                None,
+            ),
+        }
+    )
+
+
+def _wrap_run(fn: Any, n_outputs: int) -> Any:
+    # On an exception A1111's wrapper returns `extra_outputs + [error html]`: leave the other outputs as they are.
+    return call_queue.wrap_gradio_gpu_call(fn, extra_outputs=[gr.update() for _ in range(n_outputs - 1)])
+
+
+def build_blocks() -> gr.Blocks:
+    global current_tab
+    generate = host_generator(host.run_jobs, GenerationRequest, lambda: provider.data_dir() / "images")
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        current_tab = build_bandit_tab(
+            provider, generate, lambda: shared.state.interrupt(), provider.data_dir, ELEM_PREFIX, _wrap_run
+        )
+    return blocks
+
+
+def on_ui_tabs() -> list[tuple[gr.Blocks, str, str]]:
+    return [(build_blocks(), TITLE, TAB_ID)]
+
+
+def on_app_started(_demo: Any, app: Any) -> None:
+    def allowed_roots() -> list[Path]:
+        return [outputs_root()]
+
+    app.include_router(make_router(provider, allowed_roots))
+
+
+def on_unloaded() -> None:
+    provider.close()

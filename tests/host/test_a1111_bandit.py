@@ -1,0 +1,168 @@
+"""The seed-bandit tab wired into the v1.10.1 double: tab, setting, routes, generation under the queue lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "/promptscope/v1/bandit"
+
+
+@pytest.fixture
+def webui(fake_webui):
+    from modules import initialize
+
+    demo, app = initialize.boot(str(REPO))
+    yield fake_webui, demo, app
+    fake_webui.script_callbacks.script_unloaded_callback()
+    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
+        del sys.modules[name]
+
+
+def bandit(m) -> Any:
+    return sys.modules["promptscope_a1111.bandit_tab"]
+
+
+def handler(blocks: Any, component: Any) -> Any:
+    """The function gradio calls for a click on `component` (as registered, wrappers included)."""
+    for dep, fn in zip(blocks.dependencies, blocks.fns):
+        targets = [t[0] if isinstance(t, list | tuple) else t for t in dep["targets"]]
+        if component._id in targets:
+            return fn.fn
+    raise LookupError("no handler for that component")
+
+
+def get(app: Any, path: str) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            return await c.get(PREFIX + path)
+
+    return asyncio.run(go())
+
+
+def _session_with_arms(tab: Any, settings: str = '{"steps": 2, "width": 64, "height": 64}') -> str:
+    out = tab.create_session("a1111", settings, None, None, 0, 4, False)
+    value = out[0]["value"]
+    tab.add_arm(value, "a cat", "", "cat", "")
+    tab.add_arm(value, "a {red|blue} dog", "blurry", "", "")
+    return value
+
+
+def test_tab_setting_and_routes_are_registered(webui, tmp_path):
+    m, demo, app = webui
+    tabs = m.initialize.tabs
+    assert [(t[1], t[2]) for t in tabs] == [("Seed bandit", "promptscope_bandit")]
+    b = bandit(m)
+    assert b.OPT_DIR in m.shared.opts.data_labels
+    # blank setting: beside A1111's outputs (the parent of the txt2img folder, or "Output directory for images")
+    assert b.default_data_dir() == Path(m.shared.opts.outdir_txt2img_samples).parent / "promptscope-bandit"
+    m.shared.opts.data["outdir_samples"] = str(tmp_path / "out")
+    assert b.data_dir() == (tmp_path / "out" / "promptscope-bandit").resolve()
+    m.shared.opts.data[b.OPT_DIR] = "relative/bandit"  # relative to the WebUI folder, as A1111's output paths
+    assert b.data_dir() == (Path(m.paths.script_path) / "relative" / "bandit").resolve()
+    (Path(m.paths.script_path) / "relative" / "bandit").rmdir()
+    (Path(m.paths.script_path) / "relative").rmdir()
+    m.shared.opts.data[b.OPT_DIR] = ""
+    r = get(app, "/sessions")
+    assert r.status_code == 200 and r.json() == []
+    assert not getattr(m.errors, "reported", [])
+
+
+def test_round_generates_under_the_queue_lock_with_bandit_infotext(webui, sd_model, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    tab = b.current_tab
+    value = _session_with_arms(tab)
+    run = handler(tabs_blocks(m), tab.c["run"])
+    locked = []
+
+    def probe(params):  # runs inside processing: the queue lock must be held and the job begun
+        locked.append(m.call_queue.queue_lock._is_owned())
+
+    m.script_callbacks.on_cfg_denoiser(probe)
+    out = run(value, 3, None, True)
+    m.script_callbacks.remove_callbacks_for_function(probe)
+    assert locked and all(locked)
+    status = out[-1]
+    assert "Round 1: 3 image(s)" in status and "Time taken" in status  # A1111's wrapper appended its timing
+    assert m.shared.state.job_count == 0  # the wrapper ended the job
+    images = b.provider().images(1)
+    assert len(images) == 3
+    for im in images:
+        path = Path(im["path"])
+        assert path.is_relative_to((tmp_path / "bandit" / "images").resolve())
+        info = Image.open(path).info["parameters"]
+        params = m.infotext_utils.parse_generation_parameters(info)
+        ref = sys.modules["promptscope_lib_ext.bandit"].bandit_ref_from_infotext(params)  # PNG Info → session etc.
+        assert ref is not None and ref["session"] == 1 and ref["round"] == 1 and ref["arm"] == im["arm_id"]
+        assert int(params["Seed"]) == im["seed"] and params["Prompt"] == im["prompt"]
+    # shared seeds: a round's j-th image of every arm uses the same seed
+    by_arm: dict[int, list[int]] = {}
+    for im in images:
+        by_arm.setdefault(im["arm_id"], []).append(im["seed"])
+    firsts = {seeds[0] for seeds in by_arm.values()}
+    assert len(firsts) == 1
+    # rate through the tab; the route sees it
+    cur = out[2]
+    tab.rate(value, cur, out[3], "like")
+    stats = get(app, "/sessions/1/stats?draws=1000").json()
+    assert sum(a["likes"] for a in stats["arms"]) == 1
+
+
+def tabs_blocks(m) -> Any:
+    return m.initialize.tabs[0][0]
+
+
+def test_interrupt_keeps_the_finished_image_and_skips_the_rest(webui, sd_model, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    tab = b.current_tab
+    value = _session_with_arms(tab)
+    run = handler(tabs_blocks(m), tab.c["run"])
+    interrupt = handler(tabs_blocks(m), tab.c["interrupt"])
+
+    def press_interrupt(params):
+        interrupt()
+
+    m.script_callbacks.on_cfg_denoiser(press_interrupt)
+    out = run(value, 4, None, False)
+    m.script_callbacks.remove_callbacks_for_function(press_interrupt)
+    assert "Round 1: 1 image(s) (3 not generated: interrupted)" in out[-1]
+    assert len(b.provider().images(1)) == 1
+    assert m.shared.state.interrupted is False  # reset by the wrapper for the next job
+
+
+def test_errors_are_shown_in_the_status_not_raised(webui, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    tab = b.current_tab
+    run = handler(tabs_blocks(m), tab.c["run"])
+    out = run(None, 4, None, False)
+    assert "choose a session first" in out[-1] and len(out) == 11
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    m.shared.opts.data[b.OPT_DIR] = str(blocker)
+    assert "not a folder" in tab.load_session("1 · x")[-1]
+    r = get(app, "/sessions")
+    assert r.status_code == 422 and "not a folder" in r.json()["detail"]
+
+
+def test_reload_ui_rebuilds_the_tab_and_routes(webui, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    b.current_tab.create_session("kept", "{}", None, None, 0, 4, False)
+    demo2, app2 = m.initialize.restart_ui()
+    assert [(t[1], t[2]) for t in m.initialize.tabs] == [("Seed bandit", "promptscope_bandit")]
+    b2 = sys.modules["promptscope_a1111.bandit_tab"]
+    m.shared.opts.data[b2.OPT_DIR] = str(tmp_path / "bandit")
+    assert [s["name"] for s in get(app2, "/sessions").json()] == ["kept"]
