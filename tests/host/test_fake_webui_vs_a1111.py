@@ -408,3 +408,98 @@ def test_script_runner_dispatch_matches_a1111(fake_webui, sd_model, tmp_path):
     ours = run(sys.modules["modules.scripts"])
     assert ours == theirs
     assert len(ours[1][0]) > 20
+
+
+@pytest.mark.slow
+def test_process_images_matches_a1111(fake_webui, sd_model, tmp_path, monkeypatch):
+    """The real processing.py (txt2img with hires fix, two batches of two) run on the double's models, samplers and
+    ScriptRunner gives the same hook calls, images, infotexts, params.txt and Processed.js() as the double's."""
+    import json
+    import sys
+
+    m = fake_webui
+    ext_dir = tmp_path / "hook-ext"
+    (ext_dir / "scripts").mkdir(parents=True)
+    (ext_dir / "scripts" / "a.py").write_text(HOOK_PROBE)
+    m.scripts.load_scripts(str(ext_dir))
+    log = m.script_loading.loaded_scripts[str(ext_dir / "scripts" / "a.py")].log
+
+    class Anything(types.ModuleType):
+        def __getattr__(self, name):
+            return None
+
+    for name in ("skimage", "einops", "blendmodes", "blendmodes.blend", "ldm.data", "ldm.data.util"):
+        monkeypatch.setitem(sys.modules, name, Anything(name))
+    for name in ("masking", "sd_vae_approx", "face_restoration", "styles"):
+        monkeypatch.setitem(sys.modules, f"modules.{name}", Anything(f"modules.{name}"))
+    monkeypatch.setitem(sys.modules, "launch", types.SimpleNamespace(git_tag=lambda: "v1.10.1"))
+    monkeypatch.setitem(
+        sys.modules, "modules.lowvram", types.SimpleNamespace(is_enabled=lambda model: False, __name__="lowvram")
+    )
+    monkeypatch.setitem(sys.modules, "modules.sd_unet", types.SimpleNamespace(apply_unet=lambda *a: None))
+    import contextlib
+
+    monkeypatch.setitem(sys.modules, "modules.profiling", types.SimpleNamespace(Profiler=contextlib.nullcontext))
+    for name in ("lowvram", "sd_unet", "profiling", "masking", "sd_vae_approx", "face_restoration", "styles"):
+        monkeypatch.setattr(m, name, sys.modules[f"modules.{name}"], raising=False)
+    import ldm.models.diffusion.ddpm as ddpm
+
+    monkeypatch.setattr(ddpm, "LatentDepth2ImageDiffusion", type("LatentDepth2ImageDiffusion", (), {}), raising=False)
+    monkeypatch.setattr(m.sd_samplers, "fix_p_invalid_sampler_and_scheduler", lambda p: None, raising=False)
+    m.shared.opts.data.update(
+        fp8_storage="Disable",
+        cache_fp16_weight=False,
+        show_progress_type="Approx cheap",
+        use_old_hires_fix_width_height=False,
+        face_restoration_model=None,
+        grid_save=False,
+    )
+
+    real = types.ModuleType("a1111_processing")
+    real.__file__ = os.path.join(os.path.dirname(m.__file__), "processing.py")
+    monkeypatch.setitem(sys.modules, real.__name__, real)  # dataclasses look their module up there
+    exec(compile(real_source("modules/processing.py"), "a1111/processing.py", "exec"), real.__dict__)
+
+    def run(processing):
+        log.clear()
+        # the class-level cond caches must not leak from one implementation to the other
+        processing.StableDiffusionProcessing.cached_c = [None, None]
+        processing.StableDiffusionProcessing.cached_uc = [None, None]
+        processing.StableDiffusionProcessingTxt2Img.cached_hr_c = [None, None]
+        processing.StableDiffusionProcessingTxt2Img.cached_hr_uc = [None, None]
+        runner = m.scripts.scripts_txt2img
+        p = processing.StableDiffusionProcessingTxt2Img(
+            prompt="a cat AND a (hat:1.2)",
+            negative_prompt="blurry",
+            steps=3,
+            width=64,
+            height=64,
+            seed=11,
+            subseed=5,
+            n_iter=2,
+            batch_size=2,
+            sampler_name="Euler a",
+            enable_hr=True,
+            hr_scale=1.5,
+            denoising_strength=0.5,
+            hr_prompt="a big cat",
+            hr_sampler_name="DDIM",
+            do_not_save_samples=True,
+        )
+        p.scripts = runner
+        p.script_args = tuple([0] + [c.value for s in runner.alwayson_scripts for c in s.controls])
+        p.extra_generation_params["PS list"] = ["w", "x", "y", "z"]
+        p.extra_generation_params["PS call"] = lambda p, index, **kw: f"#{index}"
+        res = processing.process_images(p)
+        js = json.loads(res.js())
+        js.pop("job_timestamp")
+        return list(log), [list(im.getdata()) for im in res.images], res.infotexts, js, res.index_of_first_image
+
+    theirs = run(real)
+    params_txt = (tmp_path / "params.txt").read_text(encoding="utf8")
+    ours = run(m.processing)
+    assert ours[0] == theirs[0]  # hooks, in order, with their args and kwargs
+    assert ours[2] == theirs[2]  # infotexts, grid's first
+    assert ours[3] == theirs[3] and ours[4] == theirs[4] == 1
+    assert ours[1] == theirs[1]  # pixels, grid included
+    assert m.processing.last_params_txt == params_txt

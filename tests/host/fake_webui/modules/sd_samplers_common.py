@@ -33,6 +33,9 @@ class InterruptedException(BaseException):
     pass
 
 
+approximation_indexes = {"Full": 0, "Approx NN": 1, "Approx cheap": 2, "TAESD": 3}
+
+
 def store_latent(decoded):
     state.current_latent = decoded
 
