@@ -498,6 +498,37 @@ def test_process_images_matches_a1111(fake_webui, sd_model, tmp_path, monkeypatc
     theirs = run(real)
     params_txt = (tmp_path / "params.txt").read_text(encoding="utf8")
     ours = run(m.processing)
+
+    # faults: an interrupt during the second batch's first pass, and an exception inside the model
+    def interrupt_in_batch_1(params):
+        if params.denoiser.p.iteration == 1 and not params.denoiser.p.is_hr_pass:
+            m.shared.state.interrupt()
+
+    m.script_callbacks.on_cfg_denoiser(interrupt_in_batch_1)
+    interrupted = []
+    for processing in (real, m.processing):
+        m.shared.state.begin()
+        interrupted.append(run(processing))
+    m.script_callbacks.remove_callbacks_for_function(interrupt_in_batch_1)
+    assert interrupted[0] == interrupted[1] and interrupted[1][0][-1][1] == "postprocess"
+
+    apply_model = sd_model.apply_model
+    calls = []
+
+    def fail_on_fifth_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) % 5 == 0:
+            raise RuntimeError("injected")
+        return apply_model(*args, **kwargs)
+
+    monkeypatch.setattr(sd_model, "apply_model", fail_on_fifth_call)
+    failed = []
+    for processing in (real, m.processing):
+        m.shared.state.begin()
+        with pytest.raises(RuntimeError, match="injected"):
+            run(processing)
+        failed.append(list(log))
+    assert failed[0] == failed[1] and "postprocess" not in [name for _, name, _, _ in failed[1]]
     assert ours[0] == theirs[0]  # hooks, in order, with their args and kwargs
     assert ours[2] == theirs[2]  # infotexts, grid's first
     assert ours[3] == theirs[3] and ours[4] == theirs[4] == 1
