@@ -534,3 +534,57 @@ def test_process_images_matches_a1111(fake_webui, sd_model, tmp_path, monkeypatc
     assert ours[3] == theirs[3] and ours[4] == theirs[4] == 1
     assert ours[1] == theirs[1]  # pixels, grid included
     assert m.processing.last_params_txt == params_txt
+
+
+CALLBACK_USER = """
+def cb(*args):
+    order.append((NAME, "cfg"))
+
+def unloaded():
+    order.append((NAME, "unloaded"))
+
+sc.on_cfg_denoiser(cb)
+sc.on_cfg_denoiser(cb, name="second")
+sc.on_script_unloaded(unloaded)
+sc.on_model_loaded(lambda m: order.append((NAME, "model")))
+
+def drop_mine():
+    sc.remove_current_script_callbacks()
+"""
+
+
+def test_script_callbacks_match_a1111(fake_webui, tmp_path, monkeypatch):
+    import sys
+
+    m = fake_webui
+    stub_missing_modules(m)
+    ext_dir = tmp_path / "cb-ext"
+    (ext_dir / "scripts").mkdir(parents=True)
+    m.extensions.extensions.append(m.extensions.Extension("cb-ext", str(ext_dir)))
+    real = types.ModuleType("a1111_script_callbacks")
+    monkeypatch.setitem(sys.modules, real.__name__, real)  # dataclasses look their module up there
+    real.__file__ = "a1111/script_callbacks.py"  # its own frames are recognised by this name
+    exec(compile(real_source("modules/script_callbacks.py"), "a1111/script_callbacks.py", "exec"), real.__dict__)
+
+    def scenario(sc):
+        order = []
+        files = {}
+        for name in ("a.py", "b.py"):
+            path = str(ext_dir / "scripts" / name)
+            files[name] = {"sc": sc, "order": order, "NAME": name}
+            exec(compile(CALLBACK_USER, path, "exec"), files[name])
+        names = {k: [c.name for c in v] for k, v in sc.callback_map.items() if v}
+        sc.cfg_denoiser_callback(None)
+        sc.model_loaded_callback(None)
+        sc.script_unloaded_callback()
+        files["a.py"]["drop_mine"]()
+        sc.cfg_denoiser_callback(None)
+        sc.remove_callbacks_for_function(files["b.py"]["cb"])
+        sc.cfg_denoiser_callback(None)
+        sc.script_unloaded_callback()
+        return names, order
+
+    theirs = scenario(real)
+    ours = scenario(sys.modules["modules.script_callbacks"])
+    assert ours == theirs
+    assert ours[0]["callbacks_cfg_denoiser"][1] == "cb-ext/a.py/cfg_denoiser/second"
