@@ -451,10 +451,13 @@ class BanditTab:
             if iid is None:
                 return [gr.update(), gr.update(), gr.update(), _msg("Nothing to rate: generate a round first.")]
             svc = self.svc
-            if svc.store.get_image(iid)["session_id"] != sid:
+            image = svc.store.get_image(iid)
+            if image["session_id"] != sid:
                 raise ValueError(f"image {iid} belongs to another session")
             svc.rate(iid, value, client=client)
-            return [*self.current_view(sid, parse_id(round_value), iid), _msg(f"Image {iid}: {value}.")]
+            # The next image comes from the rated image's round (an older round being finished stays cheap).
+            after_round = image["round_id"] or parse_id(round_value)
+            return [*self.current_view(sid, after_round, iid), _msg(f"Image {iid}: {value}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
@@ -475,6 +478,22 @@ class BanditTab:
                 view = self.current_view(sid, parse_id(round_value))
             ids = ", ".join(str(u["image_id"]) for u in undone)
             return [*view, _msg(f"Undone: image(s) {ids}.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
+
+    def select_image(self, session_value: Any, round_value: Any, index: Any) -> list[Any]:
+        """Show the round gallery's `index`-th image for rating (or re-rating): [image, caption, id, status]."""
+        try:
+            sid = self._session_id(session_value)
+            rid = parse_id(round_value)
+            shown = [im for im in self.svc.images(sid, round_id=rid) if os.path.isfile(im["path"])] if rid else []
+            if not isinstance(index, int) or not 0 <= index < len(shown):
+                return [gr.update(), gr.update(), gr.update(), _msg("That image is no longer in this round's view.")]
+            img = shown[index]
+            _, pending = self.next_pending(sid, rid)
+            state = "" if img["rating"] == "pending" else f" (now {img['rating']}d; rating again replaces it)"
+            state = state.replace("skipd", "skipped")
+            return [img["path"], self.caption(img, pending), str(img["id"]), _msg(f"Image {img['id']}{state}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
@@ -610,9 +629,9 @@ class BanditTab:
                                             elem_id=f"{p}_current", height=self.display_size)  # fmt: skip
                     c["caption"] = gr.HTML(self.caption(None, 0), elem_id=f"{p}_caption")
                     with gr.Row(elem_id=f"{p}_rate_row"):
-                        c["like"] = gr.Button("Like (L / →)", variant="primary", elem_id=f"{p}_like")
-                        c["dislike"] = gr.Button("Dislike (D / ←)", elem_id=f"{p}_dislike")
-                        c["skip"] = gr.Button("Skip (S / ↓)", elem_id=f"{p}_skip")
+                        c["like"] = gr.Button("Like (L)", variant="primary", elem_id=f"{p}_like")
+                        c["dislike"] = gr.Button("Dislike (D)", elem_id=f"{p}_dislike")
+                        c["skip"] = gr.Button("Skip (S)", elem_id=f"{p}_skip")
                     with gr.Row():
                         c["undo"] = gr.Button("↶ Undo (U)", elem_id=f"{p}_undo")
                         c["mark_rest"] = gr.Button("Mark the rest as bad", elem_id=f"{p}_mark_rest")
@@ -725,14 +744,21 @@ class BanditTab:
         c["mark_rest"].click(mark_rest, [c["session"], c["round_id"]], rate_out).then(
             self.refresh_view, refresh_in, refresh_out
         )
+
+        def select(session_value, round_value, evt: gr.SelectData):
+            return self.select_image(session_value, round_value, evt.index)
+
+        c["round_gallery"].select(select, [c["session"], c["round_id"]], rate_out)
         c["browse"].click(self.browse, [c["session"], c["browse_arm"], c["browse_rating"]],
                           [c["browse_gallery"], c["status"]])  # fmt: skip
         ex_in = [c["session"], c["ex_name"], c["ex_trigger"], c["ex_class"], c["ex_repeats"], c["ex_neg_ratings"],
                  c["ex_include_prompt"], c["ex_overwrite"]]  # fmt: skip
         for kind in ("dataset", "negative", "stats"):
 
-            def export(*values, _k: str = kind):
-                return self.export(_k, *values)
+            def export(session_value, name, trigger, class_token, repeats, neg_ratings, include_prompt, overwrite,
+                       _k: str = kind):  # fmt: skip
+                return self.export(_k, session_value, name, trigger, class_token, repeats, neg_ratings, include_prompt,
+                                   overwrite)  # fmt: skip
 
             c[f"ex_{kind}"].click(export, ex_in, [c["ex_status"]])
 

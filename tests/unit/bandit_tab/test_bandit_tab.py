@@ -217,3 +217,17 @@ def test_provider_reopens_on_a_new_folder(tmp_path):
     s2 = provider()
     assert s2 is not s1 and s2.list_sessions() == []
     provider.close()
+
+
+def test_picking_a_round_thumbnail_shows_it_for_rating(tab):
+    value = session(tab)
+    out = tab.run_round(value, 3, None, False)
+    rid = out[3]
+    ids = [im["id"] for im in tab.svc.images(1, round_id=int(rid))]
+    tab.rate(value, str(ids[0]), rid, "like")
+    picked = tab.select_image(value, rid, 0)
+    assert picked[2] == str(ids[0]) and "now liked" in picked[-1]
+    res = tab.rate(value, picked[2], rid, "dislike")  # re-rating replaces the like
+    assert {im["id"]: im["rating"] for im in tab.svc.images(1)}[ids[0]] == "dislike"
+    assert res[2] == str(ids[1])
+    assert "no longer" in tab.select_image(value, rid, 7)[-1]

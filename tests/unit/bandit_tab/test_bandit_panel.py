@@ -1,0 +1,111 @@
+"""The seed-bandit tab in the standalone app: toy-host generation with PNG Info refs, routes via app hooks,
+and the page template carrying the repository's javascript/*.js."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from PIL import Image
+
+from lib_ext.app import page_scripts, panel_bandit
+from lib_ext.app.panels import PanelRegistry, TabContext
+from lib_ext.bandit import bandit_ref_from_infotext
+from lib_ext.seam import GenerationRequest
+from lib_ext.toyworld.host import ToyHost
+
+
+def handler(blocks: Any, elem_id: str) -> Any:
+    comp = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+    for dep, fn in zip(blocks.dependencies, blocks.fns):
+        targets = [t[0] if isinstance(t, list | tuple) else t for t in dep["targets"]]
+        if comp._id in targets:
+            return fn.fn
+    raise LookupError(elem_id)
+
+
+def asgi_get(app: Any, path: str) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            return await c.get(path)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def host():
+    return ToyHost.random(seed=0)
+
+
+def test_panel_registers_and_a_round_on_the_toy_host_is_reproducible_from_png_info(host, tmp_path):
+    registry = PanelRegistry()
+    panel_bandit.register(registry)
+    assert [e.title for e in registry.of_kind("tab")] == ["Seed bandit"]
+    hooks: list = []
+    with gr.Blocks() as blocks:
+        panel_bandit.build(TabContext(host=host, data_dir=tmp_path / "bandit", app_hooks=hooks))
+    create = handler(blocks, "ps_bandit_create")
+    add = handler(blocks, "ps_bandit_add_arm")
+    run = handler(blocks, "ps_bandit_run")
+    value = create("toy", '{"steps": 2}', None, None, 0, 2, True)[0]["value"]
+    add(value, "a red circle", "", "", "")
+    add(value, "a {blue|green} square", "", "", "")
+    out = run(value, 2, None, True, None)
+    assert "Round 1: 2 image(s)" in out[-1], out[-1]
+    path = Path(out[0])
+    assert path.is_relative_to((tmp_path / "bandit" / "images").resolve())
+    info = Image.open(path).info["parameters"]
+    params = dict(re.findall(r"(PromptScope \w+): ([^,\n]*)", info.splitlines()[-1]))
+    ref = bandit_ref_from_infotext(params)
+    assert ref is not None and ref["session"] == 1 and ref["round"] == 1
+
+    app = FastAPI()
+    for hook in hooks:
+        hook(None, app)
+    sessions = asgi_get(app, "/promptscope/v1/bandit/sessions").json()
+    assert [s["name"] for s in sessions] == ["toy"]
+
+
+def test_page_template_inlines_the_repository_scripts():
+    assert page_scripts.install()
+    assert page_scripts.install()  # idempotent: wraps the original once
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    app = gr.routes.App.create_app(demo)
+    page = asgi_get(app, "/").text
+    assert page.count('data-promptscope="promptscope.js"') == 1
+    assert page.index('data-promptscope="promptscope.js"') < page.index('data-promptscope="promptscope_bandit.js"')
+    assert "promptscopeBindKeys" in page and page.index("promptscopeBindKeys") < page.index("</head>")
+
+
+def test_semantic_guidance_works_inside_the_sweep(host, tmp_path):
+    hooks: list = []
+    with gr.Blocks() as blocks:
+        panel_bandit.build(TabContext(host=host, data_dir=tmp_path / "bandit", app_hooks=hooks))
+    create = handler(blocks, "ps_bandit_create")
+    add = handler(blocks, "ps_bandit_add_arm")
+    run = handler(blocks, "ps_bandit_run")
+    value = create("guided", '{"steps": 2, "semantic_guidance": {"mode": "neutral"}}', None, None, 0, 2, False)
+    value = value[0]["value"]
+    add(value, "a red circle AND_TOPK blue :0.5", "", "", "")
+    out = run(value, 1, None, False, None)
+    assert "Round 1: 1 image(s)" in out[-1], out[-1]
+    img = Image.open(out[0])
+    assert "PromptScope session: 1" in img.info["parameters"]
+    seed = int(re.search(r"Seed: (\d+)", img.info["parameters"]).group(1))
+    guided = np.asarray(img.convert("RGB"))
+    plain = np.asarray(host.txt2img("a red circle AND_TOPK blue :0.5", seed=seed, steps=2).images[0].convert("RGB"))
+    assert not np.array_equal(guided, plain)  # the host alone reads AND_TOPK as text; the sweep guided it
+    again = host.run_jobs(
+        [GenerationRequest("a red circle AND_TOPK blue :0.5", "", seed, {"steps": 2})],
+        features=panel_bandit.sweep_features([GenerationRequest("a red circle AND_TOPK blue :0.5")]),
+    )[0].image
+    assert np.array_equal(np.asarray(again.convert("RGB")), guided)
+    assert panel_bandit.sweep_features([GenerationRequest("a plain cat")]) == []
