@@ -302,25 +302,49 @@ class BanditTab:
 
     # ---- handlers --------------------------------------------------------------------------------------------------
     # Output lists; every handler's last output is the status HTML (A1111's wrap_gradio_gpu_call appends to it).
+    N_SESSION_OUT = 20  # outputs of load_session (the status last)
+
+    def session_options_view(self, s: dict[str, Any] | None) -> list[Any]:
+        """[settings json, prior, half-life] of the session options editor."""
+        if s is None:
+            return [gr.update(), gr.update(), gr.update()]
+        opts = s["options"]
+        prior = next((k for k, v in PRIOR_LABELS.items() if v == opts["prior"]), None)
+        return [json.dumps(s["settings"]), prior, opts["half_life_hours"] or 0]
+
     def load_session(self, session_value: Any) -> list[Any]:
         """Everything for the chosen session: [arms ×3, round k, mode, shared, current ×3, round id, round gallery,
-        stats ×5, status]."""
-        n = 16
+        stats ×5, session options ×3, status]."""
         try:
             sid = parse_id(session_value)
             if sid is None:
                 return [*self.arms_view(None), gr.update(), gr.update(), gr.update(), *self.current_view(None, None),
-                        "", [], *self.stats_view(None), _msg("No session chosen.")]  # fmt: skip
+                        "", [], *self.stats_view(None), *self.session_options_view(None),
+                        _msg("No session chosen.")]  # fmt: skip
             s = self.svc.get_session(sid)
             opts = s["options"]
             rid = self.latest_round_id(sid)
             return [
                 *self.arms_view(sid), opts["round_size"], MODE_OF_VALUE.get(opts["mode"]), opts["shared_seeds"],
                 *self.current_view(sid, rid), "" if rid is None else str(rid), self.round_gallery(sid, rid),
-                *self.stats_view(sid), _msg(f"Session {s['id']} “{s['name']}”: {len(self.svc.list_arms(sid))} arms."),
+                *self.stats_view(sid), *self.session_options_view(s),
+                _msg(f"Session {s['id']} “{s['name']}”: {len(self.svc.list_arms(sid))} arms."),
             ]  # fmt: skip
         except (ValueError, StoreError) as exc:
-            return [gr.update()] * (n - 1) + [_err(str(exc))]
+            return [gr.update()] * (self.N_SESSION_OUT - 1) + [_err(str(exc))]
+
+    def save_session_options(self, session_value: Any, settings_json: str, prior_label: Any, half_life: Any) -> list:
+        """Change the session's shared generation settings, prior and drift half-life: [stats ×5, status]."""
+        try:
+            sid = self._session_id(session_value)
+            hl = None if half_life in (None, "", 0) else float(half_life)
+            s = self.svc.update_session(
+                sid, settings=parse_json_object(settings_json, "generation settings"),
+                prior=PRIOR_LABELS.get(prior_label, "empirical"), half_life_hours=hl,
+            )  # fmt: skip
+            return [*self.stats_view(sid), _msg(f"Session {s['id']} options saved.")]
+        except (ValueError, TypeError, StoreError) as exc:
+            return [gr.update()] * 5 + [_err(str(exc))]
 
     def create_session(
         self, name: str, settings_json: str, mode_label: str, prior_label: str, half_life: Any, round_size: Any,
@@ -344,7 +368,7 @@ class BanditTab:
         try:
             picker = self.sessions_update(parse_id(session_value))
         except (ValueError, StoreError) as exc:
-            return [gr.update()] * 16 + [_err(str(exc))]
+            return [gr.update()] * self.N_SESSION_OUT + [_err(str(exc))]
         return [picker, *self.load_session(session_value)]
 
     def pick_arm(self, arm_value: Any) -> list[Any]:
@@ -410,7 +434,8 @@ class BanditTab:
             return [gr.update()] * 8 + [_err(str(exc))]
 
     def run_round(self, session_value: Any, k: Any, mode_label: Any, shared: Any, progress: Any = None) -> list[Any]:
-        """Plan, generate and record a round: [current ×3, round id, round gallery, stats ×5, status]."""
+        """Plan, generate and record a round: [current ×3, round id, round gallery, stats ×5, status]. The round
+        controls (size, mode, shared seeds) are saved as the session's options."""
         n = 11
         try:
             if self.generate_fn is None:
@@ -422,6 +447,15 @@ class BanditTab:
                 if progress is not None:
                     progress((done, max(total, 1)), desc=message or f"{done}/{total}")
 
+            # The round's mode / size / shared seeds become the session's (the verdict follows the mode in use).
+            changes = {"round_size": int(k)} if k else {}
+            if mode:
+                changes["mode"] = mode
+            if shared is not None:
+                changes["shared_seeds"] = bool(shared)
+            current = self.svc.get_session(sid)["options"]
+            if any(current.get(key) != v for key, v in changes.items()):
+                self.svc.update_session(sid, **changes)
             gen = self.generate_fn
             result = self.svc.run_round(
                 sid, lambda jobs: gen(jobs, report), k=int(k) if k else None, mode=mode, shared_seeds=bool(shared)
@@ -597,6 +631,15 @@ class BanditTab:
                     c["new_shared"] = gr.Checkbox(label="Same seeds across arms", value=False,
                                                   elem_id=f"{p}_new_shared")  # fmt: skip
                 c["create"] = gr.Button("Create session", elem_id=f"{p}_create")
+            with gr.Accordion("Session options", open=False):
+                with gr.Row():
+                    c["sess_settings"] = gr.Textbox(label="Generation settings shared by the arms (JSON)",
+                                                    elem_id=f"{p}_sess_settings")  # fmt: skip
+                    c["sess_prior"] = gr.Radio(list(PRIOR_LABELS), label="Prior for the arms",
+                                               elem_id=f"{p}_sess_prior")  # fmt: skip
+                    c["sess_half_life"] = gr.Number(value=0, label="Taste drift half-life in hours (0: none)",
+                                                    elem_id=f"{p}_sess_half_life")  # fmt: skip
+                c["sess_save"] = gr.Button("Save session options", elem_id=f"{p}_sess_save")
             with gr.Accordion("Arms (prompts and templates)", open=True):
                 c["arms_table"] = gr.Dataframe(headers=ARMS_HEADERS, value=[], interactive=False, wrap=True,
                                                elem_id=f"{p}_arms_table")  # fmt: skip
@@ -694,7 +737,12 @@ class BanditTab:
         stats_out = [c["verdict"], c["stats_table"], c["density"], c["history"], c["slots"]]
         current_out = [c["current"], c["caption"], c["current_id"]]
         session_out = [*arms_out, c["k"], c["mode"], c["shared"], *current_out, c["round_id"], c["round_gallery"],
-                       *stats_out, c["status"]]  # fmt: skip
+                       *stats_out, c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["status"]]  # fmt: skip
+        assert len(session_out) == self.N_SESSION_OUT
+        c["sess_save"].click(
+            self.save_session_options, [c["session"], c["sess_settings"], c["sess_prior"], c["sess_half_life"]],
+            [*stats_out, c["status"]],
+        )  # fmt: skip
         c["session"].change(self.load_session, [c["session"]], session_out)
         c["refresh"].click(self.refresh_sessions, [c["session"]], [c["session"], *session_out])
         c["create"].click(

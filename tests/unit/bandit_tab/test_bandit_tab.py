@@ -143,7 +143,7 @@ def test_bad_input_is_reported_in_the_status(tab):
     assert "JSON object" in tab.create_session("s", "{nope", None, None, 0, 4, False)[1]
     assert "choose a session first" in tab.run_round(None, 4, None, False)[-1]
     assert "no session with id 99" in tab.run_round("99 · ghost", 4, None, False)[-1]
-    assert "round size" in tab.run_round(value, 999, None, False)[-1]
+    assert "round_size must be an integer from 1 to 256" in tab.run_round(value, 999, None, False)[-1]
     assert "choose an arm" in tab.save_arm(value, "(new arm)", "x", "", "", "")[-1]
 
 
@@ -231,3 +231,55 @@ def test_picking_a_round_thumbnail_shows_it_for_rating(tab):
     assert {im["id"]: im["rating"] for im in tab.svc.images(1)}[ids[0]] == "dislike"
     assert res[2] == str(ids[1])
     assert "no longer" in tab.select_image(value, rid, 7)[-1]
+
+
+class _Select:
+    index = 0
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+def test_every_event_returns_one_value_per_output(tmp_path, with_session):
+    """gradio rejects a handler whose result has the wrong length: check every wired event, error paths included."""
+    import inspect
+
+    provider = ServiceProvider(tmp_path / "d", seed=0)
+    gen = FakeGenerator(tmp_path / "d" / "images")
+    with gr.Blocks() as blocks:
+        t = build_bandit_tab(provider, gen, lambda: None, provider.data_dir, "ps_bandit")
+    value = session(t) if with_session else None
+    if with_session:
+        t.run_round(value, 2, None, False)
+    session_id = t.c["session"]._id
+    checked = 0
+    for dep, fn in zip(blocks.dependencies, blocks.fns):
+        n_in, n_out = len(dep["inputs"]), len(dep["outputs"])
+        params = [p for p in inspect.signature(fn.fn).parameters.values() if p.default is inspect.Parameter.empty]
+        args: list = [value if i == session_id else None for i in dep["inputs"]]
+        for extra in params[n_in:]:
+            args.append(_Select() if "evt" in extra.name else None)
+        result = fn.fn(*args)
+        if n_out == 0:
+            continue
+        got = 1 if n_out == 1 and not isinstance(result, list | tuple) else len(result)
+        assert got == n_out, (fn.name, got, n_out)
+        checked += 1
+    assert checked >= 15
+    provider.close()
+
+
+def test_round_controls_and_session_options_are_saved_in_the_session(tab):
+    value = session(tab)  # "more good images"
+    best = next(lbl for lbl, v in MODE_LABELS.items() if v == "find_best")
+    out = tab.run_round(value, 3, best, True)
+    opts = tab.svc.get_session(1)["options"]
+    assert (opts["mode"], opts["round_size"], opts["shared_seeds"]) == ("find_best", 3, True)
+    assert "Keep rating" in out[5]  # the stopping rule's verdict follows the mode in use
+    res = tab.save_session_options(value, '{"steps": 9}', "uniform Beta(1, 1)", 12)
+    assert "options saved" in res[-1]
+    s = tab.svc.get_session(1)
+    assert (
+        s["settings"] == {"steps": 9} and s["options"]["prior"] == "uniform" and s["options"]["half_life_hours"] == 12
+    )
+    loaded = tab.load_session(value)
+    assert loaded[16:19] == ['{"steps": 9}', "uniform Beta(1, 1)", 12]
+    assert "ps-error" in tab.save_session_options(value, "{}", None, -5)[-1]
