@@ -46,12 +46,17 @@ HIRES = {
 def test_both_features_through_hires_fix_with_batch_cond_uncond_off(webui: WebUIClient) -> None:
     # One job through the adapter's hard cases at once: the hires second pass (a second sampler and denoiser),
     # cond and uncond evaluated in separate UNet calls, and both features active together.
-    res = webui.txt2img(
-        "a red cube AND_TOPK blue :0.4",
-        alwayson={GUIDANCE: [True], HEATMAPS: [True, "cube"]},
-        override_settings={"batch_cond_uncond": False},
-        **HIRES,
-    )
+    try:
+        res = webui.txt2img(
+            "a red cube AND_TOPK blue :0.4",
+            alwayson={GUIDANCE: [True], HEATMAPS: [True, "cube"]},
+            override_settings={"batch_cond_uncond": False},
+            **HIRES,
+        )
+    finally:
+        # A1111 restores only overridden settings that are in opts.data (i.e. saved in config.json once); a
+        # setting still at its default keeps the override for every later job. Put the default back the same way.
+        webui.txt2img("a red cube", steps=1, override_settings={"batch_cond_uncond": True})
     info = res["info"]
     comments = info.get("comments") or ""
     assert "Semantic guidance: neutral" in info["infotexts"][0], (info["infotexts"][0], comments)

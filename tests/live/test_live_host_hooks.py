@@ -98,7 +98,7 @@ def test_exception_in_sampling_skips_postprocess(probe: Probe) -> None:
     answer, events, error = probe.txt2img(action="raise_in_sampling", prompt="a red cube", steps=3)
     assert answer is None and "HTTP 500" in error and "live-probe: deliberate failure" in error, error
     seq = names(events)
-    # The UNet raised in its second call: with batch_cond_uncond on (the default) that is the second denoiser call.
+    # The UNet raised during the denoiser's second call.
     assert [e["call"] for e in events if e["event"] == "cfg_denoiser"] == [0, 1], seq
     for skipped in ("post_sample", "postprocess_batch", "postprocess_image", "postprocess"):
         assert skipped not in seq, seq
@@ -114,3 +114,17 @@ def test_interrupt_in_sampling_still_runs_postprocess(probe: Probe) -> None:
     assert [e["call"] for e in events if e["event"] == "cfg_denoiser"] == [0], seq
     assert seq[-1] == "postprocess" and events[-1]["interrupted"] is True, events[-1]
     assert len(answer["images"]) == 1
+
+
+def test_override_settings_of_a_default_setting_leak_into_later_jobs(probe: Probe) -> None:
+    # process_images() stores the old values of overridden settings only for keys in opts.data (settings saved in
+    # config.json at least once), so a setting still at its default keeps the override after the job. Anything
+    # that runs jobs with override_settings (the bandit tab, X/Y/Z) must set every setting it relies on itself.
+    try:
+        answer, events, error = probe.txt2img(steps=1, override_settings={"batch_cond_uncond": False})
+        assert answer is not None, error
+        answer, events, error = probe.txt2img(steps=1)
+        assert answer is not None, error
+        assert events[first(events, "before_process")]["batch_cond_uncond"] is False, events[:2]
+    finally:
+        probe.txt2img(steps=1, override_settings={"batch_cond_uncond": True})

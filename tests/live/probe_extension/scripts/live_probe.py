@@ -1,7 +1,7 @@
 """A test-only WebUI extension (linked by the live tier as `extensions/ps-live-probe`): records the order in which
 the real host calls script hooks and denoiser callbacks, and can fail or interrupt a job mid-sampling on request.
-Inert unless its first arg is True; its second arg is an action: "raise_in_sampling" (the UNet's second call
-raises) or "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call).
+Inert unless its first arg is True; its second arg is an action: "raise_in_sampling" (the UNet raises in the
+denoiser's second call) or "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call).
 Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from modules import script_callbacks, scripts, shared
 
 TITLE = "Live probe"
 DELIBERATE = "live-probe: deliberate failure"
-_active: dict[str, Any] = {"p": None, "action": "", "hook": None}
+_active: dict[str, Any] = {"p": None, "action": "", "hook": None, "denoiser_call": None}
 
 
 def _record(event: str, **data: Any) -> None:
@@ -42,6 +42,7 @@ def _on_cfg_denoiser(params: Any) -> None:
     if not _mine(params):
         return
     call = getattr(params.denoiser, "step", None)  # the denoiser's own count of its calls in this sampling run
+    _active["denoiser_call"] = call
     _record(
         "cfg_denoiser",
         call=call,
@@ -79,14 +80,13 @@ def _drop_unet_hook() -> None:
         _active["hook"] = None
 
 
-def _fail_on_second_unet_call(unet: Any) -> None:
-    """A real failure inside sampling: the UNet's second forward raises (hooks of torch modules are not guarded
-    by A1111, unlike script hooks and callbacks). The hook removes itself first."""
-    calls = [0]
+def _fail_in_second_denoiser_call(unet: Any) -> None:
+    """A real failure inside sampling: the UNet raises once the denoiser's second call has begun (hooks of torch
+    modules are not guarded by A1111, unlike script hooks and callbacks). Counting denoiser calls rather than UNet
+    calls keeps this independent of batch_cond_uncond. The hook removes itself first."""
 
     def pre_hook(module: Any, inputs: Any) -> None:
-        calls[0] += 1
-        if calls[0] == 2:
+        if _active["denoiser_call"] == 1:
             _drop_unet_hook()
             raise RuntimeError(DELIBERATE)
 
@@ -115,7 +115,8 @@ class LiveProbe(scripts.Script):
 
     def before_process(self, p: Any, *args: Any) -> None:
         _drop_unet_hook()  # left over when the last job failed before postprocess
-        if self._hook("before_process", p, args):
+        _active["denoiser_call"] = None
+        if self._hook("before_process", p, args, batch_cond_uncond=bool(shared.opts.batch_cond_uncond)):
             _active["p"], _active["action"] = p, str(args[1] or "")
         else:
             _active["p"] = None
@@ -135,7 +136,7 @@ class LiveProbe(scripts.Script):
     def process_before_every_sampling(self, p: Any, *args: Any, **kw: Any) -> None:
         on = self._hook("process_before_every_sampling", p, args, x=_shape(kw.get("x")), width=p.width, height=p.height)
         if on and _active["action"] == "raise_in_sampling":
-            _fail_on_second_unet_call(p.sd_model.model.diffusion_model)
+            _fail_in_second_denoiser_call(p.sd_model.model.diffusion_model)
 
     def before_hr(self, p: Any, *args: Any) -> None:
         self._hook("before_hr", p, args)
