@@ -858,3 +858,11 @@ def test_outputs_go_under_the_tests_tmp_path(fake_webui, sd_model, tmp_path):
     m.script_callbacks.on_image_saved(lambda params: saved.append(params.filename))
     m.processing.process_images(p)
     assert len(saved) == 3 and all(f.startswith(str(tmp_path)) and os.path.exists(f) for f in saved)
+
+
+def test_queue_lock_is_not_reentrant(fake_webui):
+    cq = fake_webui.call_queue
+    inner = cq.wrap_queued_call(lambda: 1)
+    with pytest.raises(RuntimeError, match="deadlock"):
+        cq.wrap_queued_call(inner)()
+    assert inner() == 1  # released after the failure

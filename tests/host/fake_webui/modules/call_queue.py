@@ -6,7 +6,38 @@ from functools import wraps
 
 from modules import errors, shared
 
-queue_lock = threading.RLock()  # the WebUI uses a FIFO lock; ordering is irrelevant here
+
+class FIFOLock:
+    """The WebUI's queue lock is not re-entrant: taking it again on the same thread hangs the WebUI for ever.
+    Here that raises instead, so a test fails rather than hangs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner = None
+
+    def acquire(self, blocking=True):
+        if self._owner == threading.get_ident():
+            raise RuntimeError("queue_lock taken twice on one thread: this deadlocks the WebUI")
+        got = self._lock.acquire(blocking)
+        if got:
+            self._owner = threading.get_ident()
+        return got
+
+    def release(self):
+        self._owner = None
+        self._lock.release()
+
+    def _is_owned(self):
+        """Test helper (the WebUI's FIFOLock has only ``_lock``): held by the calling thread?"""
+        return self._owner == threading.get_ident()
+
+    __enter__ = acquire
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.release()
+
+
+queue_lock = FIFOLock()
 
 
 def wrap_queued_call(func):
