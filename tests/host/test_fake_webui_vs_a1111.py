@@ -411,13 +411,15 @@ def test_script_runner_dispatch_matches_a1111(fake_webui, sd_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_process_images_matches_a1111(fake_webui, sd_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_process_images_matches_a1111(fake_webui, tmp_path, monkeypatch, kind):
     """The real processing.py (txt2img with hires fix, two batches of two) run on the double's models, samplers and
     ScriptRunner gives the same hook calls, images, infotexts, params.txt and Processed.js() as the double's."""
     import json
     import sys
 
     m = fake_webui
+    sd_model = m.sd_models.load_model(kind)
     ext_dir = tmp_path / "hook-ext"
     (ext_dir / "scripts").mkdir(parents=True)
     (ext_dir / "scripts" / "a.py").write_text(HOOK_PROBE)
