@@ -87,10 +87,15 @@ def test_round_generates_under_the_queue_lock_with_bandit_infotext(webui, sd_mod
     def probe(params):  # runs inside processing: the queue lock must be held and the job begun
         locked.append(m.call_queue.queue_lock._is_owned())
 
+    # gradio still sees the progress tracker through A1111's wrapper (functools.wraps), so it fills it in
+    from gradio.helpers import special_args
+
+    _inputs, progress_index, _ = special_args(run, [value, 3, None, True])
+    assert progress_index == 4
     m.script_callbacks.on_cfg_denoiser(probe)
     out = run(value, 3, None, True)
     m.script_callbacks.remove_callbacks_for_function(probe)
-    assert locked and all(locked)
+    assert locked and all(locked), out[-1]
     status = out[-1]
     assert "Round 1: 3 image(s)" in status and "Time taken" in status  # A1111's wrapper appended its timing
     assert m.shared.state.job_count == 0  # the wrapper ended the job
