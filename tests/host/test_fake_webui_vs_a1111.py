@@ -410,21 +410,10 @@ def test_script_runner_dispatch_matches_a1111(fake_webui, sd_model, tmp_path):
     assert len(ours[1][0]) > 20
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
-def test_process_images_matches_a1111(fake_webui, tmp_path, monkeypatch, kind):
-    """The real processing.py (txt2img with hires fix, two batches of two) run on the double's models, samplers and
-    ScriptRunner gives the same hook calls, images, infotexts, params.txt and Processed.js() as the double's."""
-    import json
+def install_real_processing(m, monkeypatch):
+    """The real processing.py, importable against the double: stand-ins for what the double does not model."""
+    import contextlib
     import sys
-
-    m = fake_webui
-    sd_model = m.sd_models.load_model(kind)
-    ext_dir = tmp_path / "hook-ext"
-    (ext_dir / "scripts").mkdir(parents=True)
-    (ext_dir / "scripts" / "a.py").write_text(HOOK_PROBE)
-    m.scripts.load_scripts(str(ext_dir))
-    log = m.script_loading.loaded_scripts[str(ext_dir / "scripts" / "a.py")].log
 
     class Anything(types.ModuleType):
         def __getattr__(self, name):
@@ -439,8 +428,6 @@ def test_process_images_matches_a1111(fake_webui, tmp_path, monkeypatch, kind):
         sys.modules, "modules.lowvram", types.SimpleNamespace(is_enabled=lambda model: False, __name__="lowvram")
     )
     monkeypatch.setitem(sys.modules, "modules.sd_unet", types.SimpleNamespace(apply_unet=lambda *a: None))
-    import contextlib
-
     monkeypatch.setitem(sys.modules, "modules.profiling", types.SimpleNamespace(Profiler=contextlib.nullcontext))
     for name in ("lowvram", "sd_unet", "profiling", "masking", "sd_vae_approx", "face_restoration", "styles"):
         monkeypatch.setattr(m, name, sys.modules[f"modules.{name}"], raising=False)
@@ -461,6 +448,26 @@ def test_process_images_matches_a1111(fake_webui, tmp_path, monkeypatch, kind):
     real.__file__ = os.path.join(os.path.dirname(m.__file__), "processing.py")
     monkeypatch.setitem(sys.modules, real.__name__, real)  # dataclasses look their module up there
     exec(compile(real_source("modules/processing.py"), "a1111/processing.py", "exec"), real.__dict__)
+
+    return real
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_process_images_matches_a1111(fake_webui, tmp_path, monkeypatch, kind):
+    """The real processing.py (txt2img with hires fix, two batches of two) run on the double's models, samplers and
+    ScriptRunner gives the same hook calls, images, infotexts, params.txt and Processed.js() as the double's."""
+    import json
+
+    m = fake_webui
+    sd_model = m.sd_models.load_model(kind)
+    ext_dir = tmp_path / "hook-ext"
+    (ext_dir / "scripts").mkdir(parents=True)
+    (ext_dir / "scripts" / "a.py").write_text(HOOK_PROBE)
+    m.scripts.load_scripts(str(ext_dir))
+    log = m.script_loading.loaded_scripts[str(ext_dir / "scripts" / "a.py")].log
+
+    real = install_real_processing(m, monkeypatch)
 
     def run(processing):
         log.clear()
@@ -590,3 +597,38 @@ def test_script_callbacks_match_a1111(fake_webui, tmp_path, monkeypatch):
     ours = scenario(sys.modules["modules.script_callbacks"])
     assert ours == theirs
     assert ours[0]["callbacks_cfg_denoiser"][1] == "cb-ext/a.py/cfg_denoiser/second"
+
+
+@pytest.mark.slow
+def test_img2img_matches_a1111(fake_webui, sd_model, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    m = fake_webui
+    real = install_real_processing(m, monkeypatch)
+    seen = []
+    m.script_callbacks.on_cfg_denoiser(lambda params: seen.append((params.x.shape, float(params.sigma[0]))))
+    rgba = Image.fromarray((np.indices((80, 72, 4)).sum(0) * 7 % 256).astype(np.uint8), "RGBA")
+
+    def run(processing):
+        seen.clear()
+        processing.StableDiffusionProcessing.cached_c = [None, None]
+        processing.StableDiffusionProcessing.cached_uc = [None, None]
+        p = processing.StableDiffusionProcessingImg2Img(
+            init_images=[rgba],
+            prompt="a fox AND snow",
+            negative_prompt="",
+            steps=6,
+            width=64,
+            height=64,
+            seed=3,
+            subseed=4,
+            batch_size=2,
+            denoising_strength=0.6,
+            sampler_name="DPM++ 2M",
+            do_not_save_samples=True,
+        )
+        res = processing.process_images(p)
+        return list(seen), [list(im.getdata()) for im in res.images], res.infotexts
+
+    assert run(real) == run(m.processing)

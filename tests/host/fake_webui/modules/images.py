@@ -63,4 +63,15 @@ def save_image(
 
 
 def resize_image(resize_mode, im, width, height, upscaler_name=None):
-    return im.resize((width, height), Image.LANCZOS)
+    """Mode 0 ("just resize") with no upscaler, LANCZOS, as the WebUI with its default settings; other modes are
+    treated as mode 0."""
+    return im.resize((width, height), resample=Image.LANCZOS)
+
+
+def flatten(img, bgcolor):
+    """RGBA -> RGB over ``bgcolor``."""
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, bgcolor)
+        background.paste(img, mask=img)
+        img = background
+    return img.convert("RGB")

@@ -1155,8 +1155,10 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
         imgs = []
         for img in self.init_images:
-            img = img.convert("RGB").resize((self.width, self.height))
-            imgs.append(np.moveaxis(np.array(img).astype(np.float32) / 255.0, 2, 0))
+            image = images.flatten(img, opts.img2img_background_color)
+            if self.resize_mode != 3:
+                image = images.resize_image(self.resize_mode, image, self.width, self.height)
+            imgs.append(np.moveaxis(np.array(image).astype(np.float32) / 255.0, 2, 0))
         if len(imgs) == 1:
             batch_images = np.expand_dims(imgs[0], axis=0).repeat(self.batch_size, axis=0)
         elif len(imgs) <= self.batch_size:
