@@ -250,11 +250,15 @@ def test_every_event_returns_one_value_per_output(tmp_path, with_session):
     if with_session:
         t.run_round(value, 2, None, False)
     session_id = t.c["session"]._id
+    if hasattr(blocks, "dependencies"):  # gradio 3: parallel lists of configs and functions
+        events = [(dep["inputs"], len(dep["outputs"]), fn) for dep, fn in zip(blocks.dependencies, blocks.fns)]
+    else:  # gradio 4: BlockFunction objects carry their components
+        events = [([c._id for c in fn.inputs], len(fn.outputs), fn) for fn in blocks.fns.values()]
     checked = 0
-    for dep, fn in zip(blocks.dependencies, blocks.fns):
-        n_in, n_out = len(dep["inputs"]), len(dep["outputs"])
+    for input_ids, n_out, fn in events:
+        n_in = len(input_ids)
         params = [p for p in inspect.signature(fn.fn).parameters.values() if p.default is inspect.Parameter.empty]
-        args: list = [value if i == session_id else None for i in dep["inputs"]]
+        args: list = [value if i == session_id else None for i in input_ids]
         for extra in params[n_in:]:
             args.append(_Select() if "evt" in extra.name else None)
         result = fn.fn(*args)
