@@ -470,6 +470,9 @@ class BanditTab:
             ]  # fmt: skip
         except (ValueError, StoreError) as exc:
             return [gr.update()] * (n - 1) + [_err(str(exc))]
+        except Exception as exc:  # the host's generation failed (model, memory, …): say so, keep the page alive
+            log.exception("PromptScope: seed-bandit round failed")
+            return [gr.update()] * (n - 1) + [_err(f"generation failed: {type(exc).__name__}: {exc}")]
 
     def interrupt(self) -> None:
         if self.interrupt_fn is not None:

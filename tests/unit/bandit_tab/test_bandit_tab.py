@@ -287,3 +287,15 @@ def test_round_controls_and_session_options_are_saved_in_the_session(tab):
     loaded = tab.load_session(value)
     assert loaded[16:19] == ['{"steps": 9}', "uniform Beta(1, 1)", 12]
     assert "ps-error" in tab.save_session_options(value, "{}", None, -5)[-1]
+
+
+def test_a_failing_generator_is_reported_and_nothing_is_recorded(tab):
+    value = session(tab)
+
+    def broken(jobs, progress=None):
+        raise RuntimeError("CUDA out of memory")
+
+    tab.generate_fn = broken
+    out = tab.run_round(value, 2, None, False)
+    assert "generation failed: RuntimeError: CUDA out of memory" in out[-1]
+    assert tab.svc.images(1) == []
