@@ -41,7 +41,12 @@ def asgi_get(app: Any, path: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def host():
-    return ToyHost.random(seed=0)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is much faster than two fighting on a busy machine
+    yield ToyHost.random(seed=0)
+    torch.set_num_threads(threads)
 
 
 def test_panel_registers_and_a_round_on_the_toy_host_is_reproducible_from_png_info(host, tmp_path):
