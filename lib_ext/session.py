@@ -111,9 +111,21 @@ class SamplingSession:
         return self.tracker.rows_run
 
     def combine(self, step: DenoiseStep) -> torch.Tensor | None:
-        """Offer the step to the features' step hooks; the first hook that returns a tensor decides."""
-        for hook in self.ctx.step_hooks:
-            out = hook(step)
+        """Offer the step to the features' step hooks; the first hook that returns a tensor decides.
+
+        A hook that raises is dropped for the rest of this call with a message, and the host's own combination
+        is used: a feature's bug must never cost the user the image."""
+        for hook in list(self.ctx.step_hooks):
+            try:
+                out = hook(step)
+            except Exception as exc:
+                log.exception("PromptScope: a step hook failed")
+                self.ctx.step_hooks.remove(hook)
+                message = f"a feature failed during sampling and was switched off for this image: {exc}"
+                if message not in self.ctx.messages:
+                    self.ctx.messages.append(message)
+                self.errors.append(message)
+                continue
             if out is not None:
                 return out
         return None

@@ -85,9 +85,15 @@ def run_with_session(p: Any, sampler: Any, conditioning: Any, call: Callable[[],
     features = active_features(p)
     job: JobInfo = job_info(p)
     denoiser = sampler.model_wrap_cfg
-    with SamplingSession(features, job, unet_of(p.sd_model), layout_of(conditioning), tokenizer_for(p.sd_model)) as s:
-        _wrap_denoiser(s, denoiser, job)
-        return call()
+    session = SamplingSession(features, job, unet_of(p.sd_model), layout_of(conditioning), tokenizer_for(p.sd_model))
+    try:
+        with session:
+            _wrap_denoiser(session, denoiser, job)
+            return call()
+    finally:
+        for message in session.errors:  # shown under the image (A1111's generation-info comments)
+            if hasattr(p, "comment"):
+                p.comment(f"PromptScope: {message}")
 
 
 def _wrap_denoiser(session: SamplingSession, denoiser: Any, job: JobInfo) -> None:

@@ -230,14 +230,39 @@ def test_success_restores_everything(webui, sd_model):
 
 
 def test_exception_during_sampling_restores_everything(webui, sd_model):
+    """An error inside the model call (OOM, a broken host module) aborts A1111's generation and skips
+    `postprocess`; everything of ours must be gone all the same."""
     before = snapshot(webui, sd_model)
-    probe = Probe(raise_at_step=1)
+    probe = Probe()
+    unet = sd_model.model.diffusion_model
+    calls = []
+
+    def fail_on_second_call(module, args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("failure injected inside the UNet")
+
+    handle = unet.register_forward_pre_hook(fail_on_second_call)
     p = txt2img(webui)
-    with pytest.raises(RuntimeError, match="failure injected"):
-        run(webui, p, probe)
+    try:
+        with pytest.raises(RuntimeError, match="failure injected"):
+            run(webui, p, probe)
+    finally:
+        handle.remove()
     assert probe.ended == [False]
     assert snapshot(webui, sd_model) == before
     assert_sampler_clean(p)
+
+
+def test_a_failing_feature_costs_a_message_not_the_image(webui, sd_model):
+    before = snapshot(webui, sd_model)
+    probe = Probe(raise_at_step=1)
+    p = txt2img(webui, steps=4)
+    processed = run(webui, p, probe)
+    assert processed.images and probe.ended == [True]
+    assert "failure injected" in processed.comments
+    assert len(probe.steps) == 2  # dropped after it raised
+    assert snapshot(webui, sd_model) == before
 
 
 def test_interrupt_restores_everything(webui, sd_model):

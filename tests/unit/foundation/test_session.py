@@ -118,3 +118,19 @@ def test_rebind_follows_a_new_unet_and_restores_both():
         second(torch.randn(2, 3, 4), torch.randn(2, 2, 6))
         assert s.rows_run() == 2
     assert hooks_of(first) == 0 and hooks_of(second) == 0
+
+
+def test_a_raising_step_hook_is_dropped_with_a_message():
+    unet = TinyUNet()
+    layout = BatchLayout.from_weights([[1.0]])
+
+    def bad(step):
+        raise ZeroDivisionError("bug in a feature")
+
+    x = torch.randn(2, 3, 4)
+    with SamplingSession([], JobInfo(["a"], [""], [0]), unet, layout, tokenize) as s:
+        s.ctx.step_hooks.append(bad)
+        step = DenoiseStep(x, torch.randn(2, 3, 4), torch.ones(1), layout, 7.0, 0, 1, "x0")
+        assert s.combine(step) is None
+        assert s.ctx.step_hooks == []
+    assert any("bug in a feature" in e for e in s.errors)
