@@ -233,7 +233,7 @@ def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = 
             **kwargs,
         )
         p.scripts = scripts.scripts_txt2img
-        p.script_args = _default_alwayson_args(scripts.scripts_txt2img)
+        p.script_args = _default_alwayson_args(scripts.scripts_txt2img, req.settings.get(SCRIPT_ARGS_KEY))
         p.extra_generation_params.update(req.infotext)
         with contextlib.closing(p):
             processed = processing.process_images(p)
@@ -251,8 +251,12 @@ def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = 
     return results
 
 
-def _default_alwayson_args(runner: Any) -> list[Any]:
-    """Every always-on script's UI defaults, as the API fills them (`init_default_script_args`)."""
+SCRIPT_ARGS_KEY = "script_args"  # GenerationRequest.settings: {always-on script title: its args (list, or a dict)}
+
+
+def _default_alwayson_args(runner: Any, given: dict[str, Any] | None = None) -> list[Any]:
+    """Every always-on script's UI defaults, as the API fills them (`init_default_script_args`); `given` replaces
+    a script's defaults by title as the API's `alwayson_scripts` does (a dict is passed as its first argument)."""
     size = max([getattr(s, "args_to", 0) or 0 for s in getattr(runner, "scripts", [])] + [1])
     args: list[Any] = [None] * size
     for script in getattr(runner, "alwayson_scripts", []):
@@ -262,6 +266,11 @@ def _default_alwayson_args(runner: Any) -> list[Any]:
             if callable(defaults)
             else [getattr(c, "value", None) for c in getattr(script, "controls", None) or []]
         )
+        override = (given or {}).get(script.title()) if hasattr(script, "title") else None
+        if isinstance(override, dict):
+            values = [override, *[None] * (len(values) - 1)]
+        elif isinstance(override, list | tuple):
+            values = [*override, *values[len(override) :]]
         for offset, value in enumerate(values):
             if script.args_from + offset < script.args_to:
                 args[script.args_from + offset] = value
