@@ -8,6 +8,7 @@ keys, so PNG Info tells which session, arm and round made it. The tab and the ro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,18 @@ from modules import call_queue, paths, shared
 from promptscope_lib_ext.bandit.hosting import ServiceProvider, check_data_dir, host_generator
 from promptscope_lib_ext.bandit.routes import make_router
 from promptscope_lib_ext.bandit.ui import build_bandit_tab
+from promptscope_lib_ext.guidance.feature import uses_guidance
 from promptscope_lib_ext.seam import GenerationRequest
 
 from . import host
+from .guidance_script import TITLE as GUIDANCE_TITLE
 from .webui_bits import add_options, option
 
 OPT_DIR = "promptscope_bandit_dir"
 TAB_ID = "promptscope_bandit"
 TITLE = "Seed bandit"
 ELEM_PREFIX = "ps_bandit"
+GUIDANCE_KEY = "semantic_guidance"  # the same session/arm setting as in the standalone app
 
 
 def _webui_path(value: str) -> Path:
@@ -76,9 +80,24 @@ def _wrap_run(fn: Any, n_outputs: int) -> Any:
     return call_queue.wrap_gradio_gpu_call(fn, extra_outputs=[gr.update() for _ in range(n_outputs - 1)])
 
 
+def with_features(req: GenerationRequest) -> GenerationRequest:
+    """Semantic guidance inside the sweep, as in the standalone app: on for prompts that use its keywords, with the
+    session/arm setting `semantic_guidance` (a dict of its settings) if given."""
+    given = req.settings.get(GUIDANCE_KEY)
+    if not (uses_guidance(req.prompt) or isinstance(given, dict)):
+        return req
+    script_args = dict(req.settings.get(host.SCRIPT_ARGS_KEY) or {})
+    script_args.setdefault(GUIDANCE_TITLE, {"enabled": True, **(given if isinstance(given, dict) else {})})
+    return dataclasses.replace(req, settings={**req.settings, host.SCRIPT_ARGS_KEY: script_args})
+
+
+def run_jobs(requests: list[GenerationRequest], progress: Any = None) -> list[Any]:
+    return host.run_jobs([with_features(r) for r in requests], progress)
+
+
 def build_blocks() -> gr.Blocks:
     global current_tab
-    generate = host_generator(host.run_jobs, GenerationRequest, lambda: provider.data_dir() / "images")
+    generate = host_generator(run_jobs, GenerationRequest, lambda: provider.data_dir() / "images")
     with gr.Blocks(analytics_enabled=False) as blocks:
         current_tab = build_bandit_tab(
             provider, generate, lambda: shared.state.interrupt(), provider.data_dir, ELEM_PREFIX, _wrap_run

@@ -171,3 +171,22 @@ def test_reload_ui_rebuilds_the_tab_and_routes(webui, tmp_path):
     b2 = sys.modules["promptscope_a1111.bandit_tab"]
     m.shared.opts.data[b2.OPT_DIR] = str(tmp_path / "bandit")
     assert [s["name"] for s in get(app2, "/sessions").json()] == ["kept"]
+
+
+def test_semantic_guidance_works_inside_the_sweep(webui, sd_model, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    tab = b.current_tab
+    value = tab.create_session("guided", '{"steps": 2, "width": 64, "height": 64}', None, None, 0, 2, False)[0]["value"]
+    tab.add_arm(value, "a cat AND_TOPK red :0.5", "", "", '{"semantic_guidance": {"mode": "sega", "warmup": 0}}')
+    tab.add_arm(value, "a plain dog", "", "", "")
+    run = handler(tabs_blocks(m), tab.c["run"])
+    out = run(value, 4, "uniform sweep (like an X/Y/Z grid)", False)
+    assert "Round 1: 4 image(s)" in out[-1], out[-1]
+    for im in b.provider().images(1):
+        info = Image.open(im["path"]).info["parameters"]
+        if "AND_TOPK" in im["prompt"]:
+            assert "Semantic guidance: sega" in info
+        else:
+            assert "Semantic guidance" not in info
