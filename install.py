@@ -21,6 +21,7 @@ def missing() -> list[str]:
 
 
 def main() -> None:
+    # A1111 itself does not run this file with --skip-install; the check covers running it by hand.
     if "--skip-install" in sys.argv:
         return
     todo = missing()
