@@ -129,9 +129,13 @@ def test_final_image_is_the_hand_computed_guided_prediction(sampler):
     expected = u + scale * (1.0 * (c("red") - u) + 0.5 * (c("blue") - u))
     assert out.samples.shape == (1, 3, 32, 32)
     if sampler == "DDIM":
-        # DDIM stops at timestep 1, not 0: sqrt(1 − ᾱ_1) ≈ 0.015 of noise remains around the guided x0.
+        # DDIM stops at timestep 1, not 0: noise of std sqrt(1 − ᾱ_1) remains around the guided x0 (0.03 for the
+        # scaled-linear schedule), so 3072 pixels stay within ~5 of those std of it.
+        from lib_ext.toyworld.schedule import alphas_cumprod
+
+        residual = float((1 - alphas_cumprod()[1]).sqrt())
         assert abs(out.samples.mean().item() - expected) < 2e-3
-        assert (out.samples - expected).abs().max().item() < 0.1
+        assert (out.samples - expected).abs().max().item() < 6 * residual
     else:
         assert torch.allclose(out.samples, torch.full_like(out.samples, expected), atol=1e-4)
 
