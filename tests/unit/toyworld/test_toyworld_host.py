@@ -181,14 +181,23 @@ class HookingFeature:
 
     name = "hooking"
 
-    def __init__(self, fail_at: int | None = None, interrupt_at: int | None = None, host: ToyHost | None = None):
+    def __init__(
+        self,
+        fail_at: int | None = None,
+        interrupt_at: int | None = None,
+        host: ToyHost | None = None,
+        unet_fail_at: int | None = None,
+    ):
         self.fail_at, self.interrupt_at, self.host = fail_at, interrupt_at, host
+        self.unet_fail_at = unet_fail_at
         self.ended: list[bool] = []
         self.hook_calls = 0
 
     def begin_sampling(self, ctx) -> None:
         def count(*_args):
             self.hook_calls += 1
+            if self.hook_calls == self.unet_fail_at:
+                raise RuntimeError("UNet failed")
 
         ctx.patches.add_handle(ctx.unet.register_forward_hook(count), key=("count",), what="test hook")
         ctx.patches.set_attr(ctx.unet, "promptscope_marker", 1)
@@ -212,8 +221,8 @@ def _clean(unet: nn.Module) -> bool:
 
 def test_session_restores_hooks_on_exception():
     host = stub_host()
-    feature = HookingFeature(fail_at=2)
-    with pytest.raises(RuntimeError, match="feature failed"):
+    feature = HookingFeature(unet_fail_at=3)  # an error inside the model call aborts, as in A1111
+    with pytest.raises(RuntimeError, match="UNet failed"):
         host.txt2img("red", seed=1, steps=5, sampler_name="Euler", features=[feature])
     assert feature.ended == [False]
     assert feature.hook_calls == 3
@@ -221,6 +230,15 @@ def test_session_restores_hooks_on_exception():
     # The host still works afterwards, without the feature.
     out = host.txt2img("red", seed=1, steps=2, sampler_name="Euler")
     assert not out.interrupted and feature.hook_calls == 3
+
+
+def test_a_failing_step_hook_is_dropped_and_the_image_kept():
+    host = stub_host()
+    feature = HookingFeature(fail_at=2)
+    out = host.txt2img("red", seed=1, steps=5, sampler_name="Euler", features=[feature])
+    assert out.images and feature.ended == [True]
+    assert any("feature failed" in m for m in out.messages)
+    assert _clean(host.unet)
 
 
 def test_interrupt_stops_between_steps_and_restores_hooks():
