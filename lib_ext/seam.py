@@ -168,6 +168,10 @@ class PromptTokens:
         return chunk * (self.chunk_length + 2) + 1 + offset
 
 
+# JobInfo.extra key: the batch's prompts as typed, before the host removed `<name:…>` extra-network tags
+TAGGED_PROMPTS_KEY = "tagged_prompts"
+
+
 @dataclass
 class JobInfo:
     """What is being generated: one sampling call of one batch (first pass or hires pass).
@@ -219,8 +223,10 @@ class Feature(Protocol):
     """A PromptScope feature as the hosts drive it. All methods must be cheap when the feature is off.
 
     Optional methods a host calls when a feature has them:
-    - `rewrite_prompts(prompts) -> list[str]`: the prompts the host should compute this batch's cond rows from
-      (semantic guidance flattens its keywords into plain `AND`s); the user's prompts stay in `JobInfo.prompts`.
+    - `rewrite_prompts(prompts, tagged_prompts=None) -> list[str]`: the prompts the host should compute this
+      batch's cond rows from (semantic guidance flattens its keywords into plain `AND`s); `tagged_prompts` are the
+      same prompts with their extra-network tags, when the host strips those; the user's prompts stay in
+      `JobInfo.prompts`.
     - `rebind(ctx)`: the host swapped UNets mid-call (SDXL refiner); `ctx.unet` is the new one.
     """
 

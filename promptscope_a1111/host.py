@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from promptscope_lib_ext.seam import (
+    TAGGED_PROMPTS_KEY,
     GenerationRequest,
     GenerationResult,
     JobInfo,
@@ -37,17 +38,35 @@ ORIGINAL_PROMPTS_ATTR = "promptscope_prompts"  # on p: the user's prompts of thi
 ORIGINAL_HR_PROMPTS_ATTR = "promptscope_hr_prompts"
 
 
-def rewrite_batch_prompts(p: Any, rewrite: Callable[[list[str]], list[str]]) -> None:
+def tagged_batch_prompts(p: Any, hires: bool = False) -> list[str] | None:
+    """This batch's prompts as the user typed them: A1111 strips every `<name:…>` tag (extra networks) from
+    `p.prompts` / `p.hr_prompts` before scripts see the batch, but keeps them in `p.all_prompts` /
+    `p.all_hr_prompts` (our `<sega:…>` settings live in such tags). None when the slice does not line up."""
+    everything = getattr(p, "all_hr_prompts" if hires else "all_prompts", None)
+    current = getattr(p, "hr_prompts" if hires else "prompts", None)
+    size = int(getattr(p, "batch_size", 0) or 0)
+    if not everything or not current or size <= 0:
+        return None
+    n = int(getattr(p, "iteration", 0) or 0)
+    chunk = [str(x) for x in everything[n * size : (n + 1) * size]]
+    return chunk if len(chunk) == len(current) else None
+
+
+def rewrite_batch_prompts(p: Any, rewrite: Callable[[list[str], list[str] | None], list[str]]) -> None:
     """Replace the prompts A1111 computes this batch's cond rows from (call from `process_batch`, which runs after
-    extra networks are parsed and before `setup_conds`). Infotext keeps the user's prompts (`p.all_prompts`), and
-    features still see them through `job_info`. Both passes of hires fix are rewritten."""
-    for current_attr, saved_attr in (("prompts", ORIGINAL_PROMPTS_ATTR), ("hr_prompts", ORIGINAL_HR_PROMPTS_ATTR)):
+    extra networks are parsed and before `setup_conds`). `rewrite(prompts, tagged)` gets the batch's prompts and
+    the same prompts with their extra-network tags (`tagged_batch_prompts`). Infotext keeps the user's prompts
+    (`p.all_prompts`), and features still see them through `job_info`. Both passes of hires fix are rewritten."""
+    for current_attr, saved_attr, hires in (
+        ("prompts", ORIGINAL_PROMPTS_ATTR, False),
+        ("hr_prompts", ORIGINAL_HR_PROMPTS_ATTR, True),
+    ):
         current = getattr(p, current_attr, None)
         p.__dict__.pop(saved_attr, None)  # each batch starts from the host's own prompts
         if not current:
             continue
         originals = [str(x) for x in current]
-        rewritten = list(rewrite(originals))
+        rewritten = list(rewrite(originals, tagged_batch_prompts(p, hires)))
         if rewritten != originals:
             p.__dict__[saved_attr] = originals
             setattr(p, current_attr, rewritten)
@@ -73,9 +92,17 @@ def job_info(p: Any) -> JobInfo:
         steps=int(steps or 0),
         is_img2img=hasattr(p, "init_images") and not hires,
         model_kind=model_kind(getattr(p, "sd_model", None)),
-        extra={"iteration": getattr(p, "iteration", 0)},
+        extra=_job_extra(p, hires),
         host_prompts=[str(x) for x in current] if originals is not None else [],
     )
+
+
+def _job_extra(p: Any, hires: bool) -> dict[str, Any]:
+    extra: dict[str, Any] = {"iteration": getattr(p, "iteration", 0)}
+    tagged = tagged_batch_prompts(p, hires)
+    if tagged is not None:
+        extra[TAGGED_PROMPTS_KEY] = tagged
+    return extra
 
 
 # -- tokens -------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..prompt_multicond import split_and
-from ..seam import DenoiseStep, SamplingContext
+from ..seam import TAGGED_PROMPTS_KEY, DenoiseStep, SamplingContext
 from .combine import GuidanceLayoutError, combine
 from .parser import SEGA_TAG_NAME, flatten_for_host, has_keywords, safe_parse
 from .settings import GuidanceSettings
@@ -31,8 +31,6 @@ from .step import GuidanceStep
 from .tree import CompositePrompt, LeafPrompt, leaf_count
 
 _SEGA_TAG = f"<{SEGA_TAG_NAME}:"
-# JobInfo.extra key: the batch's prompts before the host removed extra-network tags (keeps <sega:...> settings)
-TAGGED_PROMPTS_KEY = "tagged_prompts"
 
 
 def uses_guidance(prompt: str) -> bool:

@@ -417,7 +417,7 @@ def test_rewritten_prompts_give_rows_while_features_and_infotext_keep_the_users(
             return webui.scripts.AlwaysVisible
 
         def process_batch(self, p, *args, **kwargs):
-            rewrite_batch_prompts(p, lambda ps: [x.replace(" AND_TOPK ", " AND ") for x in ps])
+            rewrite_batch_prompts(p, lambda ps, _tagged: [x.replace(" AND_TOPK ", " AND ") for x in ps])
 
     runner = webui.scripts.scripts_txt2img
     rewriter = Rewriter()

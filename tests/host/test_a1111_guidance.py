@@ -73,6 +73,37 @@ def test_dict_arguments_and_sega_mode(webui, sd_model):
     assert "Semantic guidance: sega" in processed.infotexts[0]
 
 
+def _pixels(m, prompt: str, settings: dict | None, **kw) -> np.ndarray:
+    p = make_p(m, prompt=prompt, **kw)
+    s = script(m)
+    p.script_args[s.args_from : s.args_to] = [settings or {"enabled": False}] + [None] * 8
+    processed = m.processing.process_images(p)
+    return np.stack([np.asarray(im, dtype=np.float32) for im in processed.images[: p.batch_size]])
+
+
+def test_inline_sega_tags_reach_the_feature_although_a1111_strips_them(webui, sd_model):
+    """A1111 removes every `<name:...>` tag from p.prompts before scripts see the batch; the feature must read
+    the tags from p.all_prompts. A whole-run warm-up written inline turns the concept off: the image is the
+    plain prompt's, while without the tag the concept changes it."""
+    sega = {"enabled": True, "mode": "sega", "warmup": 0, "threshold": 0.0}
+    plain = _pixels(webui, "a cat", None)
+    edited = _pixels(webui, "a cat AND_TOPK red :3", sega)
+    silenced = _pixels(webui, "a cat AND_TOPK red <sega:warmup=100%> :3", sega)
+    assert np.abs(edited - plain).max() > 2
+    assert np.abs(silenced - plain).max() <= 1
+
+
+def test_inline_sega_tags_per_image_of_a_batch_and_in_the_hires_pass(webui, sd_model):
+    sega = {"enabled": True, "mode": "sega", "warmup": 0, "threshold": 0.0}
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_second_pass_steps": 2, "denoising_strength": 0.5}
+    plain = _pixels(webui, ["a cat", "a cat"], None, batch_size=2, **hires)
+    mixed = _pixels(
+        webui, ["a cat AND_TOPK red :3", "a cat AND_TOPK red <sega:warmup=100%> :3"], sega, batch_size=2, **hires
+    )
+    assert np.abs(mixed[0] - plain[0]).max() > 2
+    assert np.abs(mixed[1] - plain[1]).max() <= 1
+
+
 def test_batch_with_different_prompts_and_hires_prompt(webui, sd_model):
     p = make_p(
         webui,
