@@ -210,9 +210,8 @@ def evaluate(
                 pred = word_heatmap(total[k], 1 + wi) >= TAU
                 ious["color" if w in COLORS else "shape"].append(iou(pred, gt))
                 chance_ones.append(iou(np.ones_like(gt), gt))
-                others = [m for key, m in found.items() if key != ph]
-                if others:
-                    chance_other.append(iou(others[0], gt))
+                # the word's map against the other object's mask: near 0 when the word points at its own object
+                chance_other.extend(iou(pred, m) for key, m in found.items() if key != ph)
     all_ious = ious["shape"] + ious["color"]
     res = EvalResult(
         caption_accuracy=correct / n,
