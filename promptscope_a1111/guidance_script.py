@@ -13,6 +13,12 @@ from typing import Any
 import gradio as gr
 from modules import extensions, scripts
 from promptscope_lib_ext.guidance import GuidanceSettings
+from promptscope_lib_ext.guidance.controls import (  # noqa: F401  (KEYWORDS, append_keyword_line: re-exported)
+    KEYWORDS,
+    append_keyword_line,
+    build_controls,
+    settings_from_values,
+)
 from promptscope_lib_ext.guidance.feature import GuidanceFeature, disabled_warning, uses_guidance
 from promptscope_lib_ext.guidance.settings import SETTING_KEYS
 
@@ -51,7 +57,6 @@ XYZ_AXES = (
     ("[PromptScope] SEGA momentum", float, "momentum", None),
     ("[PromptScope] SEGA beta", float, "beta", None),
 )
-KEYWORDS = ("AND_TOPK", "AND_PERP", "AND_SALT", "AND")
 
 
 def neutral_prompt_installed() -> bool:
@@ -83,19 +88,7 @@ def settings_from_args(args: tuple[Any, ...], extra: dict[str, Any] | None = Non
     values = api_args(args, ARG_NAMES, default_settings())
     values.update(extra or {})
     enabled = as_bool("enabled", values.pop("enabled"))
-    for key in ("warmup", "cooldown"):
-        if isinstance(values.get(key), str) and values[key].strip().lower() in ("", "none", "off"):
-            values[key] = None
-    return enabled, GuidanceSettings.from_dict(values)
-
-
-def append_keyword_line(prompt: str, keyword: str, text: str, weight: float) -> str:
-    """The prompt helper: add `\\n<keyword> <text> :<weight>` to the prompt (as neutral-prompt's formatter)."""
-    text = (text or "").strip()
-    if not text:
-        return prompt
-    line = f"{keyword} {text} :{float(weight):g}"
-    return f"{prompt.rstrip()}\n{line}" if prompt.strip() else line
+    return enabled, settings_from_values(values)
 
 
 class SemanticGuidanceScript(scripts.Script):
@@ -114,32 +107,15 @@ class SemanticGuidanceScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool) -> list[Any]:
-        d = default_settings()
-        with gr.Accordion(
-            TITLE, open=False, elem_id=self.elem_id("promptscope_guidance"), elem_classes=["promptscope-panel"]
-        ):
-            enabled = gr.Checkbox(value=False, label="Enable semantic guidance (AND_TOPK / AND_PERP / AND_SALT)")
-            with gr.Row():
-                mode = gr.Radio(["neutral", "sega"], value=d["mode"], label="Mode (neutral = neutral-prompt's numbers)")
-                cfg_rescale = gr.Slider(0.0, 1.0, step=0.05, value=d["cfg_rescale"], label="CFG rescale φ")
-                topk = gr.Slider(0.0, 1.0, step=0.01, value=d["topk_ratio"], label="AND_TOPK: fraction kept")
-            with gr.Row():
-                threshold = gr.Slider(0.0, 1.0, step=0.005, value=d["threshold"], label="SEGA threshold (quantile)")
-                warmup = gr.Textbox(value=str(d["warmup"]), label="SEGA warm-up (steps or %)")
-                cooldown = gr.Textbox(value=str(d["cooldown"] or ""), label="SEGA cooldown (steps or %, empty = none)")
-                momentum = gr.Slider(0.0, 1.0, step=0.05, value=d["momentum"], label="SEGA momentum")
-                beta = gr.Slider(0.0, 0.95, step=0.05, value=d["beta"], label="SEGA momentum β")
-            with gr.Row():
-                helper_kw = gr.Dropdown(list(KEYWORDS), value="AND_TOPK", label="Keyword")
-                helper_text = gr.Textbox(label="Concept", placeholder="e.g. (glasses:1.2)")
-                helper_weight = gr.Slider(-3.0, 3.0, step=0.05, value=0.4, label="Weight")
-                helper_add = gr.Button("Add to prompt", elem_id=self.elem_id("promptscope_guidance_add"))
-            if self.prompt_box is not None:
-                helper_add.click(
-                    fn=lambda prompt, kw, text, w: append_keyword_line(prompt, kw, text, w),
-                    inputs=[self.prompt_box, helper_kw, helper_text, helper_weight],
-                    outputs=[self.prompt_box],
-                )
+        c = build_controls(
+            TITLE,
+            default_settings(),
+            elem_id=self.elem_id("promptscope_guidance"),
+            add_elem_id=self.elem_id("promptscope_guidance_add"),
+            prompt_box=self.prompt_box,
+        )
+        enabled, mode, cfg_rescale, topk = c.enabled, c.mode, c.cfg_rescale, c.topk_ratio
+        threshold, warmup, cooldown, momentum, beta = c.threshold, c.warmup, c.cooldown, c.momentum, c.beta
         controls = [enabled, mode, cfg_rescale, topk, threshold, warmup, cooldown, momentum, beta]
         self.infotext_fields = [
             (enabled, lambda params: "Semantic guidance" in params),

@@ -12,77 +12,26 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import gradio as gr
 from modules import images, scripts, shared
+from promptscope_lib_ext.heatmaps.controls import (  # noqa: F401  (PASSES, split_words: re-exported)
+    ARG_NAMES,
+    DEFAULTS,
+    PASSES,
+    build_controls,
+    settings_from_values,
+    split_words,
+)
 from promptscope_lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings, ImageHeatmaps
-from promptscope_lib_ext.heatmaps.render import COLORMAPS
 
 from .sampling import activate
 from .webui_bits import add_to_processed, api_args, as_bool, tell_user
 
 TITLE = "PromptScope: Attention heatmaps"
 FEATURE_ATTR = "promptscope_heatmaps"
-ARG_NAMES = (
-    "enabled",
-    "words",
-    "mode",
-    "time_start",
-    "time_end",
-    "per_layer",
-    "alpha",
-    "colormap",
-    "show_pass",
-    "save",
-    "export_raw",
-)
-DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "words": "",
-    "mode": "positive",
-    "time_start": 0.0,
-    "time_end": 1.0,
-    "per_layer": False,
-    "alpha": 0.5,
-    "colormap": "jet",
-    "show_pass": "hires",
-    "save": False,
-    "export_raw": False,
-}
-PASSES = ("first", "hires")
-
-
-def split_words(text: str) -> tuple[str, ...]:
-    """Words to show: comma-separated (a 'word' may hold spaces, e.g. 'red hat'); empty = every word."""
-    return tuple(w.strip() for w in (text or "").split(",") if w.strip())
 
 
 def settings_from_args(args: tuple[Any, ...]) -> tuple[bool, HeatmapSettings, dict[str, Any]]:
-    values = api_args(args, ARG_NAMES, DEFAULTS)
-    enabled = as_bool("enabled", values["enabled"])
-    try:
-        start, end = float(values["time_start"]), float(values["time_end"])
-        alpha = float(values["alpha"])
-    except (TypeError, ValueError):
-        raise ValueError("time_start, time_end and alpha must be numbers") from None
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
-    if values["show_pass"] not in PASSES:
-        raise ValueError(f"show_pass must be one of {', '.join(PASSES)}, not {values['show_pass']!r}")
-    settings = HeatmapSettings(
-        words=split_words(str(values["words"])),
-        mode=str(values["mode"]),  # type: ignore[arg-type]
-        time_focus=(start, end),
-        per_layer=as_bool("per_layer", values["per_layer"]),
-        alpha=alpha,
-        colormap=str(values["colormap"]).lower(),
-    )
-    settings.validate()
-    extra = {
-        "show_pass": values["show_pass"],
-        "save": as_bool("save", values["save"]),
-        "export_raw": as_bool("export_raw", values["export_raw"]),
-    }
-    return enabled, settings, extra
+    return settings_from_values(api_args(args, ARG_NAMES, DEFAULTS), as_bool)
 
 
 class JobHeatmaps:
@@ -111,24 +60,8 @@ class AttentionHeatmapsScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool) -> list[Any]:
-        d = DEFAULTS
-        panel = {"elem_id": self.elem_id("promptscope_heatmaps"), "elem_classes": ["promptscope-panel"]}
-        with gr.Accordion(TITLE, open=False, **panel):
-            enabled = gr.Checkbox(value=False, label="Show a heatmap per word after each generation")
-            words = gr.Textbox(value="", label="Words (comma-separated; empty = every word of the prompt)")
-            with gr.Row():
-                mode = gr.Radio(["positive", "negative", "delta"], value=d["mode"], label="Prompt")
-                colormap = gr.Dropdown(sorted(COLORMAPS), value=d["colormap"], label="Colormap")
-                alpha = gr.Slider(0.0, 1.0, step=0.05, value=d["alpha"], label="Overlay opacity")
-            with gr.Row():
-                time_start = gr.Slider(0.0, 1.0, step=0.05, value=0.0, label="Time focus: from (fraction of steps)")
-                time_end = gr.Slider(0.0, 1.0, step=0.05, value=1.0, label="Time focus: to")
-                show_pass = gr.Radio(list(PASSES), value=d["show_pass"], label="Hires fix: show the pass")
-            with gr.Row():
-                per_layer = gr.Checkbox(value=False, label="Also per layer (IN/MID/OUT)")
-                save = gr.Checkbox(value=False, label="Save the grids beside the images")
-                export_raw = gr.Checkbox(value=False, label="Export raw maps (.safetensors)")
-        return [enabled, words, mode, time_start, time_end, per_layer, alpha, colormap, show_pass, save, export_raw]
+        c = build_controls(TITLE, elem_id=self.elem_id("promptscope_heatmaps"), hires=True, saving=True)
+        return [component for _name, component in c.named()]  # in ARG_NAMES order
 
     def process(self, p: Any, *args: Any) -> None:
         p.__dict__.pop(FEATURE_ATTR, None)
