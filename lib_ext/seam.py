@@ -257,6 +257,10 @@ class GenerationResult:
     seed: int
     infotext: str
     path: str | None = None  # where the host saved it, if it did
+    # Images the host's pipeline attached after this one (A1111's `processed.images[1:]`: word-heatmap grids and
+    # the like), with their captions (infotexts); not saved by the host.
+    extra_images: list[Any] = field(default_factory=list)
+    extra_infotexts: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[int, int, str], None]  # (done, total, message)

@@ -23,6 +23,7 @@ from promptscope_lib_ext.seam import GenerationRequest
 
 from . import host
 from .guidance_script import TITLE as GUIDANCE_TITLE
+from .heatmaps_script import TITLE as HEATMAPS_TITLE
 from .webui_bits import add_options, option
 
 OPT_DIR = "promptscope_bandit_dir"
@@ -30,6 +31,9 @@ TAB_ID = "promptscope_bandit"
 TITLE = "Seed bandit"
 ELEM_PREFIX = "ps_bandit"
 GUIDANCE_KEY = "semantic_guidance"  # the same session/arm setting as in the standalone app
+# Word heatmaps inside the sweep, as in the standalone app: true, or a dict of the heatmap script's named
+# arguments (words, mode, alpha, colormap, time_start, time_end, ...); the grid comes back attached to the image.
+HEATMAPS_KEY = "heatmaps"
 
 
 def _webui_path(value: str) -> Path:
@@ -80,14 +84,37 @@ def _wrap_run(fn: Any, n_outputs: int) -> Any:
     return call_queue.wrap_gradio_gpu_call(fn, extra_outputs=[gr.update() for _ in range(n_outputs - 1)])
 
 
+def heatmap_args(value: Any) -> dict[str, Any] | None:
+    """The `heatmaps` setting → the heatmap script's named arguments, or None when off (the script validates
+    them and tells the user under the image if they are wrong)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {"enabled": True}
+    if not isinstance(value, dict):
+        raise ValueError(f"setting {HEATMAPS_KEY!r} must be true, false or an object, not {value!r}")
+    if value.get("enabled", True) is False:
+        return None
+    args = {"enabled": True, **value, "save": False}  # the sweep saves the grid itself, beside the image
+    if isinstance(args.get("words"), list | tuple):
+        args["words"] = ", ".join(str(w) for w in args["words"])
+    return args
+
+
 def with_features(req: GenerationRequest) -> GenerationRequest:
-    """Semantic guidance inside the sweep, as in the standalone app: on for prompts that use its keywords, with the
-    session/arm setting `semantic_guidance` (a dict of its settings) if given."""
+    """Semantic guidance and word heatmaps inside the sweep, as in the standalone app: guidance on for prompts that
+    use its keywords, with the session/arm setting `semantic_guidance` (a dict of its settings) if given; heatmaps
+    when the setting `heatmaps` asks (the grid comes back in the result's `extra_images`)."""
     given = req.settings.get(GUIDANCE_KEY)
-    if not (uses_guidance(req.prompt) or isinstance(given, dict)):
+    heat = heatmap_args(req.settings.get(HEATMAPS_KEY))
+    guided = uses_guidance(req.prompt) or isinstance(given, dict)
+    if not guided and heat is None:
         return req
     script_args = dict(req.settings.get(host.SCRIPT_ARGS_KEY) or {})
-    script_args.setdefault(GUIDANCE_TITLE, {"enabled": True, **(given if isinstance(given, dict) else {})})
+    if guided:
+        script_args.setdefault(GUIDANCE_TITLE, {"enabled": True, **(given if isinstance(given, dict) else {})})
+    if heat is not None:
+        script_args.setdefault(HEATMAPS_TITLE, heat)
     return dataclasses.replace(req, settings={**req.settings, host.SCRIPT_ARGS_KEY: script_args})
 
 

@@ -264,13 +264,22 @@ def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = 
         p.extra_generation_params.update(req.infotext)
         with contextlib.closing(p):
             processed = processing.process_images(p)
-        if processed.images:
+        # images: [grid if one was made] + the generated images + what scripts attached in `postprocess` (word-
+        # heatmap grids): the first generated image is the result, the attached ones ride along.
+        first = int(getattr(processed, "index_of_first_image", 0) or 0)
+        if len(processed.images) > first:
+            infotexts = list(processed.infotexts or [])
+            infotexts += [""] * (len(processed.images) - len(infotexts))
+            n_generated = max(1, min(len(processed.images) - first, int(getattr(p, "batch_size", 1) or 1)))
+            end = first + n_generated
             results.append(
                 GenerationResult(
                     request=req,
-                    image=processed.images[0],
+                    image=processed.images[first],
                     seed=int(processed.all_seeds[0] if processed.all_seeds else req.seed),
-                    infotext=processed.infotexts[0] if processed.infotexts else processed.info,
+                    infotext=infotexts[first] or processed.info,
+                    extra_images=list(processed.images[end:]),
+                    extra_infotexts=infotexts[end : len(processed.images)],
                 )
             )
     if progress is not None:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ..bandit.hosting import ServiceProvider, host_generator
+from ..bandit.hosting import HEATMAP_CAPTION, ServiceProvider, host_generator
 from ..bandit.routes import make_router
 from ..bandit.ui import build_bandit_tab
 from ..guidance import GuidanceSettings
 from ..guidance.feature import GuidanceFeature, uses_guidance
+from ..heatmaps.feature import HeatmapFeature, HeatmapSettings
 from ..seam import GenerationRequest
 from .panels import PanelRegistry, TabContext
 
@@ -17,6 +19,72 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO / "outputs" / "promptscope-bandit"
 ELEM_PREFIX = "ps_bandit"
 GUIDANCE_KEY = "semantic_guidance"  # session/arm setting: GuidanceSettings as a dict (defaults if absent)
+# Session/arm setting: true, or {"words": "cat, hat", "mode": …, "alpha": …, "colormap": …, "time_start": …,
+# "time_end": …}; absent or false: off. The A1111 tab reads the same key.
+HEATMAPS_KEY = "heatmaps"
+HEATMAP_KEYS = ("enabled", "words", "mode", "alpha", "colormap", "time_start", "time_end")
+HEATMAP_TILE = 128  # px per word tile: the toy model's 32 px images would leave no room for the word
+
+
+def heatmap_settings(value: Any) -> HeatmapSettings | None:
+    """The `heatmaps` setting → HeatmapSettings, or None when off; ValueError saying what is wrong."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return HeatmapSettings()
+    if not isinstance(value, dict):
+        raise ValueError(f"setting {HEATMAPS_KEY!r} must be true, false or an object, not {value!r}")
+    unknown = sorted(set(value) - set(HEATMAP_KEYS))
+    if unknown:
+        raise ValueError(f"setting {HEATMAPS_KEY!r}: unknown key(s) {unknown}; known: {', '.join(HEATMAP_KEYS)}")
+    if value.get("enabled", True) is False:
+        return None
+    words = value.get("words", ())
+    words = words.split(",") if isinstance(words, str) else list(words)
+    try:
+        settings = HeatmapSettings(
+            words=tuple(str(w).strip() for w in words if str(w).strip()),
+            mode=str(value.get("mode", "positive")),  # type: ignore[arg-type]
+            time_focus=(float(value.get("time_start", 0.0)), float(value.get("time_end", 1.0))),
+            alpha=float(value.get("alpha", 0.5)),
+            colormap=str(value.get("colormap", "jet")).lower(),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {HEATMAPS_KEY!r}: {exc}") from None
+    settings.validate()
+    return settings
+
+
+class SweepHeatmaps:
+    """Word heatmaps inside a sweep round: a HeatmapFeature for each request that asks for one (`features`), and
+    its grid drawn over the finished image and attached to it (`postprocess`), as A1111's heatmap script does."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host  # ToyHost: attach_images, add_infotext
+        self._features: dict[int, HeatmapFeature] = {}
+
+    def features(self, req: GenerationRequest) -> list[HeatmapFeature]:
+        settings = heatmap_settings(req.settings.get(HEATMAPS_KEY))
+        if settings is None:
+            return []
+        feature = HeatmapFeature(settings)
+        self._features[id(req)] = feature
+        return [feature]
+
+    def postprocess(self, req: GenerationRequest, processed: Any) -> None:
+        feature = self._features.pop(id(req), None)
+        if feature is None or not processed.images:
+            return
+        results = [r for r in feature.take_results() if r.image == 0]
+        grid = feature.render(results[-1], processed.images[0], tile_width=HEATMAP_TILE) if results else None
+        if grid is None:  # nothing captured (interrupted early) or no word had a map: say why in the infotext
+            words = "; ".join(w.message for w in results[-1].words if w.message) if results else ""
+            why = "; ".join(feature.messages) or words or "no word of the prompt had a map"
+            self.host.add_infotext(processed, "PromptScope heatmaps", why[:200])
+            return
+        seed = processed.seeds[0] if processed.seeds else ""
+        caption = f"{HEATMAP_CAPTION} (first pass, {feature.settings.mode}), seed {seed}: {req.prompt}"
+        self.host.attach_images(processed, [grid], [caption])
 
 
 def sweep_features(requests) -> list:
@@ -34,7 +102,13 @@ def build(ctx: TabContext) -> None:
     host = ctx.host
 
     def run_jobs(requests, progress=None):
-        return host.run_jobs(requests, progress, features=sweep_features(requests))
+        guidance = sweep_features(requests)
+        if not any(heatmap_settings(r.settings.get(HEATMAPS_KEY)) for r in requests):
+            return host.run_jobs(requests, progress, features=guidance)
+        heat = SweepHeatmaps(host)
+        return host.run_jobs(
+            requests, progress, features=lambda r: [*guidance, *heat.features(r)], postprocess=heat.postprocess
+        )
 
     generate = host_generator(run_jobs, GenerationRequest, lambda: provider.data_dir() / "images")
     build_bandit_tab(provider, generate, host.interrupt, provider.data_dir, ELEM_PREFIX, display_size=256)

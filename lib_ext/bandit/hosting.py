@@ -4,7 +4,8 @@
   connection; the data folder may change (A1111 setting) and the service is reopened on the new folder.
 - `host_generator`: `run_jobs` of the seam (`Host.run_jobs(requests, progress)`) → the `generate(jobs, progress)`
   the tab calls; images are written as PNG (infotext in the `parameters` chunk, as A1111 writes it) into the
-  data folder's `images/session_<id>/`, unless the host already saved them.
+  data folder's `images/session_<id>/`, unless the host already saved them; images the host attached to one
+  (word-heatmap grids) are saved beside it and recorded as its attachments.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from .service import BanditService, ImageResult, Job, generator_from_host
 
 Progress = Callable[[int, int, str], None]
+# Captions of word-heatmap grids start so (A1111's heatmap script and the standalone sweep write them alike).
+HEATMAP_CAPTION = "Attention heatmaps"
 GenerateFn = Callable[[list[Job], Progress | None], list[ImageResult]]
 
 
@@ -94,6 +97,17 @@ def image_path(images_dir: Path, job: Job) -> Path:
     return path
 
 
+def attachment_path(image_file: str | os.PathLike, caption: str, n: int) -> Path:
+    """Beside the image: `<stem>-heatmaps.png` for a word-heatmap grid, `<stem>-extra<n>.png` otherwise; never
+    overwriting a file."""
+    image_file = Path(image_file)
+    kind = "heatmaps" if caption.startswith(HEATMAP_CAPTION) else f"extra{int(n)}"
+    path, k = image_file.with_name(f"{image_file.stem}-{kind}.png"), 1
+    while path.exists():
+        path, k = image_file.with_name(f"{image_file.stem}-{kind}-{k}.png"), k + 1
+    return path
+
+
 def host_generator(
     run_jobs: Callable[[Sequence[Any], Progress | None], Sequence[Any]],
     request_factory: Callable[..., Any],
@@ -105,7 +119,10 @@ def host_generator(
     def save(result: Any, job: Job) -> str:
         return str(save_png(result.image, getattr(result, "infotext", "") or "", image_path(images_dir(), job)))
 
+    def save_extra(image: Any, caption: str, image_file: str, n: int) -> str:
+        return str(save_png(image, caption, attachment_path(image_file, caption, n)))
+
     def generate(jobs: list[Job], progress: Progress | None = None) -> list[ImageResult]:
-        return generator_from_host(run_jobs, request_factory, save=save, progress=progress)(jobs)
+        return generator_from_host(run_jobs, request_factory, save=save, progress=progress, save_extra=save_extra)(jobs)
 
     return generate

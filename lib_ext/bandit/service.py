@@ -79,6 +79,7 @@ class ImageResult:
     job: Job
     path: str
     sha256: str | None = None
+    attachments: tuple[tuple[str, str], ...] = ()  # (path, caption) of saved images the host attached (heatmaps)
 
 
 def generator_from_host(
@@ -86,12 +87,16 @@ def generator_from_host(
     request_factory: Callable[..., Any],
     save: Callable[[Any, Job], str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    save_extra: Callable[[Any, str, str, int], str] | None = None,
 ) -> Callable[[list[Job]], list[ImageResult]]:
     """A `generate` callback for `run_round` over a host seam (`Host.run_jobs` with `GenerationRequest`).
 
     `request_factory` is the seam's GenerationRequest class (passed in so this package stays free of torch);
     it is called with prompt, negative_prompt, seed, settings, infotext. Results are matched to jobs in order
     (an interrupted run returns a prefix). A result without a `path` is saved with `save(result, job)`.
+    Images the host attached to a result (`extra_images`, e.g. word-heatmap grids) are saved with
+    `save_extra(image, caption, image_path, n)` → path, and become the image's attachments; without `save_extra`
+    they are dropped.
     """
 
     def generate(jobs: list[Job]) -> list[ImageResult]:
@@ -108,7 +113,14 @@ def generator_from_host(
                 if save is None:
                     raise ValueError("the host returned an image without a saved path; pass save= to store it")
                 path = save(res, job)
-            out.append(ImageResult(job, str(path)))
+            attachments = []
+            if save_extra is not None:
+                extras = list(getattr(res, "extra_images", None) or [])
+                captions = list(getattr(res, "extra_infotexts", None) or [])
+                for n, extra in enumerate(extras):
+                    caption = str(captions[n]) if n < len(captions) else ""
+                    attachments.append((str(save_extra(extra, caption, str(path), n)), caption))
+            out.append(ImageResult(job, str(path), attachments=tuple(attachments)))
         return out
 
     return generate
@@ -382,8 +394,15 @@ class BanditService:
             )  # fmt: skip
         return jobs
 
-    def record_image(self, job: Job, path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
-        """Register a generated image file (by path and SHA-256) for a planned job."""
+    def record_image(
+        self,
+        job: Job,
+        path: str | os.PathLike,
+        sha256: str | None = None,
+        attachments: Sequence[tuple[str | os.PathLike, str]] = (),
+    ) -> dict[str, Any]:
+        """Register a generated image file (by path and SHA-256) for a planned job, with the (path, caption) of
+        images the host attached to it (word-heatmap grids)."""
         if not isinstance(job, Job):
             raise ValueError("job must be a Job from plan_round")
         p = Path(path)
@@ -396,9 +415,15 @@ class BanditService:
         digest = sha256 or sha256_file(p)
         if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
             raise ValueError("sha256 must be 64 lowercase hex digits")
+        attached = []
+        for extra_path, caption in attachments:
+            ep = Path(extra_path)
+            if not ep.is_file():
+                raise ValueError(f"attached image {ep} does not exist")
+            attached.append({"path": str(ep.resolve()), "caption": _text(caption, "attachment caption")})
         image_id = self.store.add_image(
             job.session_id, job.arm_id, job.round_id, job.seed, job.prompt, job.negative, job.slot_choices,
-            str(p.resolve()), digest,
+            str(p.resolve()), digest, attached,
         )  # fmt: skip
         return self.store.get_image(image_id)
 
@@ -425,7 +450,7 @@ class BanditService:
             if res.job.index in done:
                 raise ValueError(f"generate() returned job {res.job.index} twice")
             done.add(res.job.index)
-            images.append(self.record_image(res.job, res.path, res.sha256))
+            images.append(self.record_image(res.job, res.path, res.sha256, res.attachments))
             if progress is not None:
                 progress(n, len(jobs))
         return {

@@ -32,8 +32,8 @@ RATING_VALUES = ("like", "dislike", "skip")
 _EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo back to "not rated"
 
 # Schema history. Version 1 is the minimal schema; version 2 added arm versions (parent_id, updated) and the
-# undo bookkeeping on rating events (undoes, batch, client); version 3 the current-rating table. Never edit a
-# released step: append a new one.
+# undo bookkeeping on rating events (undoes, batch, client); version 3 the current-rating table; version 4 the
+# images' attachments. Never edit a released step: append a new one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE sessions (
@@ -107,6 +107,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
              INSERT OR REPLACE INTO image_state (image_id, value, rated_at, event_id)
              VALUES (NEW.image_id, NEW.value, NEW.created, NEW.id);
            END""",
+    ),
+    4: (
+        # Images the host attached to a generated one (word-heatmap grids): JSON [{"path", "caption"}, …].
+        "ALTER TABLE images ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -461,11 +465,13 @@ class Store:
         slot_choices: Sequence[int],
         path: str,
         sha256: str,
+        attachments: Sequence[dict[str, str]] = (),
     ) -> int:
+        """`attachments`: [{"path", "caption"}, …] of images the host attached to this one (heatmap grids)."""
         with self._write() as conn:
             cur = conn.execute(
                 """INSERT INTO images (session_id, arm_id, round_id, seed, prompt, negative, slot_choices, path,
-                                       sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                       sha256, created, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     session_id,
                     arm_id,
@@ -477,6 +483,7 @@ class Store:
                     path,
                     sha256,
                     self.clock(),
+                    json.dumps([{"path": str(a["path"]), "caption": str(a.get("caption", ""))} for a in attachments]),
                 ),
             )
             return int(cur.lastrowid)
@@ -484,6 +491,7 @@ class Store:
     @staticmethod
     def _image_out(row: dict[str, Any]) -> dict[str, Any]:
         row["slot_choices"] = json.loads(row["slot_choices"])
+        row["attachments"] = json.loads(row.get("attachments") or "[]")
         return row
 
     _IMAGE_SELECT = f"""SELECT i.*, ro.number AS round_number, {_CURRENT} AS rating, s.rated_at AS rated_at

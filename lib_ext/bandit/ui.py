@@ -43,6 +43,10 @@ STATS_HEADERS = ["arm", "label", "prompt", "n", "likes", "dislikes", "skipped", 
 ARMS_HEADERS = ["arm", "label", "prompt", "negative", "settings", "template slots", "status"]
 STATS_DRAWS = 4000  # Monte Carlo draws for P(best) in the tab (±0.8 % at worst); the API may ask for more
 DEFAULT_SETTINGS = '{"steps": 20, "cfg_scale": 7}'
+SETTINGS_INFO = (
+    'add "heatmaps": true (or {"words": "cat, hat"}) for a word-heatmap grid of every image (slower), '
+    '"semantic_guidance": {...} for guidance settings'
+)
 
 
 def _css(prefix: str) -> str:
@@ -292,6 +296,17 @@ class BanditTab:
         images = self.svc.images(sid)
         ids = [i["round_id"] for i in images if i["round_id"] is not None]
         return max(ids) if ids else None
+
+    def attachments_view(self, image_value: Any) -> dict:
+        """The images the host attached to the image on show (its word-heatmap grid), or a hidden gallery. Its own
+        event after the rating's, so the rating never waits for it."""
+        try:
+            iid = parse_id(image_value)
+            attached = [] if iid is None else self.svc.get_image(iid).get("attachments") or []
+        except (ValueError, StoreError):
+            attached = []
+        shown = [(a["path"], a.get("caption") or "") for a in attached if os.path.isfile(a["path"])]
+        return gr.update(value=shown or None, visible=bool(shown))
 
     def current_view(self, sid: int | None, round_id: int | None, after: int | None = None) -> list[Any]:
         """[image, caption, current id]."""
@@ -621,7 +636,8 @@ class BanditTab:
                 with gr.Row():
                     c["new_name"] = gr.Textbox(label="Name", elem_id=f"{p}_new_name", placeholder="portraits, evening")
                     c["new_settings"] = gr.Textbox(label="Generation settings shared by the arms (JSON)",
-                                                   value=DEFAULT_SETTINGS, elem_id=f"{p}_new_settings")  # fmt: skip
+                                                   value=DEFAULT_SETTINGS, elem_id=f"{p}_new_settings",
+                                                   info=SETTINGS_INFO)  # fmt: skip
                 with gr.Row():
                     c["new_mode"] = gr.Radio(list(MODE_LABELS), value=next(iter(MODE_LABELS)), label="Mode",
                                              elem_id=f"{p}_new_mode")  # fmt: skip
@@ -681,6 +697,9 @@ class BanditTab:
                     with gr.Row():
                         c["undo"] = gr.Button("↶ Undo (U)", elem_id=f"{p}_undo")
                         c["mark_rest"] = gr.Button("Mark the rest as bad", elem_id=f"{p}_mark_rest")
+                    # Shown when the image on show has attachments: its word-heatmap grid (settings {"heatmaps": true})
+                    c["attached"] = gr.Gallery(label="Word heatmaps of this image", columns=1, height="auto",
+                                               visible=False, preview=False, elem_id=f"{p}_attached")  # fmt: skip
                 with gr.Column(scale=3):
                     c["round_gallery"] = gr.Gallery(label="This round", columns=4, height="auto",
                                                     elem_id=f"{p}_round_gallery", preview=False)  # fmt: skip
@@ -746,8 +765,12 @@ class BanditTab:
             self.save_session_options, [c["session"], c["sess_settings"], c["sess_prior"], c["sess_half_life"]],
             [*stats_out, c["status"]],
         )  # fmt: skip
-        c["session"].change(self.load_session, [c["session"]], session_out)
-        c["refresh"].click(self.refresh_sessions, [c["session"]], [c["session"], *session_out])
+
+        def then_attached(event: Any) -> None:  # after any event that changes the image on show
+            event.then(self.attachments_view, [c["current_id"]], [c["attached"]], queue=False)
+
+        then_attached(c["session"].change(self.load_session, [c["session"]], session_out))
+        then_attached(c["refresh"].click(self.refresh_sessions, [c["session"]], [c["session"], *session_out]))
         c["create"].click(
             self.create_session,
             [c["new_name"], c["new_settings"], c["new_mode"], c["new_prior"], c["new_half_life"], c["new_k"],
@@ -770,7 +793,7 @@ class BanditTab:
 
         if wrap_run is not None:
             run = wrap_run(run, len(run_out))
-        c["run"].click(run, [c["session"], c["k"], c["mode"], c["shared"]], run_out)
+        then_attached(c["run"].click(run, [c["session"], c["k"], c["mode"], c["shared"]], run_out))
         # Not queued: it must run while the round holds the queue (as A1111's Interrupt).
         c["interrupt"].click(self.interrupt, None, None, queue=False)
 
@@ -783,7 +806,9 @@ class BanditTab:
             def rate(session_value, image_value, round_value, request: gr.Request, _v: str = value):
                 return self.rate(session_value, image_value, round_value, _v, client_of(request))
 
-            c[value].click(rate, rate_in, rate_out).then(self.refresh_view, refresh_in, refresh_out)
+            rated = c[value].click(rate, rate_in, rate_out)
+            rated.then(self.refresh_view, refresh_in, refresh_out)
+            then_attached(rated)
 
         def undo(session_value, round_value, request: gr.Request):
             return self.undo(session_value, round_value, client_of(request))
@@ -791,15 +816,17 @@ class BanditTab:
         def mark_rest(session_value, round_value, request: gr.Request):
             return self.mark_rest(session_value, round_value, client_of(request))
 
-        c["undo"].click(undo, [c["session"], c["round_id"]], rate_out).then(self.refresh_view, refresh_in, refresh_out)
-        c["mark_rest"].click(mark_rest, [c["session"], c["round_id"]], rate_out).then(
-            self.refresh_view, refresh_in, refresh_out
-        )
+        for event in (
+            c["undo"].click(undo, [c["session"], c["round_id"]], rate_out),
+            c["mark_rest"].click(mark_rest, [c["session"], c["round_id"]], rate_out),
+        ):
+            event.then(self.refresh_view, refresh_in, refresh_out)
+            then_attached(event)
 
         def select(session_value, round_value, evt: gr.SelectData):
             return self.select_image(session_value, round_value, evt.index)
 
-        c["round_gallery"].select(select, [c["session"], c["round_id"]], rate_out)
+        then_attached(c["round_gallery"].select(select, [c["session"], c["round_id"]], rate_out))
         c["browse"].click(self.browse, [c["session"], c["browse_arm"], c["browse_rating"]],
                           [c["browse_gallery"], c["status"]])  # fmt: skip
         ex_in = [c["session"], c["ex_name"], c["ex_trigger"], c["ex_class"], c["ex_repeats"], c["ex_neg_ratings"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,9 +383,14 @@ class ToyHost:
         self,
         requests: Sequence[GenerationRequest],
         progress: Progress | None = None,
-        features: Sequence[Feature] = (),
+        features: Sequence[Feature] | Callable[[GenerationRequest], Sequence[Feature]] = (),
+        postprocess: Callable[[GenerationRequest, ToyProcessed], None] | None = None,
     ) -> list[GenerationResult]:
-        """Generate each request (batch of 1) in order; stops early after `interrupt()`."""
+        """Generate each request (batch of 1) in order; stops early after `interrupt()`.
+
+        `features`: for every request, or a function of the request (a feature only some requests ask for).
+        `postprocess(request, processed)` runs after each generation, as A1111's scripts' `postprocess`: images it
+        attaches (`attach_images`, e.g. word-heatmap grids) come back in the result's `extra_images`."""
         results: list[GenerationResult] = []
         total = len(requests)
         with self._job():
@@ -404,16 +409,29 @@ class ToyHost:
                     sampler_name=str(settings.get("sampler_name", DEFAULT_SAMPLER)),
                     width=int(settings.get("width", IMAGE_SIZE)),
                     height=int(settings.get("height", IMAGE_SIZE)),
-                    features=features,
+                    features=features(req) if callable(features) else features,
                     extra_generation_params=req.infotext,
                 )
                 if not processed.images:
                     break
+                if postprocess is not None:
+                    postprocess(req, processed)
                 path = None
                 if self.outdir is not None:
                     path = str(self.save(processed.images[0], processed.info, processed.seeds[0]))
+                n = processed.n_generated
                 # An interrupted image is still returned (A1111's process_images keeps it), and nothing after it.
-                results.append(GenerationResult(req, processed.images[0], processed.seeds[0], processed.info, path))
+                results.append(
+                    GenerationResult(
+                        req,
+                        processed.images[0],
+                        processed.seeds[0],
+                        processed.info,
+                        path,
+                        extra_images=list(processed.images[n:]),
+                        extra_infotexts=list(processed.infotexts[n:]),
+                    )
+                )
         if progress is not None:
             progress(len(results), total, "Done")
         return results
