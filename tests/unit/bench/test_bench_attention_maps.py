@@ -55,3 +55,22 @@ def test_word_truth_is_the_named_objects_mask_and_none_when_it_was_not_drawn():
     # a word naming two drawn objects: the union of their masks
     both = A._word_truth([_obj("red", "circle", red), _obj("red", "square", blue)], "a red circle and a red square")
     assert np.array_equal(both["red"], red | blue)
+
+
+def test_refinement_bench_sums_the_cond_rows_self_attention_at_16x16_and_restores_the_model(one_thread):
+    from bench import attention_refinement as R
+    from lib_ext.toyworld.model import ToyConfig, ToyUNet
+
+    torch.manual_seed(0)
+    cfg = ToyConfig(channels=(8, 16, 16), attn_heads=(1, 2, 2), time_dim=32, groups=4)
+    unet = ToyUNet(cfg).eval()
+    context = torch.randn(4, 77, cfg.text_dim)
+    selfs = R.SelfAttentionSum(unet, n_cond=2)
+    with torch.no_grad(), selfs:
+        for _ in range(2):
+            unet(torch.randn(4, 3, 32, 32), torch.full((4,), 10), context)
+            selfs.collect()
+    s = selfs.row_normalised()
+    assert s.shape == (2, 256, 256)  # cond rows only, 16×16 queries × keys
+    assert torch.allclose(s.sum(-1), torch.ones(2, 256))
+    assert all(not m.store_probs and m.last_probs is None for m in selfs.modules)
