@@ -41,6 +41,17 @@ def upscale(image: Any, size: int = DISPLAY_SIZE) -> Any:
     return image.resize((image.size[0] * factor, image.size[1] * factor), Image.NEAREST)
 
 
+def gallery_items(processed: ToyProcessed) -> list[Any]:
+    """The gallery's value: the generated images, then attached ones (heatmap grids) as (image, caption) pairs with
+    their infotext as caption, as A1111 shows extra images; all upscaled for display."""
+    n = processed.n_generated
+    items: list[Any] = [upscale(im) for im in processed.images[:n]]
+    for i in range(n, len(processed.images)):
+        caption = processed.infotexts[i] if i < len(processed.infotexts) else ""
+        items.append((upscale(processed.images[i]), caption))
+    return items
+
+
 def _status(processed: ToyProcessed | None, error: str | None = None) -> str:
     if error:
         return f"<span class='ps-error'>Error: {html.escape(error)}</span>"
@@ -179,8 +190,7 @@ def make_generate(host: ToyHost, panels: list[tuple[str, Txt2ImgPanel]]):
         except Exception as exc:  # show the error in the page, keep the app alive
             log.exception("PromptScope: generation failed")
             return [], "", _status(None, str(exc)), []
-        images = [upscale(im) for im in processed.images]
-        return images, processed.info, _status(processed), list(processed.infotexts)
+        return gallery_items(processed), processed.info, _status(processed), list(processed.infotexts)
 
     params = [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
