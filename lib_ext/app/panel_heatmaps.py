@@ -38,12 +38,13 @@ def make_feature_for(names: list[str]):
     def make_feature(*values: Any) -> PanelHeatmaps | None:
         if len(values) != len(names):
             raise TypeError(f"attention heatmaps take {len(names)} values ({', '.join(names)}), got {len(values)}")
+        given = dict(zip(names, values))
+        if not given.get("enabled"):  # off: settings it would reject must not stop the generation
+            return None
         try:
-            enabled, settings, extra = settings_from_values(dict(zip(names, values)))
+            _enabled, settings, extra = settings_from_values(given)
         except ValueError as exc:
             raise ValueError(f"attention heatmap settings: {exc}") from None
-        if not enabled:
-            return None
         return PanelHeatmaps(settings, save=extra["save"], export_raw=extra["export_raw"])
 
     return make_feature

@@ -132,6 +132,7 @@ def test_heatmaps_make_feature_on_off_and_bad_settings(host):
     assert feature.settings.words == ("red", "blue square") and feature.settings.mode == "delta"
     with pytest.raises(ValueError, match="attention heatmap settings: time focus"):
         panel.make_feature(*heatmap_values(panel, d, enabled=True, time_start=0.8, time_end=0.2))
+    assert panel.make_feature(*heatmap_values(panel, d, enabled=False, time_start=0.8, time_end=0.2)) is None
     host.outdir = "somewhere"
     saving, _ctx, d2 = built(host, panel_heatmaps)
     assert len(saving.inputs) == 10 and d2[-2:] == [False, False]
@@ -149,6 +150,8 @@ def test_guidance_changes_the_image_and_writes_its_infotext(host):
     sega = generate(host, [("guidance", panel, guidance_values(d, GUIDED, True, mode="sega", warmup="0"))], GUIDED)
     assert "Semantic guidance: sega" in sega[1] and "Semantic guidance SEGA:" in sega[1]
     assert not np.array_equal(np.asarray(sega[0][0]), np.asarray(on[0][0]))
+    bad = generate(host, [("guidance", panel, guidance_values(d, GUIDED, True, warmup="abc"))], GUIDED)
+    assert bad[0] == [] and "Error: semantic guidance settings: warmup" in bad[2]
 
 
 def test_heatmap_grids_join_the_gallery_with_their_words(host):
