@@ -46,6 +46,27 @@
         return true;
     }
 
+    // "Generate round" in A1111: give the round a task id and show A1111's own progress bar, live preview and
+    // ETA for it (javascript/progressbar.js), as A1111's txt2img button does. The id goes to the handler in the
+    // hidden task-id input (args[taskIndex]); A1111's wrap_gradio_gpu_call then tracks the round under it.
+    // Without A1111's functions (the standalone app) the inputs go through unchanged.
+    window.promptscopeBanditSubmit = function (taskIndex, args) {
+        const res = Array.from(args);
+        if (typeof randomId !== "function" || typeof requestProgress !== "function") return res;
+        // The bar goes above the round's gallery (at the top of its column), the live preview over the gallery.
+        const gallery = root().querySelector("#" + PREFIX + "_round_gallery");
+        if (!gallery || !gallery.parentNode) return res;
+        const id = randomId();
+        try {
+            requestProgress(id, gallery, gallery, function () {});
+        } catch (error) {
+            console.error("PromptScope: A1111's progress bar failed", error);
+            return res;
+        }
+        res[taskIndex] = id;
+        return res;
+    };
+
     // promptscope.js normally loads first (A1111 sorts scripts by name); wait for it otherwise.
     if (!bind()) {
         const timer = setInterval(function () {

@@ -9,6 +9,8 @@ keys, so PNG Info tells which session, arm and round made it. The tab and the ro
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -79,9 +81,38 @@ def register_settings() -> None:
     )
 
 
+TASK_PARAM = "id_task"  # the round handler's parameter that the page script fills with A1111's "task(…)" id
+
+
 def _wrap_run(fn: Any, n_outputs: int) -> Any:
+    """The round handler inside A1111's `wrap_gradio_gpu_call` (queue lock, job state, Interrupt, error HTML).
+
+    A1111 reads a task id from the FIRST argument ("task(…)": progress.add_task_to_queue / start_task /
+    finish_task, which A1111's progress bar and live preview poll); the tab passes it as the handler's `id_task`
+    parameter, so it is moved to the front for the wrapper and back for the handler. The returned function keeps
+    `fn`'s signature (gradio fills its `gr.Progress()` from it)."""
+    params = list(inspect.signature(fn).parameters)
+    at = params.index(TASK_PARAM) if TASK_PARAM in params else None
+
+    def task_first(id_task: Any, *args: Any, **kwargs: Any) -> Any:
+        if at is not None:
+            if len(args) >= at:
+                args = (*args[:at], id_task, *args[at:])
+            else:
+                kwargs[TASK_PARAM] = id_task
+        return fn(*args, **kwargs)
+
     # On an exception A1111's wrapper returns `extra_outputs + [error html]`: leave the other outputs as they are.
-    return call_queue.wrap_gradio_gpu_call(fn, extra_outputs=[gr.update() for _ in range(n_outputs - 1)])
+    wrapped = call_queue.wrap_gradio_gpu_call(task_first, extra_outputs=[gr.update() for _ in range(n_outputs - 1)])
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        id_task = kwargs.pop(TASK_PARAM, None)
+        if at is not None and len(args) > at:
+            id_task, args = args[at], (*args[:at], *args[at + 1 :])
+        return wrapped(id_task if id_task else None, *args, **kwargs)
+
+    return run
 
 
 def heatmap_args(value: Any) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ round's gallery refresh in a chained event, so they never slow the rating down.
 from __future__ import annotations
 
 import html
+import inspect
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ def _css(prefix: str) -> str:
 #{prefix}_caption {{ min-height: 3em; }}
 #{prefix}_caption .ps-keys, #{prefix} .ps-muted {{ opacity: 0.7; font-size: 0.9em; }}
 #{prefix} .ps-error {{ color: #c62828; }}
+#{prefix}_results {{ position: relative; }}  /* A1111's progress bar (absolute) sits at the top of this column */
 #{prefix}_rate_row button {{ min-width: 6em; }}
 </style>"""
 
@@ -700,11 +702,12 @@ class BanditTab:
                     # Shown when the image on show has attachments: its word-heatmap grid (settings {"heatmaps": true})
                     c["attached"] = gr.Gallery(label="Word heatmaps of this image", columns=1, height="auto",
                                                visible=False, preview=False, elem_id=f"{p}_attached")  # fmt: skip
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, elem_id=f"{p}_results"):
                     c["round_gallery"] = gr.Gallery(label="This round", columns=4, height="auto",
                                                     elem_id=f"{p}_round_gallery", preview=False)  # fmt: skip
             c["current_id"] = gr.Textbox(visible=False, elem_id=f"{p}_current_id")
             c["round_id"] = gr.Textbox(visible=False, elem_id=f"{p}_round_id")
+            c["task_id"] = gr.Textbox(visible=False, elem_id=f"{p}_task_id")
             with gr.Accordion("Statistics", open=True):
                 c["verdict"] = gr.HTML(elem_id=f"{p}_verdict")
                 c["stats_table"] = gr.Dataframe(headers=STATS_HEADERS, value=[], interactive=False, wrap=True,
@@ -787,13 +790,16 @@ class BanditTab:
         run_out = [*current_out, c["round_id"], c["round_gallery"], *stats_out, c["status"]]
 
         # gradio fills a positional `gr.Progress()` default; a host wrapper made with functools.wraps (A1111's
-        # wrap_gradio_gpu_call) keeps this signature visible, so the progress bar works inside it too.
-        def run(session_value, k, mode_label, shared, progress=gr.Progress()):  # noqa: B008 (gradio's way)
+        # wrap_gradio_gpu_call) keeps this signature visible, so the progress bar works inside it too. `id_task`
+        # comes from the hidden task-id box, which the page script fills in A1111 ("task(…)", for A1111's own
+        # progress bar, live preview and Interrupt; see RUN_JS); elsewhere it stays empty.
+        def run(session_value, k, mode_label, shared, progress=gr.Progress(), id_task=""):  # noqa: B008
             return self.run_round(session_value, k, mode_label, shared, progress)
 
         if wrap_run is not None:
             run = wrap_run(run, len(run_out))
-        then_attached(c["run"].click(run, [c["session"], c["k"], c["mode"], c["shared"]], run_out))
+        run_in = [c["session"], c["k"], c["mode"], c["shared"], c["task_id"]]
+        then_attached(c["run"].click(run, run_in, run_out, **js_kwarg(c["run"].click, RUN_JS)))
         # Not queued: it must run while the round holds the queue (as A1111's Interrupt).
         c["interrupt"].click(self.interrupt, None, None, queue=False)
 
@@ -839,6 +845,22 @@ class BanditTab:
                                    overwrite)  # fmt: skip
 
             c[f"ex_{kind}"].click(export, ex_in, [c["ex_status"]])
+
+
+# The round button's page-side step: promptscope_bandit.js gives the round an A1111 task id and starts A1111's
+# progress bar on it; where that script or A1111's progress functions are missing, the inputs go through as they
+# are. Receives the inputs' values (gradio 3 appends the outputs'); index 4 is the task-id box.
+TASK_ID_INPUT = 4
+RUN_JS = f"(...args) => (window.promptscopeBanditSubmit ? window.promptscopeBanditSubmit({TASK_ID_INPUT}, args) : args)"
+
+
+def js_kwarg(listener: Callable[..., Any], code: str) -> dict[str, str]:
+    """The page-side function keyword of an event listener: `_js` in gradio 3, `js` in gradio 4."""
+    try:
+        params = inspect.signature(listener).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"_js": code} if "_js" in params else {"js": code} if "js" in params else {}
 
 
 def client_of(request: Any) -> str | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_bandit_browser import P, _api, app  # noqa: F401 (fixture)
 from tests.browser.test_app_browser import browser  # noqa: F401 (fixture)
+from tests.browser.test_bandit_browser import P, _api, app  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
