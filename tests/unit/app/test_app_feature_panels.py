@@ -100,11 +100,13 @@ def test_guidance_prompt_helper_appends_a_keyword_line_to_the_prompt_box(host):
     with gr.Blocks() as demo:
         ctx = Txt2ImgContext(host, gr.Textbox(), *[gr.Textbox() for _ in range(8)])
         panel_guidance.build(ctx)
-    (index,) = (i for i, f in enumerate(demo.fns) if f.fn is append_keyword_line)
-    dep = demo.dependencies[index]
-    assert dep["inputs"][0] == ctx.prompt._id and dep["outputs"] == [ctx.prompt._id]
-    target = dep["targets"][0]
-    target = target[0] if isinstance(target, tuple | list) else target  # gradio 4: (id, event)
+    if hasattr(demo, "dependencies"):  # gradio 3: parallel lists of configs and functions
+        events = [(d["inputs"], d["outputs"], d["targets"], f.fn) for d, f in zip(demo.dependencies, demo.fns)]
+    else:  # gradio 4: BlockFunction objects carry their components and (id, event) targets
+        events = [([c._id for c in f.inputs], [c._id for c in f.outputs], f.targets, f.fn) for f in demo.fns.values()]
+    ((inputs, outputs, targets, _fn),) = (e for e in events if e[3] is append_keyword_line)
+    assert inputs[0] == ctx.prompt._id and outputs == [ctx.prompt._id]
+    target = targets[0][0] if isinstance(targets[0], tuple | list) else targets[0]
     assert demo.blocks[target].elem_id == "ps_guidance_add"
 
 
