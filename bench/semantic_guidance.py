@@ -1,20 +1,28 @@
-"""Semantic-guidance bench: does `AND_TOPK <colour> :w` recolour the toy world's object and keep its shape?
+"""Semantic-guidance bench: does `AND_TOPK <colour> :w` turn the toy world's object that colour and keep it in place?
 
-Trials: one-object captions "a <colour> <shape>" (every shape, several base colours), a different concept colour,
-a fixed seed each. Per trial, with DPM++ 2M, 20 steps, CFG 7 through the standalone host (A1111 semantics: one
-batched UNet call per step; the guidance feature rewrites the prompt and combines):
-- base: the caption; edit: "caption AND_TOPK <concept> :w"; rewrite (baseline): "a <concept> <shape>".
-  The object of an image is the largest one the judge finds. A trial counts when the base image's object has the
-  caption's colour and shape.
+Two kinds of trial, every shape, fixed seeds, DPM++ 2M, 20 steps, CFG 7, through the standalone host (A1111
+semantics: one batched UNet call per step; the guidance feature rewrites the prompt and combines):
+- "add" (the headline keys): the base caption names the shape only ("a circle"); the model picks a colour; the
+  concept is a different colour (the next one after the drawn colour). This is SEGA's use: add what the prompt
+  leaves open ("a portrait AND_TOPK glasses").
+- "recolour" (keys prefixed `recolour_`): the base caption names a colour ("a red circle") and the concept
+  contradicts it; the concept must override the prompt's own word.
+Per trial: base = the caption; edit = "caption AND_TOPK <concept> :w"; rewrite (baseline) = "a <concept> <shape>".
+The object of an image is the largest one the judge finds. A trial counts when the base image's object has the
+caption's shape (and colour, for "recolour").
 - concept_success: fraction of counted trials whose edited object has the concept's colour (the shape is what
   composition_iou measures).
 - composition_iou_median / rewrite_iou_median: median IoU of the object's mask in the base image and in the edit
   (rewrite) image (0 when no object is found).
+- concept_added_success: the other reading of a lone colour word, which this model learned from one-object partial
+  captions ("blue" = an image with a blue object): an object of the concept's colour appears AND the base object
+  stays (same colour and shape, mask IoU ≥ 0.5 with the base image's).
 - removal_success: for "a <concept> <shape>" (counted when its object is drawn so), "... AND_TOPK <concept> :-w"
   leaves an object that is not of the concept's colour.
 - extra_unet_rows_per_concept: cond rows the host adds per concept per image (and whether UNet calls per step stay 1).
 - combine_overhead_ratio: one combine step (one image, one concept: 3 rows) over one forward of an SD1.5-shaped
-  UNet (random weights, 64×64 latent) on the same 3 rows; --quick times the UNet on 1 row (an upper bound).
+  UNet (random weights, 64×64 latent) on the same 3 rows; --quick times the UNet on 1 row of a 32×32 latent (an
+  upper bound).
 - quantile_vs_kthvalue_ratio: SEGA's per-channel threshold by torch.quantile vs by kthvalue (same entries kept).
 - the full run adds `tradeoff`: success and IoU per (mode, weight, threshold, warm-up), to choose the defaults.
 
@@ -43,6 +51,7 @@ SAMPLER = "DPM++ 2M"
 CFG_SCALE = 7.0
 BATCH = 8
 IMAGE_SEED = 4000
+ADD_SEED = 4500
 DEFAULT_WEIGHT = 1.0  # the weight the prompt helper writes (`AND_TOPK red :1`)
 DEFAULT_SETTINGS = GuidanceSettings()
 
@@ -51,28 +60,46 @@ DEFAULT_SETTINGS = GuidanceSettings()
 class Trial:
     seed: int
     shape: str
-    color: str
+    color: str | None  # None: the base caption leaves the colour open ("add" trials)
     concept: str
 
     @property
     def caption(self) -> str:
-        return f"a {self.color} {self.shape}"
+        return f"a {self.color} {self.shape}" if self.color else f"a {self.shape}"
 
     @property
     def concept_caption(self) -> str:
         return f"a {self.concept} {self.shape}"
 
 
-def make_trials(quick: bool) -> list[Trial]:
-    """Every shape with two (quick) or all four base colours, one concept colour each (rotating), 1 or 2 seeds."""
+def make_trials(quick: bool, kind: str = "recolour") -> list[Trial]:
+    """Every shape; "recolour": two (quick) or four base colours, one concept colour each (rotating); "add": 2
+    (quick) or 8 seeds per shape, the concept chosen once the base image shows its colour (`choose_concepts`)."""
     colors = list(COLORS)
-    trials = []
+    trials: list[Trial] = []
+    if kind == "add":
+        seed = ADD_SEED
+        for _ in range(2 if quick else 8):
+            for shape in SHAPES:
+                trials.append(Trial(seed, shape, None, ""))
+                seed += 1
+        return trials
     for s in range(1 if quick else 2):
         for i, shape in enumerate(SHAPES):
             for j, color in enumerate(colors[:2] if quick else colors):
                 others = [c for c in colors if c != color]
                 trials.append(Trial(IMAGE_SEED + len(trials), shape, color, others[(i + j + s) % 3]))
     return trials
+
+
+def choose_concepts(trials: list[Trial], objects: list[DetectedObject | None]) -> list[Trial]:
+    """ "add" trials: the concept is the colour after the one the base image shows (any other colour if none)."""
+    colors = list(COLORS)
+    out = []
+    for t, obj in zip(trials, objects):
+        drawn = obj.color if obj is not None and obj.color in colors else colors[-1]
+        out.append(Trial(t.seed, t.shape, t.color, colors[(colors.index(drawn) + 1) % len(colors)]))
+    return out
 
 
 def generate(host: ToyHost, prompts: list[str], seeds: list[int], settings: GuidanceSettings | None) -> list:
@@ -116,8 +143,10 @@ class Baseline:
 def baseline(host: ToyHost, trials: list[Trial]) -> Baseline:
     seeds = [t.seed for t in trials]
     base = generate(host, [t.caption for t in trials], seeds, None)
-    rewrite = generate(host, [t.concept_caption for t in trials], seeds, None)
     objects = [main_object(img) for img in base]
+    if any(t.color is None for t in trials):
+        trials = choose_concepts(trials, objects)
+    rewrite = generate(host, [t.concept_caption for t in trials], seeds, None)
     concept_objects = [main_object(img) for img in rewrite]
     return Baseline(
         trials,
@@ -129,8 +158,9 @@ def baseline(host: ToyHost, trials: list[Trial]) -> Baseline:
     )
 
 
-def is_drawn(obj: DetectedObject | None, color: str, shape: str) -> bool:
-    return obj is not None and obj.color == color and obj.shape == shape
+def is_drawn(obj: DetectedObject | None, color: str | None, shape: str) -> bool:
+    """The object has the shape, and the colour when one is asked (None: any colour)."""
+    return obj is not None and obj.shape == shape and (color is None or obj.color == color)
 
 
 def edit_scores(host: ToyHost, b: Baseline, settings: GuidanceSettings, weight: float) -> dict[str, float]:
@@ -138,14 +168,25 @@ def edit_scores(host: ToyHost, b: Baseline, settings: GuidanceSettings, weight: 
     edits = generate(host, [f"{t.caption} AND_TOPK {t.concept} :{weight}" for t in b.trials],
                      [t.seed for t in b.trials], settings)  # fmt: skip
     idx = [i for i, v in enumerate(b.valid) if v]
-    objects = {i: main_object(edits[i]) for i in idx}
+    found = {i: judge(edits[i]) for i in idx}
+    objects = {i: found[i][0] if found[i] else None for i in idx}
     success = [objects[i] is not None and objects[i].color == b.trials[i].concept for i in idx]
     ious = [mask_iou(b.base_objects[i], objects[i]) for i in idx]
+    added = [concept_added(found[i], b.base_objects[i], b.trials[i]) for i in idx]
     return {
         "n": len(idx),
         "success": sum(success) / len(success) if success else float("nan"),
         "iou_median": statistics.median(ious) if ious else float("nan"),
+        "added": sum(added) / len(added) if added else float("nan"),
     }
+
+
+def concept_added(objects: list[DetectedObject], base: DetectedObject | None, t: Trial) -> bool:
+    """The other reading of a lone colour word: an object of the concept's colour is present AND the base
+    object is still there, unchanged in colour and shape, its mask overlapping the base image's (IoU ≥ 0.5)."""
+    has_concept = any(o.color == t.concept for o in objects)
+    kept = any(is_drawn(o, base.color if base else t.color, t.shape) and mask_iou(base, o) >= 0.5 for o in objects)
+    return has_concept and kept
 
 
 def removal_success(host: ToyHost, b: Baseline, settings: GuidanceSettings, weight: float) -> tuple[float, int]:
@@ -193,7 +234,8 @@ def overhead(quick: bool) -> dict[str, float]:
     t0 = time.perf_counter()
     unet = build()
     rows = 1 if quick else 3
-    t_unet = forward_seconds(unet, rows, repeats=1 if quick else 2)
+    size = 32 if quick else 64  # quick: a 4× cheaper forward, so the ratio is an upper bound
+    t_unet = forward_seconds(unet, rows, repeats=1 if quick else 2, size=size)
     del unet
     t_combine = time_combine(batch=1, mode="sega", repeats=20)
     t_neutral = time_combine(batch=1, mode="neutral", repeats=20)
@@ -204,6 +246,7 @@ def overhead(quick: bool) -> dict[str, float]:
         "combine_ms_neutral": t_neutral * 1e3,
         "sd15_unet_forward_s": t_unet,
         "sd15_unet_rows": rows,
+        "sd15_unet_latent": size,
         "quantile_vs_kthvalue_ratio": q["quantile_vs_kthvalue_ratio"],
         "quantile_same_entries": q["same_entries_kept"],
         "overhead_seconds": time.perf_counter() - t0,
@@ -217,11 +260,39 @@ def sweep_configs() -> list[tuple[str, GuidanceSettings, float]]:
     for ratio in (0.2, 0.5):
         for w in (1.0, 2.0):
             out.append((f"neutral topk={ratio} w={w}", GuidanceSettings(topk_ratio=ratio), w))
-    for q in (0.5, 0.7, 0.9):
-        for warm in (0.0, 0.2):
-            for w in (1.0, 2.0):
+    for q in (0.0, 0.5, 0.8):
+        for warm in (0.0, 0.2, 0.4):
+            for w in (1.0, 2.0, 3.0):
                 sega = SegaParams(threshold=q, warmup=StepCount(warm, relative=True), momentum=0.1, beta=0.4)
                 out.append((f"sega q={q} warmup={warm:.0%} w={w}", GuidanceSettings(mode="sega", sega=sega), w))
+    return out
+
+
+def trial_scores(host: ToyHost, trials: list[Trial], quick: bool) -> dict:
+    """The issue's keys for one kind of trial at the default settings, plus the trade-off sweep (full run)."""
+    b = baseline(host, trials)
+    rewrite_ious = [mask_iou(b.base_objects[i], main_object(b.rewrite[i])) for i, v in enumerate(b.valid) if v]
+    rewrite_success = [b.concept_valid[i] for i in range(len(b.trials)) if b.valid[i]]
+    default = edit_scores(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
+    removal, n_removal = removal_success(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
+    out: dict = {
+        "trials": len(trials),
+        "valid_trials": sum(b.valid),
+        "concept_success": default["success"],
+        "composition_iou_median": default["iou_median"],
+        "concept_added_success": default["added"],
+        "rewrite_iou_median": statistics.median(rewrite_ious) if rewrite_ious else float("nan"),
+        "rewrite_success": sum(rewrite_success) / len(rewrite_success) if rewrite_success else float("nan"),
+        "removal_success": removal,
+        "removal_trials": n_removal,
+    }
+    if not quick:
+        tradeoff = []
+        for name, settings, w in sweep_configs():
+            sc = edit_scores(host, b, settings, w)
+            tradeoff.append({"config": name, **{k: sc[k] for k in ("success", "iou_median", "added")}})
+            print(f"  {name:40s} success {sc['success']:.2f}  iou {sc['iou_median']:.2f}  added {sc['added']:.2f}")
+        out["tradeoff"] = tradeoff
     return out
 
 
@@ -230,40 +301,25 @@ def main(quick: bool) -> dict:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     path = os.environ.get("PROMPTSCOPE_TOYWORLD_WEIGHTS")
     host = ToyHost.load(path)
-    trials = make_trials(quick)
-    print(f"semantic guidance bench: model {host.model_name}, {len(trials)} trials, {SAMPLER} {STEPS} steps")
-    b = baseline(host, trials)
-    n_valid = sum(b.valid)
-    rewrite_ious = [mask_iou(b.base_objects[i], main_object(b.rewrite[i])) for i, v in enumerate(b.valid) if v]
-    rewrite_success = [b.concept_valid[i] for i in range(len(trials)) if b.valid[i]]
-    default = edit_scores(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
-    removal, n_removal = removal_success(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
     result: dict = {
         "model": host.model_name,
-        "trials": len(trials),
-        "valid_trials": n_valid,
         "default_mode": DEFAULT_SETTINGS.mode,
         "default_weight": DEFAULT_WEIGHT,
-        "concept_success": default["success"],
-        "composition_iou_median": default["iou_median"],
-        "rewrite_iou_median": statistics.median(rewrite_ious) if rewrite_ious else float("nan"),
-        "rewrite_success": sum(rewrite_success) / len(rewrite_success) if rewrite_success else float("nan"),
-        "removal_success": removal,
-        "removal_trials": n_removal,
     }
+    for kind in ("add", "recolour"):
+        trials = make_trials(quick, kind)
+        print(
+            f"semantic guidance bench ({kind}): model {host.model_name}, {len(trials)} trials, {SAMPLER} {STEPS} steps"
+        )
+        scores = trial_scores(host, trials, quick)
+        prefix = "" if kind == "add" else "recolour_"
+        result.update({f"{prefix}{k}": v for k, v in scores.items()})
     result.update(rows_per_concept(host))
-    if not quick:
-        tradeoff = []
-        for name, settings, w in sweep_configs():
-            s = edit_scores(host, b, settings, w)
-            tradeoff.append({"config": name, "success": s["success"], "iou_median": s["iou_median"]})
-            print(f"  {name:40s} success {s['success']:.2f}  iou {s['iou_median']:.2f}")
-        result["tradeoff"] = tradeoff
     result.update(overhead(quick))
     result["seconds"] = time.perf_counter() - t_start
 
     print(f"{'key':34s} value")
     for k, v in result.items():
-        if k != "tradeoff":
+        if not k.endswith("tradeoff"):
             print(f"{k:34s} {v}")
     return result
