@@ -217,3 +217,16 @@ def test_training_is_resumable_and_deterministic(tmp_path):
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
     assert (tmp_path / "a.csv").exists()
+
+
+def test_learning_rate_warms_up_then_anneals_to_five_percent():
+    lr = train_mod.learning_rate
+    assert lr(1e-3, 0, warmup=100) == pytest.approx(1e-5)
+    assert lr(1e-3, 99, warmup=100) == pytest.approx(1e-3)
+    assert lr(1e-3, 5000, warmup=100) == pytest.approx(1e-3)  # constant without annealing
+    assert lr(1e-3, 3349, 100, anneal_from=3350, max_steps=7600) == pytest.approx(1e-3)
+    mid = lr(1e-3, (3350 + 7600) // 2, 100, anneal_from=3350, max_steps=7600)
+    assert mid == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5), rel=1e-3)
+    assert lr(1e-3, 7600, 100, anneal_from=3350, max_steps=7600) == pytest.approx(5e-5)
+    steps = [lr(1e-3, s, 100, 3350, 7600) for s in range(3350, 7601, 50)]
+    assert steps == sorted(steps, reverse=True)
