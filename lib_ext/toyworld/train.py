@@ -159,7 +159,7 @@ def export_checkpoint(ckpt_path: Path, out: Path) -> dict:
             p.copy_(e)
     args = ck.get("args", {})
     info = {"steps": ck["step"], "minutes": round(ck["minutes"], 1), "schedule": SCHEDULE_NAME}
-    for key in ("seed", "batch", "lr", "attn_weight", "ema"):
+    for key in ("seed", "batch", "lr", "attn_weight", "ema", "anneal_from"):
         if key in args:
             info[key] = float(args[key]) if key in ("lr", "attn_weight", "ema") else int(args[key])
     export_safetensors(out, joint_state(te, unet), cfg, info)
