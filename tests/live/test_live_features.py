@@ -3,6 +3,9 @@ UI defaults). The random-weight model makes the pictures meaningless, but every 
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 
 from tests.live.conftest import SCRIPT_TITLES
@@ -32,6 +35,26 @@ def test_guidance_changes_the_image_and_records_itself(webui: WebUIClient) -> No
     assert "Semantic guidance: neutral" in text, (text, guided["info"].get("comments"))
     assert "Semantic guidance" not in plain["info"]["infotexts"][0]
     assert decode_image(guided["images"][0]) != decode_image(plain["images"][0])
+
+
+def test_inline_sega_settings_survive_a1111s_extra_network_parsing(webui: WebUIClient) -> None:
+    # A1111 strips every <name:...> tag from the batch's prompts before scripts see them; a whole-run warm-up
+    # written inline must still reach the feature: then the concept never acts and the image is the plain one.
+    sega = {"enabled": True, "mode": "sega", "warmup": 0, "threshold": 0.0}
+    plain = webui.txt2img("a red cube")
+    edited = webui.txt2img("a red cube AND_TOPK blue :3", alwayson={GUIDANCE: [sega]})
+    silenced = webui.txt2img("a red cube AND_TOPK blue <sega:warmup=100%> :3", alwayson={GUIDANCE: [sega]})
+    assert "Semantic guidance: sega" in silenced["info"]["infotexts"][0]
+    pixels = [_pixels(r["images"][0]) for r in (plain, edited, silenced)]
+    assert np.abs(pixels[1] - pixels[0]).max() > 8
+    # the same picture up to the float noise of a 3-row UNet batch instead of 2
+    assert np.abs(pixels[2] - pixels[0]).max() <= 2, np.abs(pixels[2] - pixels[0]).max()
+
+
+def _pixels(b64: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(decode_image(b64))).convert("RGB"), dtype=np.int16)
 
 
 HIRES = {
