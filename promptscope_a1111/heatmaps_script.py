@@ -102,6 +102,10 @@ class AttentionHeatmapsScript(scripts.Script):
         seed = p.all_seeds[n] if n < len(getattr(p, "all_seeds", []) or []) else None
         caption = f"Attention heatmaps ({result.pass_name} pass, {result.mode}), seed {seed}: {result.prompt}"
         job.grids.append((grid, caption))
+        if job.feature.settings.per_layer:
+            for word, layer_grid in job.feature.render_layers(result, pp.image):
+                where = f"{result.pass_name} pass, {result.mode}"
+                job.grids.append((layer_grid, f"Attention heatmaps per layer ({where}), seed {seed}: {word}"))
         if job.extra["save"]:
             images.save_image(
                 grid, p.outpath_samples, "", seed, result.prompt, shared.opts.samples_format, p=p, suffix="-heatmaps"

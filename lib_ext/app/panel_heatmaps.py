@@ -55,12 +55,6 @@ def grid_caption(result: ImageHeatmaps, seed: int | None) -> str:
     return f"Attention heatmaps ({result.mode}), seed {seed}: {words}"
 
 
-def layer_tiles(result: ImageHeatmaps, word: str) -> list[tuple[str, Any]]:
-    """(block label, normalised map) of one word, for its per-layer grid."""
-    w = next((w for w in result.words if w.word == word), None)
-    return [] if w is None else [(f"{word} · {layer}", heat) for layer, heat in w.layers.items()]
-
-
 def after(host: Any, processed: Any, feature: Any) -> None:
     if not isinstance(feature, PanelHeatmaps):
         return
@@ -74,12 +68,10 @@ def after(host: Any, processed: Any, feature: Any) -> None:
         base = upscale(processed.images[i])  # draw on the display size: 32×32 tiles could not hold the words
         try:
             grid = feature.render(result, base)
-            layer_grids = []
-            for w in result.words:
-                tiles = layer_tiles(result, w.word) if feature.settings.per_layer else []
-                if tiles:
-                    caption = f"Attention heatmaps per layer ({result.mode}), seed {seed}: {w.word}"
-                    layer_grids.append((_layer_grid(feature, tiles, base), caption))
+            layer_grids = [
+                (g, f"Attention heatmaps per layer ({result.mode}), seed {seed}: {word}")
+                for word, g in (feature.render_layers(result, base) if feature.settings.per_layer else [])
+            ]
         except Exception as exc:  # drawing must not lose the user's image; say what failed
             notes.append(f"Attention heatmaps: could not draw the grid of image {i + 1}: {exc}")
             continue
@@ -108,12 +100,6 @@ def after(host: Any, processed: Any, feature: Any) -> None:
     for note in notes:
         if note not in processed.messages:
             processed.messages.append(note)
-
-
-def _layer_grid(feature: HeatmapFeature, tiles: list[tuple[str, Any]], base: Any) -> Any:
-    from ..heatmaps.render import word_grid
-
-    return word_grid(base, tiles, alpha=feature.settings.alpha, cmap=feature.settings.colormap)
 
 
 def build(ctx: Txt2ImgContext) -> Txt2ImgPanel:

@@ -225,6 +225,17 @@ class HeatmapFeature:
             image, tiles, alpha=self.settings.alpha, cmap=self.settings.colormap, font_path=font_path, **kw
         )
 
+    def render_layers(self, result: ImageHeatmaps, image: Any, font_path: str | None = None) -> list[tuple[str, Any]]:
+        """Per word with per-layer maps (``per_layer`` on): (word, a grid with one tile per UNet block)."""
+        out = []
+        for w in result.words:
+            tiles = [(f"{w.word} · {layer}", heat) for layer, heat in w.layers.items()]
+            if tiles:
+                grid = word_grid(image, tiles, alpha=self.settings.alpha, cmap=self.settings.colormap,
+                                 font_path=font_path)  # fmt: skip
+                out.append((w.word, grid))
+        return out
+
     def export(self, result: ImageHeatmaps, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
         """Raw (un-normalised) word maps as ``.safetensors``, words and shapes in the metadata."""
         words = [w for w in result.words if w.raw is not None]

@@ -109,3 +109,21 @@ def test_save_and_export(webui, sd_model, tmp_path):
     with safe_open(str(exported[0]), "pt") as f:
         meta = f.metadata()
     assert "cat" in meta.get("words", "")
+
+
+def test_per_layer_view_adds_a_grid_per_word_with_a_tile_per_unet_block(webui, sd_model):
+    values = [True, "cat, red", "positive", 0.0, 1.0, True]  # per_layer on
+    processed = webui.processing.process_images(make_p(webui, values))
+    per_layer = [t for t in processed.infotexts if t.startswith("Attention heatmaps per layer")]
+    assert [t.rsplit(": ", 1)[1] for t in per_layer] == ["cat", "red"]
+    assert "(first pass, positive)" in per_layer[0]
+    words = {w.word: w for w in processed_words(webui, values)}
+    assert len(words["cat"].layers) >= 2  # a tile per block that was captured
+    assert len(processed.images) == 1 + 1 + 2  # image, word grid, one per-layer grid per word
+    assert hooks(sd_model) == 0
+
+
+def processed_words(m, values):
+    p = make_p(m, values)
+    m.processing.process_images(p)
+    return p.promptscope_heatmaps.by_image[(0, 0)]["first"].words
