@@ -30,23 +30,13 @@ SELF_SIDE = 16
 CAPTION_SEED = 999
 
 
-class SelfAttentionSum:
+class SelfAttentionSum(ME.StoredProbs):
     """Running sum of the cond rows' head-averaged self-attention at SELF_SIDE², read after each UNet call."""
 
     def __init__(self, unet: torch.nn.Module, n_cond: int) -> None:
-        self.modules = [m.attn1 for m in unet.modules() if getattr(m, "attn1", None) is not None]
+        super().__init__([m.attn1 for m in unet.modules() if getattr(m, "attn1", None) is not None])
         self.n_cond = n_cond
         self.total: torch.Tensor | None = None
-
-    def __enter__(self) -> SelfAttentionSum:
-        for m in self.modules:
-            m.store_probs = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for m in self.modules:
-            m.store_probs = False
-            m.last_probs = None
 
     def collect(self) -> None:
         for m in self.modules:

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 from modules import extensions, scripts
+from promptscope_lib_ext.arguments import as_bool
 from promptscope_lib_ext.guidance import GuidanceSettings
 from promptscope_lib_ext.guidance.controls import (  # noqa: F401  (KEYWORDS, append_keyword_line: re-exported)
     KEYWORDS,
@@ -29,7 +30,6 @@ from .webui_bits import (
     add_to_processed,
     add_xyz_axes,
     api_args,
-    as_bool,
     on_prompt_box,
     option,
     overrides,

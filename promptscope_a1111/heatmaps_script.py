@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from modules import images, scripts, shared
+from promptscope_lib_ext.arguments import as_bool
 from promptscope_lib_ext.heatmaps.controls import (  # noqa: F401  (PASSES, split_words: re-exported)
     ARG_NAMES,
     DEFAULTS,
@@ -24,7 +25,7 @@ from promptscope_lib_ext.heatmaps.controls import (  # noqa: F401  (PASSES, spli
 from promptscope_lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings, ImageHeatmaps
 
 from .sampling import activate
-from .webui_bits import add_to_processed, api_args, as_bool, tell_user
+from .webui_bits import add_to_processed, api_args, tell_user
 
 TITLE = "PromptScope: Attention heatmaps"
 FEATURE_ATTR = "promptscope_heatmaps"

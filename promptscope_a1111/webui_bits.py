@@ -112,16 +112,6 @@ def api_args(args: Sequence[Any], names: Sequence[str], defaults: dict[str, Any]
     return values
 
 
-def as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    raise ValueError(f"{name} must be true or false, not {value!r}")
-
-
 def on_prompt_box(script: Any, store: Callable[[Any], None]) -> None:
     """Call `store(textbox)` with this tab's prompt box once A1111 creates it (for prompt helpers)."""
     if not hasattr(script, "on_after_component"):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..arguments import as_bool
 from .feature import HeatmapSettings
 from .render import COLORMAPS
 
@@ -50,18 +51,8 @@ def split_words(text: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in (text or "").split(",") if w.strip())
 
 
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    raise ValueError(f"{name} must be true or false, not {value!r}")
-
-
 def settings_from_values(
-    values: Mapping[str, Any], as_bool: Callable[[str, Any], bool] = _bool
+    values: Mapping[str, Any], as_bool: Callable[[str, Any], bool] = as_bool
 ) -> tuple[bool, HeatmapSettings, dict[str, Any]]:
     """(enabled, settings, host options) from the controls' values; missing keys take `DEFAULTS`."""
     values = {**DEFAULTS, **values}

@@ -55,16 +55,13 @@ def sigma_to_t(sigma: torch.Tensor) -> torch.Tensor:
     return (1 - w) * low + w * high
 
 
-class AttentionCapture:
-    """Running sum over steps and layers of the conditional rows' cross-attention, upsampled to size×size."""
+class StoredProbs:
+    """Asks the toy model's attention modules to keep their last probabilities while the context is open."""
 
-    def __init__(self, unet: ToyUNet, n_cond: int, size: int) -> None:
-        self.modules = [m for _, m in unet.cross_attention_modules()]
-        self.n_cond = n_cond
-        self.size = size
-        self.total: torch.Tensor | None = None
+    def __init__(self, modules: list[torch.nn.Module]) -> None:
+        self.modules = modules
 
-    def __enter__(self) -> AttentionCapture:
+    def __enter__(self) -> StoredProbs:
         for m in self.modules:
             m.store_probs = True
         return self
@@ -73,6 +70,16 @@ class AttentionCapture:
         for m in self.modules:
             m.store_probs = False
             m.last_probs = None
+
+
+class AttentionCapture(StoredProbs):
+    """Running sum over steps and layers of the conditional rows' cross-attention, upsampled to size×size."""
+
+    def __init__(self, unet: ToyUNet, n_cond: int, size: int) -> None:
+        super().__init__([m for _, m in unet.cross_attention_modules()])
+        self.n_cond = n_cond
+        self.size = size
+        self.total: torch.Tensor | None = None
 
     def collect(self) -> None:
         for m in self.modules:

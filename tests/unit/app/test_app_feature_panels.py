@@ -21,14 +21,6 @@ from lib_ext.toyworld.tokenizer import ToyTokenizer  # noqa: E402
 GUIDED = "a red circle AND_TOPK blue :0.8"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def host() -> ToyHost:
     tok = ToyTokenizer()

@@ -17,14 +17,6 @@ from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet  # noqa: E
 from lib_ext.toyworld.tokenizer import ToyTokenizer  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def host() -> ToyHost:
     tok = ToyTokenizer()

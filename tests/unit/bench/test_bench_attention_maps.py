@@ -4,20 +4,11 @@ SD1.5-shaped timing model has SD1.5's layer shapes, and the word truth follows t
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from bench import attention_maps as A
 from bench import sd15_unet
 from lib_ext.toyworld.judge import DetectedObject
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_map_bytes_are_the_same_for_20_and_50_steps_and_far_below_the_per_step_baseline(one_thread):

@@ -15,14 +15,6 @@ from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet
 from lib_ext.toyworld.tokenizer import ToyTokenizer
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_model() -> T.ToyModel:
     torch.manual_seed(0)
     tok = ToyTokenizer()

@@ -23,15 +23,6 @@ TOK = ToyTokenizer()
 ID = TOK.word_to_id
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two cores shared with other jobs: torch's intra-op threads then slow tiny convolutions down 40-fold.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class IdTextEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -13,14 +13,6 @@ from lib_ext.toyworld.tokenizer import ToyTokenizer
 TOK = ToyTokenizer()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def host() -> ToyHost:
     cfg = ToyConfig(

@@ -421,15 +421,6 @@ def test_cfg_scale_one_is_the_cond_prediction_and_wrapper_passes_extra_args():
     assert out0.tolist() == [[1.0]]
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: one thread is faster, and immune to a busy machine's other threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_real_toy_unet_through_cfg_and_samplers_is_seed_deterministic(one_thread):
     from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet
     from lib_ext.toyworld.tokenizer import ToyTokenizer
