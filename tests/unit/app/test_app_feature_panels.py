@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 gr = pytest.importorskip("gradio")
 
@@ -15,18 +14,8 @@ from lib_ext.app.panels import Txt2ImgContext, discover  # noqa: E402
 from lib_ext.app.ui import build_app, make_generate  # noqa: E402
 from lib_ext.guidance.feature import GuidanceFeature  # noqa: E402
 from lib_ext.toyworld.host import ToyHost  # noqa: E402
-from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet  # noqa: E402
-from lib_ext.toyworld.tokenizer import ToyTokenizer  # noqa: E402
 
 GUIDED = "a red circle AND_TOPK blue :0.8"
-
-
-@pytest.fixture
-def host() -> ToyHost:
-    tok = ToyTokenizer()
-    cfg = ToyConfig(vocab_size=tok.vocab_size, text_dim=16, channels=(8, 16, 16), attn_heads=(1, 2, 2), time_dim=32)
-    torch.manual_seed(0)
-    return ToyHost(ToyTextEncoder(cfg), ToyUNet(cfg), tok)
 
 
 def built(host: ToyHost, module):

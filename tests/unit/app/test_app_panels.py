@@ -5,24 +5,12 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 
 gr = pytest.importorskip("gradio")
 
 from lib_ext.app import main as app_main  # noqa: E402
 from lib_ext.app.panels import PanelRegistry, Txt2ImgPanel, discover  # noqa: E402
 from lib_ext.app.ui import build_app, make_generate  # noqa: E402
-from lib_ext.toyworld.host import ToyHost  # noqa: E402
-from lib_ext.toyworld.model import ToyConfig, ToyTextEncoder, ToyUNet  # noqa: E402
-from lib_ext.toyworld.tokenizer import ToyTokenizer  # noqa: E402
-
-
-@pytest.fixture
-def host() -> ToyHost:
-    tok = ToyTokenizer()
-    cfg = ToyConfig(vocab_size=tok.vocab_size, text_dim=16, channels=(8, 16, 16), attn_heads=(1, 2, 2), time_dim=32)
-    torch.manual_seed(0)
-    return ToyHost(ToyTextEncoder(cfg), ToyUNet(cfg), tok)
 
 
 class StepCounter:
