@@ -14,6 +14,7 @@ caption's shape (and colour, for "recolour").
   composition_iou measures).
 - composition_iou_median / rewrite_iou_median: median IoU of the object's mask in the base image and in the edit
   (rewrite) image (0 when no object is found).
+- sega_concept_success / sega_composition_iou_median: the same in mode sega with the UI's SEGA defaults.
 - concept_added_success: the other reading of a lone colour word, which this model learned from one-object partial
   captions ("blue" = an image with a blue object): an object of the concept's colour appears AND the base object
   stays (same colour and shape, mask IoU ≥ 0.5 with the base image's).
@@ -53,7 +54,8 @@ BATCH = 8
 IMAGE_SEED = 4000
 ADD_SEED = 4500
 DEFAULT_WEIGHT = 1.0  # the weight the prompt helper writes (`AND_TOPK red :1`)
-DEFAULT_SETTINGS = GuidanceSettings()
+DEFAULT_SETTINGS = GuidanceSettings()  # mode neutral: neutral-prompt's numbers
+SEGA_DEFAULTS = GuidanceSettings(mode="sega")  # the UI's SEGA defaults
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ def trial_scores(host: ToyHost, trials: list[Trial], quick: bool) -> dict:
     rewrite_success = [b.concept_valid[i] for i in range(len(b.trials)) if b.valid[i]]
     default = edit_scores(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
     removal, n_removal = removal_success(host, b, DEFAULT_SETTINGS, DEFAULT_WEIGHT)
+    sega = edit_scores(host, b, SEGA_DEFAULTS, DEFAULT_WEIGHT)
     out: dict = {
         "trials": len(trials),
         "valid_trials": sum(b.valid),
@@ -285,6 +288,8 @@ def trial_scores(host: ToyHost, trials: list[Trial], quick: bool) -> dict:
         "rewrite_success": sum(rewrite_success) / len(rewrite_success) if rewrite_success else float("nan"),
         "removal_success": removal,
         "removal_trials": n_removal,
+        "sega_concept_success": sega["success"],
+        "sega_composition_iou_median": sega["iou_median"],
     }
     if not quick:
         tradeoff = []
