@@ -1,8 +1,9 @@
 """Seed-bandit rating latency as the user meets it: one rating through the tab's handler and through the HTTP API.
 
-`python -m bench seed_bandit_tab [--quick]`. The seed_bandit bench times `BanditService.rate` alone; the issue's
-`rating_ms_p95` is "server time for one rating through the tab's handler or the API, store included". Measured
-here, on a session of 5 arms with real 512×512 PNGs (A1111-sized; the toy model's are 32 px):
+`python -m bench seed_bandit_tab [--quick]`. The issue's `rating_ms_p95` is "server time for one rating through
+the tab's handler or the API, store included"; `python -m bench seed_bandit` reports it with these functions
+(and `BanditService.rate` alone as `rating_ms_p95_service`). Measured here, on a session of 5 arms with real
+512×512 PNGs (A1111-sized; the toy model's are 32 px):
 - tab: `BanditTab.rate` = commit (SQLite WAL, synchronous=FULL) + find the next pending image + load it for
   display + its caption (what one key press costs the server before the next image can be sent);
 - api: `POST /promptscope/v1/bandit/images/{id}/rating` through FastAPI (validation, JSON) over an in-process
