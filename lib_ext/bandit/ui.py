@@ -572,16 +572,33 @@ class BanditTab:
             log.exception("PromptScope: seed-bandit view refresh failed")
             return [gr.update()] * 6
 
+    def _browsed(self, sid: int, arm_value: Any, rating: Any) -> tuple[list[dict[str, Any]], int]:
+        """The images the browse gallery shows (the latest 200 that have a file) and how many matched."""
+        rating = None if rating in (None, "", "all") else str(rating)
+        images = self.svc.images(sid, arm_id=parse_id(arm_value), rating=rating)
+        return [im for im in images[-200:] if os.path.isfile(im["path"])], len(images)
+
     def browse(self, session_value: Any, arm_value: Any, rating: Any) -> list[Any]:
         """[gallery, status] of one arm's (or all arms') images, filtered by rating."""
         try:
             sid = self._session_id(session_value)
-            aid = parse_id(arm_value)
-            rating = None if rating in (None, "", "all") else str(rating)
-            images = self.svc.images(sid, arm_id=aid, rating=rating)
-            shown = [(im["path"], self.image_label(im)) for im in images[-200:] if os.path.isfile(im["path"])]
-            more = f" (the latest 200 of {len(images)})" if len(images) > 200 else ""
-            return [shown, _msg(f"{len(images)} image(s){more}.")]
+            shown, n = self._browsed(sid, arm_value, rating)
+            more = f" (the latest 200 of {n})" if n > 200 else ""
+            return [[(im["path"], self.image_label(im)) for im in shown], _msg(f"{n} image(s){more}.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), _err(str(exc))]
+
+    def browse_select(self, session_value: Any, arm_value: Any, rating: Any, index: Any) -> list[Any]:
+        """A browsed image picked: [its attachments (word-heatmap grid) gallery, status]."""
+        try:
+            sid = self._session_id(session_value)
+            shown, _n = self._browsed(sid, arm_value, rating)
+            if not isinstance(index, int) or not 0 <= index < len(shown):
+                return [gr.update(value=None, visible=False), _msg("That image is no longer in the list.")]
+            im = shown[index]
+            view = self.attachments_view(str(im["id"]))
+            note = "" if view.get("visible") else " (no heatmap grid: the session's settings did not ask for one)"
+            return [view, _msg(f"Image {im['id']}: {self.image_label(im).strip()}{note}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), _err(str(exc))]
 
@@ -728,6 +745,9 @@ class BanditTab:
                     c["browse"] = gr.Button("Show", elem_id=f"{p}_browse")
                 c["browse_gallery"] = gr.Gallery(label="Images", columns=6, height="auto",
                                                  elem_id=f"{p}_browse_gallery", preview=False)  # fmt: skip
+                c["browse_attached"] = gr.Gallery(label="Word heatmaps of the picked image", columns=1, height="auto",
+                                                  visible=False, preview=False,
+                                                  elem_id=f"{p}_browse_attached")  # fmt: skip
             with gr.Accordion("Export", open=False):
                 gr.Markdown(f"Exports go into named folders under `{html.escape(str(self.safe_export_root()))}`.")
                 with gr.Row():
@@ -833,8 +853,13 @@ class BanditTab:
             return self.select_image(session_value, round_value, evt.index)
 
         then_attached(c["round_gallery"].select(select, [c["session"], c["round_id"]], rate_out))
-        c["browse"].click(self.browse, [c["session"], c["browse_arm"], c["browse_rating"]],
-                          [c["browse_gallery"], c["status"]])  # fmt: skip
+        browse_in = [c["session"], c["browse_arm"], c["browse_rating"]]
+        c["browse"].click(self.browse, browse_in, [c["browse_gallery"], c["status"]])
+
+        def browse_select(session_value, arm_value, rating, evt: gr.SelectData):
+            return self.browse_select(session_value, arm_value, rating, evt.index)
+
+        c["browse_gallery"].select(browse_select, browse_in, [c["browse_attached"], c["status"]])
         ex_in = [c["session"], c["ex_name"], c["ex_trigger"], c["ex_class"], c["ex_repeats"], c["ex_neg_ratings"],
                  c["ex_include_prompt"], c["ex_overwrite"]]  # fmt: skip
         for kind in ("dataset", "negative", "stats"):

@@ -71,6 +71,15 @@ def test_a_round_with_heatmaps_on_attaches_a_grid_per_image_that_the_tab_shows(h
     tab.rate(value, str(with_grid[0]["id"]), out[3], "like")
     picked = tab.select_image(value, out[3], first)
     assert picked[2] == str(with_grid[0]["id"]) and tab.attachments_view(picked[2])["visible"] is True
+    # ... and of any image picked in "Browse an arm's images"
+    browsed = tab.browse(value, "(all arms)", "all")[0]
+    assert len(browsed) == 3
+    for index, im in enumerate(images):
+        view, status = tab.browse_select(value, "(all arms)", "all", index)
+        assert view["visible"] is bool(im["attachments"]) and f"Image {im['id']}" in status
+        if im["attachments"]:
+            assert view["value"][0][0] == im["attachments"][0]["path"]
+    assert tab.browse_select(value, "(all arms)", "all", 7)[0]["visible"] is False
     # the rating handler's outputs are unchanged (image, caption, id, status): heatmaps never slow it down
     assert len(tab.rate(value, picked[2], out[3], "dislike")) == 4
 
