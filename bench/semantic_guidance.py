@@ -2,7 +2,7 @@
 
 Two kinds of trial, every shape, fixed seeds, DPM++ 2M, 20 steps, CFG 7, through the standalone host (A1111
 semantics: one batched UNet call per step; the guidance feature rewrites the prompt and combines):
-- "add" (the headline keys): the base caption names the shape only ("a circle"); the model picks a colour; the
+- "add" (the headline keys): the base caption names the shape only ("circle"); the model picks a colour; the
   concept is a different colour (the next one after the drawn colour). This is SEGA's use: add what the prompt
   leaves open ("a portrait AND_TOPK glasses").
 - "recolour" (keys prefixed `recolour_`): the base caption names a colour ("a red circle") and the concept
@@ -25,7 +25,8 @@ caption's shape (and colour, for "recolour").
   UNet (random weights, 64×64 latent) on the same 3 rows; --quick times the UNet on 1 row of a 32×32 latent (an
   upper bound).
 - quantile_vs_kthvalue_ratio: SEGA's per-channel threshold by torch.quantile vs by kthvalue (same entries kept).
-- the full run adds `tradeoff`: success and IoU per (mode, weight, threshold, warm-up), to choose the defaults.
+- the full run adds `tradeoff` ("add" trials): success, IoU and concept_added per (mode, weight, threshold,
+  warm-up), to choose the defaults.
 
 Weights: $PROMPTSCOPE_TOYWORLD_WEIGHTS, else the shipped weights, else an untrained model (numbers meaningless).
 """
@@ -65,13 +66,14 @@ class Trial:
     color: str | None  # None: the base caption leaves the colour open ("add" trials)
     concept: str
 
+    # "add" trials use the partial-caption form the model was trained on ("circle", "blue circle")
     @property
     def caption(self) -> str:
-        return f"a {self.color} {self.shape}" if self.color else f"a {self.shape}"
+        return f"a {self.color} {self.shape}" if self.color else self.shape
 
     @property
     def concept_caption(self) -> str:
-        return f"a {self.concept} {self.shape}"
+        return f"a {self.concept} {self.shape}" if self.color else f"{self.concept} {self.shape}"
 
 
 def make_trials(quick: bool, kind: str = "recolour") -> list[Trial]:
@@ -263,15 +265,15 @@ def sweep_configs() -> list[tuple[str, GuidanceSettings, float]]:
         for w in (1.0, 2.0):
             out.append((f"neutral topk={ratio} w={w}", GuidanceSettings(topk_ratio=ratio), w))
     for q in (0.0, 0.5, 0.8):
-        for warm in (0.0, 0.2, 0.4):
+        for warm in (0.0, 0.2, 0.4, 0.6):
             for w in (1.0, 2.0, 3.0):
                 sega = SegaParams(threshold=q, warmup=StepCount(warm, relative=True), momentum=0.1, beta=0.4)
                 out.append((f"sega q={q} warmup={warm:.0%} w={w}", GuidanceSettings(mode="sega", sega=sega), w))
     return out
 
 
-def trial_scores(host: ToyHost, trials: list[Trial], quick: bool) -> dict:
-    """The issue's keys for one kind of trial at the default settings, plus the trade-off sweep (full run)."""
+def trial_scores(host: ToyHost, trials: list[Trial], sweep: bool) -> dict:
+    """The issue's keys for one kind of trial at the default settings, plus the trade-off sweep if asked."""
     b = baseline(host, trials)
     rewrite_ious = [mask_iou(b.base_objects[i], main_object(b.rewrite[i])) for i, v in enumerate(b.valid) if v]
     rewrite_success = [b.concept_valid[i] for i in range(len(b.trials)) if b.valid[i]]
@@ -291,7 +293,7 @@ def trial_scores(host: ToyHost, trials: list[Trial], quick: bool) -> dict:
         "sega_concept_success": sega["success"],
         "sega_composition_iou_median": sega["iou_median"],
     }
-    if not quick:
+    if sweep:
         tradeoff = []
         for name, settings, w in sweep_configs():
             sc = edit_scores(host, b, settings, w)
@@ -316,7 +318,7 @@ def main(quick: bool) -> dict:
         print(
             f"semantic guidance bench ({kind}): model {host.model_name}, {len(trials)} trials, {SAMPLER} {STEPS} steps"
         )
-        scores = trial_scores(host, trials, quick)
+        scores = trial_scores(host, trials, sweep=not quick and kind == "add")  # the sweep: headline kind only
         prefix = "" if kind == "add" else "recolour_"
         result.update({f"{prefix}{k}": v for k, v in scores.items()})
     result.update(rows_per_concept(host))

@@ -21,7 +21,7 @@ def test_trials_cover_every_shape_and_recolour_concepts_differ_from_the_caption(
     assert all(t.concept != t.color and t.concept in COLORS for t in recolour)
     assert recolour[0].caption == f"a {recolour[0].color} {recolour[0].shape}"
     add = G.make_trials(quick=True, kind="add")
-    assert all(t.color is None and t.caption == f"a {t.shape}" for t in add)
+    assert all(t.color is None and t.caption == t.shape for t in add)
     assert len({t.seed for t in add}) == len(add)
 
 
@@ -31,7 +31,7 @@ def test_add_trials_choose_a_concept_other_than_the_drawn_colour():
     chosen = G.choose_concepts(trials, drawn)
     assert chosen[0].concept != "red" and chosen[2].concept != "yellow"
     assert all(c.concept in COLORS for c in chosen)
-    assert chosen[0].concept_caption == f"a {chosen[0].concept} {trials[0].shape}"
+    assert chosen[0].concept_caption == f"{chosen[0].concept} {trials[0].shape}"
 
 
 def test_scoring_rules():
