@@ -1,5 +1,6 @@
 """The seed-bandit tab in A1111: `on_ui_tabs` builds it, `on_app_started` mounts its HTTP routes, and a setting in
-Settings → PromptScope chooses its data folder.
+Settings → PromptScope chooses its data folder (the environment variable PROMPTSCOPE_BANDIT_DIR, when set, wins:
+a deployment's or a test run's folder, so a test server never writes into the user's outputs).
 
 Rounds generate through A1111's own txt2img pipeline (`host.run_jobs`) inside `wrap_gradio_gpu_call` (the queue
 lock, job state, Interrupt); the infotext of every image carries the service's "PromptScope session / arm / round"
@@ -29,6 +30,7 @@ from .heatmaps_script import TITLE as HEATMAPS_TITLE
 from .webui_bits import add_options, option
 
 OPT_DIR = "promptscope_bandit_dir"
+ENV_DIR = "PROMPTSCOPE_BANDIT_DIR"  # overrides the setting (read at every call, like the setting)
 TAB_ID = "promptscope_bandit"
 TITLE = "Seed bandit"
 ELEM_PREFIX = "ps_bandit"
@@ -59,8 +61,9 @@ def default_data_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """The setting's folder (blank: `<outputs>/promptscope-bandit`), checked and created; ValueError if unusable."""
-    value = str(option(OPT_DIR, "") or "").strip()
+    """$PROMPTSCOPE_BANDIT_DIR if set, else the setting's folder (blank: `<outputs>/promptscope-bandit`); relative
+    folders are under the WebUI folder. Checked and created; ValueError if unusable."""
+    value = os.environ.get(ENV_DIR, "").strip() or str(option(OPT_DIR, "") or "").strip()
     return check_data_dir(_webui_path(value) if value else default_data_dir())
 
 
@@ -73,7 +76,8 @@ def register_settings() -> None:
         {
             OPT_DIR: (
                 "",
-                "Seed bandit: data folder (database, images, exports); blank: <outputs>/promptscope-bandit",
+                f"Seed bandit: data folder (database, images, exports); blank: <outputs>/promptscope-bandit; "
+                f"the environment variable {ENV_DIR}, if set, overrides this",
                 None,
                 None,
             ),

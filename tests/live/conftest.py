@@ -10,8 +10,11 @@
 The session links this repository into `<checkout>/extensions/promptscope` and the probe extension
 (tests/live/probe_extension) into `extensions/ps-live-probe`, starts the server on 127.0.0.1 with `--api`,
 `--api-server-stop` and CPU flags, offline (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1), and always stops it and
-removes the links it made, also when a test fails. The checkout must already be set up (its venv, repositories/,
-a checkpoint, and offline: the CLIP tokenizer/config in the local Hugging Face cache); nothing is installed.
+removes the links it made, also when a test fails. Nothing it makes lands in the checkout: the server reads a
+temporary copy of its settings with the output folders in a temporary folder (`--ui-settings-file`, no params.txt),
+and the seed bandit's data go to another (PROMPTSCOPE_BANDIT_DIR; fixture `bandit_dir`). The checkout must
+already be set up (its venv, repositories/, a checkpoint, and offline: the CLIP tokenizer/config in the local
+Hugging Face cache); nothing is installed.
 
 Run: PROMPTSCOPE_WEBUI=/path/to/webui .venv/bin/python -m pytest -q -s tests/live   (-s shows the timings)
 Add a feature test: a file here with `pytestmark = pytest.mark.live` that takes the `webui` fixture and calls
@@ -38,6 +41,7 @@ from tests.live.webui_harness import (
     WebUIConfig,
     WebUIServer,
     errors_mentioning,
+    scratch_settings,
 )
 
 # The titles our always-on scripts show in the WebUI (and that `alwayson_scripts` keys use). One place to adjust.
@@ -58,6 +62,8 @@ PROBE_TITLE = "Live probe"
 PROBE_DELIBERATE = "live-probe: deliberate failure"
 CONSOLE_IGNORE = (*HOST_NOISE, PROBE_DELIBERATE)
 SKIP_REASON = f"live tier: set {ENV_CHECKOUT} to an A1111 WebUI checkout to run it"
+# The seed bandit's data folder (promptscope_a1111/bandit_tab.py ENV_DIR): a temporary folder for the whole session.
+BANDIT_DIR_ENV = "PROMPTSCOPE_BANDIT_DIR"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,12 +85,16 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
         pytest.skip(SKIP_REASON)
     log_path = Path(os.environ.get(ENV_LOG) or tmp_path_factory.mktemp("webui") / "webui-console.log")
     probe_log = log_path.with_name(log_path.stem + "-probe.jsonl")
+    # Nothing the server makes lands in the checkout: A1111's settings and output folders are a temporary copy, and
+    # the seed bandit's store (opened when its tab is built at start-up) is a temporary folder.
+    config = scratch_settings(config, tmp_path_factory.mktemp("webui-settings"))
+    bandit_dir = tmp_path_factory.mktemp("bandit-data")
     try:
         server = WebUIServer(
             config,
             log_path,
             extra_extensions={PROBE_LINK_NAME: PROBE_DIR},
-            extra_env={"PROMPTSCOPE_PROBE_LOG": str(probe_log)},
+            extra_env={"PROMPTSCOPE_PROBE_LOG": str(probe_log), BANDIT_DIR_ENV: str(bandit_dir)},
         ).__enter__()
     except HarnessError as e:
         pytest.fail(f"live tier: {e}", pytrace=False)
@@ -103,6 +113,12 @@ def webui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUIServ
 def webui(webui_server: WebUIServer) -> WebUIClient:
     """The API client of the running WebUI (see WebUIClient: get, post, txt2img, log)."""
     return webui_server.client
+
+
+@pytest.fixture(scope="session")
+def bandit_dir(webui_server: WebUIServer) -> Path:
+    """The seed bandit's data folder of the running WebUI (temporary; never the checkout's outputs)."""
+    return Path(webui_server.extra_env[BANDIT_DIR_ENV])
 
 
 class Probe:

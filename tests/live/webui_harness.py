@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -101,6 +102,40 @@ class WebUIConfig:
             if arg.startswith("--data-dir="):
                 return Path(arg.split("=", 1)[1]).expanduser().resolve()
         return self.checkout
+
+
+SETTINGS_ARG = "--ui-settings-file"  # A1111's settings (config.json): output folders, disabled extensions, ...
+# Every output folder setting of A1111 v1.10 with a blank default falls back to the `outdir_*_samples/grids` ones
+# under <checkout>/outputs; these two override all of them for generated images and grids.
+SCRATCH_OUTDIRS = {"outdir_samples": "samples", "outdir_grids": "grids", "outdir_save": "saved",
+                   "outdir_init_images": "init-images"}  # fmt: skip
+
+
+def scratch_settings(config: WebUIConfig, folder: Path) -> WebUIConfig:
+    """`config` with the server's settings file replaced by a copy in `folder` (of the checkout's config.json, or of
+    the file the extra args name) whose output folders are inside `folder`, and without params.txt
+    (`--no-prompt-history`): what the server generates or saves, and any settings it writes, stay out of the
+    checkout. The original file is only read."""
+    args = list(config.extra_args)
+    source = config.data_dir / "config.json"
+    for i, arg in enumerate(args):
+        if arg == SETTINGS_ARG and i + 1 < len(args):
+            source = config.checkout / args[i + 1]  # the server's working directory is the checkout
+            del args[i : i + 2]
+            break
+        if arg.startswith(SETTINGS_ARG + "="):
+            source = config.checkout / arg.split("=", 1)[1]
+            del args[i]
+            break
+    settings = json.loads(source.read_text(encoding="utf8")) if source.is_file() else {}
+    folder.mkdir(parents=True, exist_ok=True)
+    settings.update({key: str(folder / "outputs" / name) for key, name in SCRATCH_OUTDIRS.items()})
+    target = folder / "config.json"
+    target.write_text(json.dumps(settings, indent=4), encoding="utf8")
+    args += [SETTINGS_ARG, str(target)]
+    if "--no-prompt-history" not in args:
+        args.append("--no-prompt-history")
+    return dataclasses.replace(config, extra_args=tuple(args))
 
 
 def free_port() -> int:
