@@ -232,7 +232,9 @@ _SETTING_KEYS = (
 
 
 def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[GenerationResult]:
-    """Generate each request through A1111's own txt2img pipeline (scripts, saving, infotext) in order.
+    """Generate each request through A1111's own txt2img pipeline (scripts, infotext) in order. The images are
+    returned, not saved to the WebUI's outputs: the caller keeps them where it needs them (the bandit's folder),
+    so a day of 1,500 rated images is not stored twice.
 
     Call it from a handler wrapped by `modules.call_queue.wrap_gradio_gpu_call`, which holds the queue lock
     and the progress state; stops early when the user presses Interrupt.
@@ -249,6 +251,7 @@ def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = 
             progress(done, total, f"Generating {done + 1}/{total}")
         shared.state.job = f"PromptScope {done + 1}/{total}"
         kwargs = {k: v for k, v in req.settings.items() if k in _SETTING_KEYS}
+        kwargs.setdefault("scheduler", "Automatic")  # v1.10's default; None makes A1111 warn on every job
         p = processing.StableDiffusionProcessingTxt2Img(
             sd_model=shared.sd_model,
             outpath_samples=shared.opts.outdir_samples or shared.opts.outdir_txt2img_samples,
@@ -259,6 +262,8 @@ def run_jobs(requests: Sequence[GenerationRequest], progress: Progress | None = 
             n_iter=1,
             **kwargs,
         )
+        p.is_api = True  # A1111 v1.10: its built-in Sampler and Seed scripts then keep the job's steps, sampler, seed
+        p.do_not_save_samples = p.do_not_save_grid = True
         p.scripts = scripts.scripts_txt2img
         p.script_args = _default_alwayson_args(scripts.scripts_txt2img, req.settings.get(SCRIPT_ARGS_KEY))
         p.extra_generation_params.update(req.infotext)
