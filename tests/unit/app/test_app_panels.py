@@ -136,7 +136,7 @@ def test_smoke_flag_generates_one_image_and_exits(tmp_path, capsys):
     assert code == 0
     (png,) = tmp_path.glob("*.png")
     params = Image.open(png).info["parameters"]
-    assert params.startswith("a red circle and a blue square\nSteps: 2, Sampler: DPM++ 2M")
+    assert params.startswith("a red circle and a blue square\nSteps: 2, Sampler: Euler a, CFG scale: 3,")
     assert "saved" in capsys.readouterr().out
 
 
