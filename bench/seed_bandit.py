@@ -265,25 +265,12 @@ def _service_with_images(folder: Path, n_images: int) -> tuple[BanditService, in
 
 def user_rating_latency(quick: bool) -> dict:
     """The issue's rating time: one rating through the tab's handler (commit + next image + caption) and through
-    the HTTP API (FastAPI, in-process ASGI), on a session of real 512 px PNGs (see bench/seed_bandit_tab.py)."""
-    from bench.seed_bandit_tab import _percentiles, _setup, through_api, through_tab
+    the HTTP API (FastAPI, in-process ASGI), on a session of real 512 px PNGs (bench/seed_bandit_tab.py)."""
+    from bench.seed_bandit_tab import measure
 
-    n = 150 if quick else 500
-    n_images = 300 if quick else 1500
-    with tempfile.TemporaryDirectory() as tmp:
-        tab, provider, sid = _setup(Path(tmp), n_images, 512)
-        tab_ms, _refresh = through_tab(tab, sid, n)
-        api_ms = through_api(provider, sid, n)
-        provider.close()
-    tab_p, api_p = _percentiles(tab_ms), _percentiles(api_ms)
-    return {
-        "rating_ms_p95": max(tab_p["p95"], api_p["p95"]),
-        "rating_ms_p95_tab": tab_p["p95"],
-        "rating_ms_p95_api": api_p["p95"],
-        "rating_ms_median_tab": tab_p["median"],
-        "rating_ms_median_api": api_p["median"],
-        "rating_latency_session_images": n_images,
-    }
+    r = measure(quick, verbose=False)
+    keys = ("rating_ms_p95", "rating_ms_p95_tab", "rating_ms_p95_api", "rating_ms_median_tab", "rating_ms_median_api")
+    return {**{k: r[k] for k in keys}, "rating_latency_session_images": r["session_images"]}
 
 
 def rating_latency(quick: bool) -> dict:

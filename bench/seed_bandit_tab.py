@@ -106,6 +106,12 @@ def through_api(provider: ServiceProvider, sid: int, n: int) -> list[float]:
 
 
 def main(quick: bool = False) -> dict:
+    return measure(quick)
+
+
+def measure(quick: bool, verbose: bool = True) -> dict:
+    """p95/median ms of one rating through the tab's handler and through the HTTP API (and the chained stats
+    refresh), on a session of real 512 px PNGs."""
     n = 150 if quick else 500
     n_images = 300 if quick else 1500  # Nishio's household: ~1,500 images a day
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,11 +122,12 @@ def main(quick: bool = False) -> dict:
         api_ms = through_api(provider, sid, n)
         provider.close()
     tab_p, api_p, ref_p = _percentiles(rate_ms), _percentiles(api_ms), _percentiles(refresh_ms)
-    print(f"session of {n_images} images (512 px), {n} ratings each way; set-up {setup_s:.1f} s")
-    print(f"{'path':40s} {'p95 ms':>8s} {'median ms':>10s}")
-    print(f"{'tab handler (rate + next image)':40s} {tab_p['p95']:8.2f} {tab_p['median']:10.2f}")
-    print(f"{'HTTP API (POST …/rating)':40s} {api_p['p95']:8.2f} {api_p['median']:10.2f}")
-    print(f"{'stats refresh after a rating (chained)':40s} {ref_p['p95']:8.2f} {ref_p['median']:10.2f}")
+    if verbose:
+        print(f"session of {n_images} images (512 px), {n} ratings each way; set-up {setup_s:.1f} s")
+        print(f"{'path':40s} {'p95 ms':>8s} {'median ms':>10s}")
+        print(f"{'tab handler (rate + next image)':40s} {tab_p['p95']:8.2f} {tab_p['median']:10.2f}")
+        print(f"{'HTTP API (POST …/rating)':40s} {api_p['p95']:8.2f} {api_p['median']:10.2f}")
+        print(f"{'stats refresh after a rating (chained)':40s} {ref_p['p95']:8.2f} {ref_p['median']:10.2f}")
     return {
         "rating_ms_p95": max(tab_p["p95"], api_p["p95"]),
         "rating_ms_p95_tab": tab_p["p95"],
