@@ -133,7 +133,7 @@ def test_generate_shows_an_image_in_the_gallery(app_url, browser):
         lambda d: d.find_element(By.CSS_SELECTOR, "#ps_infotext textarea").get_attribute("value") or False
     )
     assert info.startswith("a red circle and a blue square\n")
-    assert "Steps: 8, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1234, Size: 32x32" in info
+    assert "Steps: 8, Sampler: Euler a, CFG scale: 3, Seed: 1234, Size: 32x32" in info  # the app's defaults
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
     # Interrupt: a long generation stops at its next step (the button bypasses the queue the generation holds).
