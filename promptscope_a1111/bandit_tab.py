@@ -22,6 +22,7 @@ from promptscope_lib_ext.bandit.hosting import ServiceProvider, check_data_dir, 
 from promptscope_lib_ext.bandit.routes import make_router
 from promptscope_lib_ext.bandit.ui import build_bandit_tab
 from promptscope_lib_ext.guidance.feature import uses_guidance
+from promptscope_lib_ext.heatmaps.controls import SWEEP_KEY, sweep_values
 from promptscope_lib_ext.seam import GenerationRequest
 
 from . import host
@@ -35,9 +36,9 @@ TAB_ID = "promptscope_bandit"
 TITLE = "Seed bandit"
 ELEM_PREFIX = "ps_bandit"
 GUIDANCE_KEY = "semantic_guidance"  # the same session/arm setting as in the standalone app
-# Word heatmaps inside the sweep, as in the standalone app: true, or a dict of the heatmap script's named
-# arguments (words, mode, alpha, colormap, time_start, time_end, ...); the grid comes back attached to the image.
-HEATMAPS_KEY = "heatmaps"
+# Word heatmaps inside the sweep, as in the standalone app (lib_ext/heatmaps/controls.py: sweep_values); the grid
+# comes back attached to the image.
+HEATMAPS_KEY = SWEEP_KEY
 
 
 def _webui_path(value: str) -> Path:
@@ -120,20 +121,10 @@ def _wrap_run(fn: Any, n_outputs: int) -> Any:
 
 
 def heatmap_args(value: Any) -> dict[str, Any] | None:
-    """The `heatmaps` setting → the heatmap script's named arguments, or None when off (the script validates
-    them and tells the user under the image if they are wrong)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return {"enabled": True}
-    if not isinstance(value, dict):
-        raise ValueError(f"setting {HEATMAPS_KEY!r} must be true, false or an object, not {value!r}")
-    if value.get("enabled", True) is False:
-        return None
-    args = {"enabled": True, **value, "save": False}  # the sweep saves the grid itself, beside the image
-    if isinstance(args.get("words"), list | tuple):
-        args["words"] = ", ".join(str(w) for w in args["words"])
-    return args
+    """The `heatmaps` setting → the heatmap script's named arguments, or None when off (the script validates the
+    values and tells the user under the image if they are wrong)."""
+    values = sweep_values(value)
+    return None if values is None else {**values, "save": False}  # the sweep saves the grid itself
 
 
 def with_features(req: GenerationRequest) -> GenerationRequest:

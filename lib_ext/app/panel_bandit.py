@@ -11,6 +11,7 @@ from ..bandit.routes import make_router
 from ..bandit.ui import build_bandit_tab
 from ..guidance import GuidanceSettings
 from ..guidance.feature import GuidanceFeature, uses_guidance
+from ..heatmaps.controls import SWEEP_KEY, settings_from_values, sweep_values
 from ..heatmaps.feature import HeatmapFeature, HeatmapSettings
 from ..seam import GenerationRequest
 from .panels import PanelRegistry, TabContext
@@ -19,40 +20,19 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO / "outputs" / "promptscope-bandit"
 ELEM_PREFIX = "ps_bandit"
 GUIDANCE_KEY = "semantic_guidance"  # session/arm setting: GuidanceSettings as a dict (defaults if absent)
-# Session/arm setting: true, or {"words": "cat, hat", "mode": …, "alpha": …, "colormap": …, "time_start": …,
-# "time_end": …}; absent or false: off. The A1111 tab reads the same key.
-HEATMAPS_KEY = "heatmaps"
-HEATMAP_KEYS = ("enabled", "words", "mode", "alpha", "colormap", "time_start", "time_end")
+HEATMAPS_KEY = SWEEP_KEY
 HEATMAP_TILE = 128  # px per word tile: the toy model's 32 px images would leave no room for the word
 
 
 def heatmap_settings(value: Any) -> HeatmapSettings | None:
     """The `heatmaps` setting → HeatmapSettings, or None when off; ValueError saying what is wrong."""
-    if value is None or value is False:
+    values = sweep_values(value)
+    if values is None:
         return None
-    if value is True:
-        return HeatmapSettings()
-    if not isinstance(value, dict):
-        raise ValueError(f"setting {HEATMAPS_KEY!r} must be true, false or an object, not {value!r}")
-    unknown = sorted(set(value) - set(HEATMAP_KEYS))
-    if unknown:
-        raise ValueError(f"setting {HEATMAPS_KEY!r}: unknown key(s) {unknown}; known: {', '.join(HEATMAP_KEYS)}")
-    if value.get("enabled", True) is False:
-        return None
-    words = value.get("words", ())
-    words = words.split(",") if isinstance(words, str) else list(words)
     try:
-        settings = HeatmapSettings(
-            words=tuple(str(w).strip() for w in words if str(w).strip()),
-            mode=str(value.get("mode", "positive")),  # type: ignore[arg-type]
-            time_focus=(float(value.get("time_start", 0.0)), float(value.get("time_end", 1.0))),
-            alpha=float(value.get("alpha", 0.5)),
-            colormap=str(value.get("colormap", "jet")).lower(),
-        )
-    except (TypeError, ValueError) as exc:
+        return settings_from_values(values)[1]
+    except ValueError as exc:
         raise ValueError(f"setting {HEATMAPS_KEY!r}: {exc}") from None
-    settings.validate()
-    return settings
 
 
 class SweepHeatmaps:

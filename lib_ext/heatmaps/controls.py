@@ -83,6 +83,31 @@ def settings_from_values(
     return enabled, settings, extra
 
 
+# The seed-bandit sweep's session/arm setting (both hosts): true, false/absent, or an object of these names.
+SWEEP_KEY = "heatmaps"
+SWEEP_NAMES = ("enabled", "words", "mode", "alpha", "colormap", "time_start", "time_end")
+
+
+def sweep_values(value: Any) -> dict[str, Any] | None:
+    """The sweep's `heatmaps` setting → the controls' values (enabled, the rest as given), or None when off;
+    ValueError naming the setting and what is wrong. `settings_from_values` turns them into HeatmapSettings."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {"enabled": True}
+    if not isinstance(value, dict):
+        raise ValueError(f"setting {SWEEP_KEY!r} must be true, false or an object, not {value!r}")
+    unknown = sorted(set(value) - set(SWEEP_NAMES))
+    if unknown:
+        raise ValueError(f"setting {SWEEP_KEY!r}: unknown key(s) {unknown}; known: {', '.join(SWEEP_NAMES)}")
+    if not as_bool("enabled", value.get("enabled", True)):
+        return None
+    values = {**value, "enabled": True}
+    if isinstance(values.get("words"), list | tuple):
+        values["words"] = ", ".join(str(w) for w in values["words"])
+    return values
+
+
 @dataclass
 class HeatmapControls:
     enabled: Any
