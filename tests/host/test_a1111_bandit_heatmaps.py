@@ -11,30 +11,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def webui(fake_webui):
-    from modules import initialize
-
-    demo, app = initialize.boot(str(REPO))
-    yield fake_webui, demo, app
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
+from tests.host.test_a1111_bandit import handler, tabs_blocks, webui  # noqa: F401  (webui: fixture)
 
 
 def run_handler(m: Any, tab: Any) -> Any:
-    blocks = m.initialize.tabs[0][0]
-    for dep, fn in zip(blocks.dependencies, blocks.fns):
-        targets = [t[0] if isinstance(t, list | tuple) else t for t in dep["targets"]]
-        if tab.c["run"]._id in targets:
-            return fn.fn
-    raise LookupError("no run handler")
+    return handler(tabs_blocks(m), tab.c["run"])
 
 
-def test_a_sweep_round_with_heatmaps_attaches_a_grid_per_image(webui, sd_model, tmp_path):
+def test_a_sweep_round_with_heatmaps_attaches_a_grid_per_image(webui, sd_model, tmp_path):  # noqa: F811
     m, _demo, _app = webui
     b = sys.modules["promptscope_a1111.bandit_tab"]
     m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
@@ -66,7 +50,7 @@ def test_a_sweep_round_with_heatmaps_attaches_a_grid_per_image(webui, sd_model, 
     assert (list(outdir.rglob("*-heatmaps*")) if outdir.exists() else []) == []
 
 
-def test_run_jobs_returns_what_scripts_attached_and_nothing_when_heatmaps_are_off(webui, sd_model):
+def test_run_jobs_returns_what_scripts_attached_and_nothing_when_heatmaps_are_off(webui, sd_model):  # noqa: F811
     m, _demo, _app = webui
     b = sys.modules["promptscope_a1111.bandit_tab"]
     seam = sys.modules["promptscope_lib_ext.seam"]

@@ -11,7 +11,6 @@ from typing import Any
 import gradio as gr
 import httpx
 import numpy as np
-import pytest
 from fastapi import FastAPI
 from PIL import Image
 
@@ -19,7 +18,6 @@ from lib_ext.app import page_scripts, panel_bandit
 from lib_ext.app.panels import PanelRegistry, TabContext
 from lib_ext.bandit import bandit_ref_from_infotext
 from lib_ext.seam import GenerationRequest
-from lib_ext.toyworld.host import ToyHost
 
 
 def handler(blocks: Any, elem_id: str) -> Any:
@@ -37,16 +35,6 @@ def asgi_get(app: Any, path: str) -> httpx.Response:
             return await c.get(path)
 
     return asyncio.run(go())
-
-
-@pytest.fixture(scope="module")
-def host():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is much faster than two fighting on a busy machine
-    yield ToyHost.random(seed=0)
-    torch.set_num_threads(threads)
 
 
 def test_panel_registers_and_a_round_on_the_toy_host_is_reproducible_from_png_info(host, tmp_path):

@@ -17,16 +17,6 @@ from lib_ext.seam import GenerationRequest
 from lib_ext.toyworld.host import ToyHost
 
 
-@pytest.fixture(scope="module")
-def host():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is much faster than two fighting on a busy machine
-    yield ToyHost.random(seed=0)
-    torch.set_num_threads(threads)
-
-
 def build(host: ToyHost, data_dir: Path) -> tuple[Any, Any]:
     with gr.Blocks() as blocks:
         panel_bandit.build(TabContext(host=host, data_dir=data_dir, app_hooks=[]))
