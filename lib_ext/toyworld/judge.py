@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .vocab import COLORS, IMAGE_SIZE, SHAPES
+from .vocab import BACKGROUND_RGB, COLORS, IMAGE_SIZE, SHAPES
 
-# A pixel is coloured when max(RGB) - min(RGB) reaches this (palette: 160–205, background: 0).
-CHROMA_MIN = 60
+# A pixel belongs to an object when its lightness (mean of RGB) is nearer the palette's than the background's, and
+# takes the nearest palette hue when its chroma (max − min of RGB, over its 3×3 neighbourhood: the background is
+# achromatic, so averaging with it keeps the hue while a generator's per-pixel noise averages out) reaches this
+# (palette: 90, background: 0).
+CHROMA_MIN = 30
 # ... and belongs to the nearest palette hue when within this many degrees (cyan/magenta/orange-ish stay out).
 HUE_TOLERANCE_DEG = 40.0
 # The smallest object a scene holds (a 9 px triangle) covers 36 px; a blob under two thirds of that is a clump of
@@ -60,15 +63,20 @@ _COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 _PALETTE_HUES = _hue_deg(np.array([COLORS[c] for c in _COLOR_NAMES], dtype=np.float64))
 
 
+_LIGHTNESS_SPLIT = (float(np.mean(BACKGROUND_RGB)) + float(np.mean([np.mean(c) for c in COLORS.values()]))) / 2.0
+
+
 def classify_pixels(image: np.ndarray) -> np.ndarray:
     """Per pixel the index into the palette (order of vocab.COLORS), or -1 for background/unknown."""
     rgb = image.astype(np.float64)
-    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
-    hue = _hue_deg(rgb)
+    lit = rgb.mean(axis=-1) >= _LIGHTNESS_SPLIT
+    smooth = cv2.blur(rgb, (3, 3), borderType=cv2.BORDER_REPLICATE)
+    chroma = smooth.max(axis=-1) - smooth.min(axis=-1)
+    hue = _hue_deg(smooth)
     diff = np.abs(hue[..., None] - _PALETTE_HUES)
     diff = np.minimum(diff, 360.0 - diff)
     nearest = diff.argmin(axis=-1)
-    ok = (chroma >= CHROMA_MIN) & (diff.min(axis=-1) <= HUE_TOLERANCE_DEG)
+    ok = lit & (chroma >= CHROMA_MIN) & (diff.min(axis=-1) <= HUE_TOLERANCE_DEG)
     return np.where(ok, nearest, -1)
 
 

@@ -6,14 +6,18 @@ Shared by the scene generator, the judge, the tokenizer and the benches, so that
 from __future__ import annotations
 
 IMAGE_SIZE = 32
-BACKGROUND_RGB: tuple[int, int, int] = (128, 128, 128)
+BACKGROUND_RGB: tuple[int, int, int] = (40, 40, 40)
 
-# Distinct, saturated colours far apart in RGB so the judge can classify pixels by nearest colour.
+# Light objects on a dark background, their colour a tint (chroma 90) around one lightness (175): an object's place
+# is carried by a strong signal in all three channels, its colour by a weaker one. With saturated colours on grey
+# (the first version), recolouring an object in place was a bigger change in pixel space than moving it, so no
+# edit during sampling could change a colour and keep the layout (the nearest image of the new colour is elsewhere);
+# here recolouring in place is the nearest, as it is for SD's latents. Hues 0/120/240/60 degrees, far apart.
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 190, 50),
-    "blue": (30, 60, 230),
-    "yellow": (235, 215, 30),
+    "red": (235, 145, 145),
+    "green": (145, 235, 145),
+    "blue": (145, 145, 235),
+    "yellow": (205, 205, 115),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
