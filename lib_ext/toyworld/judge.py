@@ -1,7 +1,8 @@
 """Reads an image of the toy world back into objects (shape, colour, mask), so any generation can be scored.
 
-Pixels are classified by hue: the background is grey (no chroma) and the four palette colours lie 55–100° apart
-on the hue circle, so hue survives the brightness and saturation drift of a generator better than a plain RGB
+A pixel is an object's when it is light (objects are light, the background dark), and takes the palette colour of
+its hue, measured over its 3×3 neighbourhood: the background has no chroma and the four palette hues lie 60–120°
+apart on the hue circle, so hue survives the brightness and saturation drift of a generator better than a plain RGB
 distance does. Per colour, a morphological opening drops speckle, connected components become objects, and the
 shape is the template (circle, square, apex-up triangle, drawn with the scene generator's geometry at the blob's
 centroid and area) that overlaps the blob best. Template IoU is an integral measure, so ragged edges move it

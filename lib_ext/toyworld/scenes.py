@@ -1,4 +1,4 @@
-"""Procedural scenes with known truth: flat shapes on a grey background, a caption, and a mask per caption word.
+"""Procedural scenes with known truth: flat light shapes on a dark background, a caption, a mask per caption word.
 
 Shapes are rasterised by testing pixel centres (no anti-aliasing), so every object pixel has exactly its palette
 colour and a judge can classify pixels by nearest colour. Objects keep at least one background pixel between them
