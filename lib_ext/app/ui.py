@@ -21,7 +21,7 @@ log = logging.getLogger("promptscope")
 
 DISPLAY_SIZE = 256  # 32×32 images are shown 8× larger, nearest neighbour
 # The toy model's best setting (model card: caption accuracy on held-out captions), not A1111's DPM++ 2M / CFG 7.
-DEFAULT_SAMPLER, DEFAULT_CFG = "Euler a", 2.5
+DEFAULT_SAMPLER, DEFAULT_CFG = "Euler a", 3.0
 CSS = """
 #ps_gallery img { image-rendering: pixelated; }
 #ps_status { min-height: 1.5em; }
