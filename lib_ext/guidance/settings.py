@@ -13,8 +13,10 @@ Mode = Literal["neutral", "sega"]
 
 
 def default_sega_params() -> SegaParams:
-    """SEGA defaults (diffusers: threshold 0.9, warm-up 10 of 50 steps, no cooldown, momentum 0.1, β 0.4)."""
-    return SegaParams(threshold=0.9, warmup=StepCount(0.2, relative=True), cooldown=None, momentum=0.1, beta=0.4)
+    """SEGA defaults: diffusers' threshold 0.9, momentum 0.1, β 0.4, no cooldown; warm-up 40% of the steps (diffusers:
+    10 of 50), the earliest that kept the composition on the toy world (`python -m bench semantic_guidance`: at
+    20–30% the object moved, IoU 0.61–0.78; at 40% colour success 1.0 and IoU 0.90)."""
+    return SegaParams(threshold=0.9, warmup=StepCount(0.4, relative=True), cooldown=None, momentum=0.1, beta=0.4)
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def test_tagged_prompts_keep_sega_settings_after_the_host_stripped_them():
     ctx, n_rows = context(stripped, feature.rewrite_prompts(stripped, tagged))
     ctx.job.extra["tagged_prompts"] = tagged
     feature.begin_sampling(ctx)
-    ds = denoise_step(ctx, n_rows, step=5)  # past both warm-ups (the tag's 3, the default 20% of 10)
+    ds = denoise_step(ctx, n_rows, step=5)  # past both warm-ups (the tag's 3, the default 40% of 10)
     expected = combine(GuidanceStep.from_denoise_step(ds), prepared.trees, GuidanceSettings(mode="sega"),
                        GuidanceState())  # fmt: skip
     torch.testing.assert_close(ctx.step_hooks[0](ds), expected)
