@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.bandit_page import shown_image_id, stats_rows
 from tests.browser.test_app_browser import ROOT, _free_port, _wait_http, browser  # noqa: F401 (fixture)
 
 SCREENSHOT = Path(os.environ.get("PROMPTSCOPE_BANDIT_SCREENSHOT", "/tmp/bandit.png"))
@@ -97,11 +98,8 @@ def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fi
     browser.find_element(By.CSS_SELECTOR, f"#{P}_run").click()
     status_has("Round 1: 4 image(s)", timeout=300)
 
-    def shown_id(driver) -> str:  # read in one script: gradio replaces the caption's nodes on every update
-        return driver.execute_script(
-            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute('data-image-id') : '';",
-            f"#{P}_caption [data-image-id]",
-        )
+    def shown_id(driver) -> str:
+        return shown_image_id(driver, P)
 
     first = WebDriverWait(browser, 60).until(shown_id)
     # Typing in a text field never rates: the arm prompt takes the letters.
@@ -120,15 +118,8 @@ def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fi
     ratings = {im["id"]: im["rating"] for im in _api(url, "/sessions/1/images")}
     assert [ratings[i] for i in rated] == ["like", "dislike", "skip"]
 
-    def table(driver) -> list[list[str]]:
-        return driver.execute_script(
-            "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
-            ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))",
-            f"#{P}_stats_table",
-        )
-
     def counts(driver):
-        rows = [r for r in table(driver) if len(r) >= 8 and r[0].isdigit()]
+        rows = [r for r in stats_rows(driver, P) if len(r) >= 8 and r[0].isdigit()]
         if len(rows) != 2:
             return False
         n, likes, dislikes, skipped = (sum(int(r[i]) for r in rows) for i in (3, 4, 5, 6))

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.browser.bandit_page import shown_image_id, stats_rows
 from tests.browser.test_app_browser import browser  # noqa: F401 (fixture)
 from tests.live.webui_harness import ENV_CHECKOUT, WebUIClient
 
@@ -169,11 +170,8 @@ def test_round_in_a1111_with_its_progress_bar_and_keyboard_rating(webui, bandit_
         assert f"Seed: {im['seed']}," in info, (im["seed"], info)
         assert f"PromptScope session: {sid}" in info and f"PromptScope arm: {im['arm_id']}" in info, info
 
-    def shown_id(driver) -> str:  # read in one script: gradio replaces the caption's nodes on every update
-        return driver.execute_script(
-            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute('data-image-id') : '';",
-            f"#{P}_caption [data-image-id]",
-        )
+    def shown_id(driver) -> str:
+        return shown_image_id(driver, P)
 
     first = WebDriverWait(browser, 60).until(shown_id)
     browser.execute_script("document.activeElement && document.activeElement.blur()")
@@ -188,15 +186,8 @@ def test_round_in_a1111_with_its_progress_bar_and_keyboard_rating(webui, bandit_
     ratings = {im["id"]: im["rating"] for im in _api(webui, f"/sessions/{sid}/images")}
     assert [ratings[i] for i in rated] == ["like", "dislike"], ratings
 
-    def table(driver) -> list[list[str]]:
-        return driver.execute_script(
-            "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
-            ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))",
-            f"#{P}_stats_table",
-        )
-
     def counts(driver):
-        rows = [r for r in table(driver) if len(r) >= 8 and r[0].isdigit()]
+        rows = [r for r in stats_rows(driver, P) if len(r) >= 8 and r[0].isdigit()]
         if len(rows) != 2:
             return False
         n, likes, dislikes, skipped, pending = (sum(int(r[i]) for r in rows) for i in (3, 4, 5, 6, 7))
@@ -205,7 +196,7 @@ def test_round_in_a1111_with_its_progress_bar_and_keyboard_rating(webui, bandit_
     try:
         rows = WebDriverWait(browser, 60).until(counts)
     except TimeoutException:
-        pytest.fail(f"the stats table did not follow the ratings: {table(browser)}")
+        pytest.fail(f"the stats table did not follow the ratings: {stats_rows(browser, P)}")
     arm_of = {im["id"]: im["arm_id"] for im in images}
     assert int(next(r for r in rows if int(r[0]) == arm_of[rated[0]])[4]) == 1
     assert int(next(r for r in rows if int(r[0]) == arm_of[rated[1]])[5]) == 1

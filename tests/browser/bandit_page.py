@@ -1,0 +1,23 @@
+"""Readers of the seed-bandit tab's page, shared by the standalone (tests/browser) and WebUI (tests/live) tests.
+
+Each reads in one script: gradio replaces the nodes on every update, so a found element may be stale a moment later.
+"""
+
+from __future__ import annotations
+
+
+def shown_image_id(driver, prefix: str) -> str:
+    """The id of the image being rated ('' while none is shown)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.getAttribute('data-image-id') : '';",
+        f"#{prefix}_caption [data-image-id]",
+    )
+
+
+def stats_rows(driver, prefix: str) -> list[list[str]]:
+    """The statistics table's body rows, as cell texts."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
+        ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))",
+        f"#{prefix}_stats_table",
+    )
