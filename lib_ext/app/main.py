@@ -33,13 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def smoke(args: argparse.Namespace) -> int:
-    from ..toyworld.host import ToyHost
-    from .ui import DEFAULT_CFG, DEFAULT_SAMPLER
+    from ..toyworld.host import BEST_CFG, BEST_SAMPLER, ToyHost
 
     host = ToyHost.load(args.weights, outdir=args.outdir)
     t0 = time.perf_counter()
     processed = host.txt2img(
-        args.prompt, seed=args.seed, steps=args.steps, cfg_scale=DEFAULT_CFG, sampler_name=DEFAULT_SAMPLER
+        args.prompt, seed=args.seed, steps=args.steps, cfg_scale=BEST_CFG, sampler_name=BEST_SAMPLER
     )
     seconds = time.perf_counter() - t0
     path = host.save(processed.images[0], processed.info, processed.seeds[0], Path(args.outdir))

@@ -14,14 +14,12 @@ from typing import Any
 
 import gradio as gr
 
-from ..toyworld.host import SAMPLER_NAMES, ToyHost, ToyProcessed
+from ..toyworld.host import BEST_CFG, BEST_SAMPLER, SAMPLER_NAMES, ToyHost, ToyProcessed
 from .panels import PanelRegistry, TabContext, Txt2ImgContext, Txt2ImgPanel, discover
 
 log = logging.getLogger("promptscope")
 
 DISPLAY_SIZE = 256  # 32×32 images are shown 8× larger, nearest neighbour
-# The toy model's best setting (model card: caption accuracy on held-out captions), not A1111's DPM++ 2M / CFG 7.
-DEFAULT_SAMPLER, DEFAULT_CFG = "Euler a", 3.0
 CSS = """
 #ps_gallery img { image-rendering: pixelated; }
 #ps_status { min-height: 1.5em; }
@@ -95,11 +93,11 @@ def _txt2img_tab(host: ToyHost, registry: PanelRegistry) -> None:
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="ps_negative_prompt")
             with gr.Row():
                 sampler = gr.Dropdown(
-                    choices=list(SAMPLER_NAMES), value=DEFAULT_SAMPLER, label="Sampling method", elem_id="ps_sampler"
+                    choices=list(SAMPLER_NAMES), value=BEST_SAMPLER, label="Sampling method", elem_id="ps_sampler"
                 )
                 steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="ps_steps")
             with gr.Row():
-                cfg = gr.Slider(1.0, 30.0, value=DEFAULT_CFG, step=0.5, label="CFG Scale", elem_id="ps_cfg_scale")
+                cfg = gr.Slider(1.0, 30.0, value=BEST_CFG, step=0.5, label="CFG Scale", elem_id="ps_cfg_scale")
                 batch = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="ps_batch_size")
             seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0, elem_id="ps_seed")
             panels_box = gr.Column()

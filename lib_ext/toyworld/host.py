@@ -44,6 +44,9 @@ log = logging.getLogger("promptscope")
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(sampling.SAMPLERS)
 DEFAULT_SAMPLER = "DPM++ 2M"  # A1111 v1.10.1's default
+# The shipped weights' best setting on held-out captions (MODEL_CARD.md, `python -m bench toyworld_samplers`): what
+# the app offers first and `bench toyworld` reports at.
+BEST_SAMPLER, BEST_CFG = "Euler a", 3.0
 IMAGE_SIZE = 32
 EXTRA_PARAMS_KEY = "extra_generation_params"  # JobInfo.extra[...]: a dict features may add infotext keys to
 
