@@ -89,6 +89,7 @@ def sample(world: World, concepts: list[str] | None, settings: GuidanceSettings 
     base, everything = world.select(shape="circle"), world.select()
     trees = [parse_root(f"circle AND_TOPK {c} :{weight}") for c in concepts] if concepts else None
     state, calls = GuidanceState(), [0]
+    by_color = {k: world.select(color=k) for k in set(concepts or ())}  # once, not per step and image
 
     def model(xin: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         flat = xin.reshape(n, -1)
@@ -96,7 +97,7 @@ def sample(world: World, concepts: list[str] | None, settings: GuidanceSettings 
         if trees is None:
             out = u + CFG_SCALE * (c - u)
         else:
-            rows = [c] + [world.denoise(flat[i : i + 1], sigma[i : i + 1], world.select(color=k)) for i, k in
+            rows = [c] + [world.denoise(flat[i : i + 1], sigma[i : i + 1], by_color[k]) for i, k in
                           enumerate(concepts)]  # fmt: skip
             concept_rows = torch.cat(rows[1:])
             x_out = torch.cat([c, concept_rows, u]).reshape(3 * n, *shape)
@@ -114,8 +115,9 @@ def sample(world: World, concepts: list[str] | None, settings: GuidanceSettings 
 
 def settle_steps(world: World, trajectory: list[torch.Tensor], final: list[tuple]) -> tuple[int, int]:
     """First steps from which ≥ 90% of the x0 estimates' nearest scenes keep the final position / colour."""
-    pos_ok = [np.mean([a[:3] == b[:3] for a, b in zip(world.nearest(t), final)]) >= 0.9 for t in trajectory]
-    col_ok = [np.mean([a[3] == b[3] for a, b in zip(world.nearest(t), final)]) >= 0.9 for t in trajectory]
+    nearest = [world.nearest(t) for t in trajectory]
+    pos_ok = [np.mean([a[:3] == b[:3] for a, b in zip(n, final)]) >= 0.9 for n in nearest]
+    col_ok = [np.mean([a[3] == b[3] for a, b in zip(n, final)]) >= 0.9 for n in nearest]
 
     def first_stable(ok: list[bool]) -> int:
         for i in range(len(ok)):
