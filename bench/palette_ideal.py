@@ -128,20 +128,27 @@ def settle_steps(world: World, trajectory: list[torch.Tensor], final: list[tuple
     return first_stable(pos_ok), first_stable(col_ok)
 
 
+def edit_scores(world: World, final: list[tuple], warmup: float, weight: float) -> tuple[float, float]:
+    """(success, same place) of "circle AND_TOPK <the colour after the base image's> :weight" at this warm-up, against
+    the base images' scenes `final`."""
+    order = world.colors
+    concepts = [order[(order.index(f[3]) + 1) % len(order)] for f in final]
+    sega = SegaParams(threshold=0.9, warmup=StepCount(warmup, relative=True), momentum=0.1, beta=0.4)
+    edited = world.nearest(sample(world, concepts, GuidanceSettings(mode="sega", sega=sega), weight))
+    success = float(np.mean([e[3] == c for e, c in zip(edited, concepts)]))
+    same = float(np.mean([e[:3] == f[:3] for e, f in zip(edited, final)]))
+    return success, same
+
+
 def run_palette(name: str, palette: dict, quick: bool) -> dict:
     world = World(palette)
     trajectory: list[torch.Tensor] = []
     final = world.nearest(sample(world, None, None, 0.0, trajectory))
     pos_step, col_step = settle_steps(world, trajectory, final)
-    order = world.colors
-    concepts = [order[(order.index(f[3]) + 1) % len(order)] for f in final]
     table, best = [], 0.0
     for warm in WARMUPS[::2] if quick else WARMUPS:
         for w in WEIGHTS[:1] if quick else WEIGHTS:
-            sega = SegaParams(threshold=0.9, warmup=StepCount(warm, relative=True), momentum=0.1, beta=0.4)
-            edited = world.nearest(sample(world, concepts, GuidanceSettings(mode="sega", sega=sega), w))
-            success = float(np.mean([e[3] == c for e, c in zip(edited, concepts)]))
-            same = float(np.mean([e[:3] == f[:3] for e, f in zip(edited, final)]))
+            success, same = edit_scores(world, final, warm, w)
             table.append({"warmup": warm, "weight": w, "success": success, "same_place": same})
             best = max(best, min(success, same))
             print(f"  {name:8s} warm-up {warm:4.0%} w {w:3.1f}: success {success:.2f}  same place {same:.2f}")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from bench import palette_ideal as pi
-from lib_ext.guidance import GuidanceSettings, SegaParams, StepCount
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +25,7 @@ def test_ideal_denoiser_at_low_noise_returns_the_nearest_scene(worlds):
 
 
 def _edit(world: pi.World, warmup: float) -> tuple[float, float]:
-    final = world.nearest(pi.sample(world, None, None, 0.0))
-    order = world.colors
-    concepts = [order[(order.index(f[3]) + 1) % len(order)] for f in final]
-    sega = SegaParams(threshold=0.9, warmup=StepCount(warmup, relative=True), momentum=0.1, beta=0.4)
-    edited = world.nearest(pi.sample(world, concepts, GuidanceSettings(mode="sega", sega=sega), 1.0))
-    success = sum(e[3] == c for e, c in zip(edited, concepts)) / len(final)
-    same = sum(e[:3] == f[:3] for e, f in zip(edited, final)) / len(final)
-    return success, same
+    return pi.edit_scores(world, world.nearest(pi.sample(world, None, None, 0.0)), warmup, 1.0)
 
 
 def test_shipped_palette_lets_a_late_edit_recolour_in_place(worlds):
