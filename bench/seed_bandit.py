@@ -28,6 +28,7 @@ service uses by default); the simulation only replaces image generation and the 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -41,12 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lib_ext.bandit.policy import ArmBelief, choose_arms
-from lib_ext.bandit.posterior import ArmCounts, empirical_bayes_prior, stopping_status
+from lib_ext.bandit.policy import FIND_BEST_BETA, ArmBelief, choose_arms
+from lib_ext.bandit.posterior import ArmCounts, empirical_bayes_prior
 from lib_ext.bandit.service import BanditService, ImageResult
+from lib_ext.bandit.verdict import DEFAULT_CONFIDENCE, DEFAULT_EPSILON
+
+from . import seed_bandit_find_best as sv
 
 REPO = Path(__file__).resolve().parents[1]
-P_BEST_THRESHOLD = 0.95  # the service's default stopping rule (DEFAULT_OPTIONS: stop_rule p_best, 0.95)
 
 
 def _phi(x: float) -> float:
@@ -143,101 +146,147 @@ def _likes_run(p: np.ndarray, mode: str, n_ratings: int, k: int, rng: np.random.
     return int(s.sum())
 
 
-def _may_stop(alphas: np.ndarray, betas: np.ndarray, threshold: float) -> bool:
-    """Cheap necessary condition for P(best) ≥ threshold, to skip most Monte Carlo checks: P(best) of the leader is
-    at most its pairwise P(θ_leader > θ_a) for every a, here by a normal approximation with a wide margin (0.1)."""
-    mean = alphas / (alphas + betas)
-    var = alphas * betas / ((alphas + betas) ** 2 * (alphas + betas + 1))
-    lead = int(mean.argmax())
-    others = np.arange(len(mean)) != lead
-    z = (mean[lead] - mean[others]) / np.sqrt(var[lead] + var[others])
-    return bool(_phi(float(z.min())) >= threshold - 0.1)
+# Calibration suite: exact ties (every verdict is right, but "best" must not be crowned), near-ties around ε, and
+# the bench's scenarios. Like-rates are given directly.
+CALIBRATION = (
+    ("two equal", (0.3, 0.3)),
+    ("three equal", (0.4, 0.4, 0.4)),
+    ("ten equal", (0.2,) * 10),
+    ("leaders 0.02 apart (within ε)", (0.5, 0.48, 0.3)),
+    ("leaders 0.04 apart (just past ε)", (0.5, 0.46, 0.3)),
+    ("leaders 0.06 apart, low rates", (0.12, 0.06, 0.05, 0.02)),
+    ("three near, one far", (0.35, 0.31, 0.3, 0.1)),
+    *((sc.name, tuple(np.round(sc.p, 4))) for sc in SCENARIOS),
+)
+CALIBRATION_COMBOS = (("find_best", "t3c", "empirical"), ("find_best", "t3c", "uniform"), ("uniform", "uniform", "-"))
+P_BEST_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0000001)
 
 
-def _identify_run(p: np.ndarray, mode: str, k: int, budget: int, draws: int, rng: np.random.Generator):
-    """Ratings until the stopping rule names an arm (P(best) ≥ 0.95, the service's default rule), checked after
-    EVERY rating, as the tab refreshes its verdict after every rating; each round of k images is planned on the
-    posterior at its start (generation comes in rounds, ratings one by one). (budget, None) if never stopped."""
-    s = np.zeros(len(p))
-    f = np.zeros(len(p))
-    n_img = np.zeros(len(p), dtype=np.int64)
-    rated = 0
-    while rated < budget:
-        picks = choose_arms(_beliefs(s, f, n_img), k, mode, rng)
-        np.add.at(n_img, picks, 1)
-        for arm in picks:
-            liked = rng.random() < p[arm]
-            s[arm] += liked
-            f[arm] += not liked
-            rated += 1
-            beliefs = _beliefs(s, f, n_img)
-            alphas = np.array([b.alpha for b in beliefs])
-            betas = np.array([b.beta for b in beliefs])
-            if _may_stop(alphas, betas, P_BEST_THRESHOLD):
-                st = stopping_status(alphas, betas, rng, draws, p_best_threshold=P_BEST_THRESHOLD)
-                if st.stop:
-                    return rated, st.leader
-            if rated >= budget:
-                break
-    return budget, None
+def _gmean(xs) -> float:
+    return float(np.exp(np.mean(np.log(xs))))
+
+
+def likes_suite(quick: bool) -> tuple[list[float], list[dict]]:
+    reps, n_ratings, k = (60 if quick else 300), 200, 8
+    ratios, per = [], []
+    for si, sc in enumerate(SCENARIOS):
+        likes = {m: [] for m in ("more_good", "uniform")}
+        for rep in range(reps):
+            for m in likes:
+                likes[m].append(_likes_run(sc.p, m, n_ratings, k, np.random.default_rng([si, rep, m == "uniform"])))
+        ratios.append(float(np.mean(likes["more_good"]) / np.mean(likes["uniform"])))
+        per.append({"likes_ts": float(np.mean(likes["more_good"])), "likes_uniform": float(np.mean(likes["uniform"])),
+                    "likes_ratio": ratios[-1]})  # fmt: skip
+    return ratios, per
+
+
+def ratio_suite(quick: bool) -> dict:
+    """Ratings to a verdict, find-best policy vs uniform sweep under the same GLR rule, with a bootstrap 95 % CI of
+    the geometric mean of the per-scenario ratios of means (runs resampled within each scenario and policy)."""
+    runs, budget = (200 if quick else 800), 20_000
+    per, means = [], []
+    for si, sc in enumerate(SCENARIOS):
+        p = sc.p
+        a = sv.simulate(p, "t3c", runs, budget, [200 + si, 0])
+        u = sv.simulate(p, "uniform", runs, budget, [200 + si, 1])
+        means.append((a.ratings, u.ratings))
+        bound = asymptotic_ratios(p)
+        ratio = float(a.ratings.mean() / u.ratings.mean())
+        per.append({
+            "scenario": sc.name, "like_probabilities": dict(zip(sc.arms, np.round(p, 3).tolist())),
+            "ratings_to_verdict_find_best": float(a.ratings.mean()),
+            "ratings_to_verdict_uniform": float(u.ratings.mean()),
+            "ratings_to_verdict_find_best_median": float(np.median(a.ratings)),
+            "ratings_to_verdict_uniform_median": float(np.median(u.ratings)),
+            "ratings_ratio": ratio,
+            "ratings_ratio_asymptotic_optimal": bound["optimal"],
+            "ratings_ratio_asymptotic_beta_half": bound["beta_half"],
+            "ratio_vs_bound": ratio / bound["optimal"],
+            "correct_verdict_fraction_find_best": float(sv.correct_stop(a, p).mean()),
+            "correct_verdict_fraction_uniform": float(sv.correct_stop(u, p).mean()),
+            "censored_find_best": int((a.kind < 2).sum()), "censored_uniform": int((u.kind < 2).sum()),
+        })  # fmt: skip
+    rng = np.random.default_rng(99)
+    boot = []
+    for _ in range(2000):
+        boot.append(_gmean([rng.choice(x, len(x)).mean() / rng.choice(y, len(y)).mean() for x, y in means]))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {
+        "ratings_to_best_ratio_vs_uniform": _gmean([s["ratings_ratio"] for s in per]),
+        "ratings_to_best_ratio_ci95": [float(lo), float(hi)],
+        "ratings_to_best_ratio_asymptotic_optimal": _gmean([s["ratings_ratio_asymptotic_optimal"] for s in per]),
+        "ratio_vs_bound_max": max(s["ratio_vs_bound"] for s in per),
+        "best_arm_correct_fraction": float(np.mean([s["correct_verdict_fraction_find_best"] for s in per])),
+        "ratio_runs_per_scenario": runs,
+        "ratio_budget": budget,
+        "ratio_scenarios": per,
+    }
+
+
+def calibration_suite(quick: bool) -> dict:
+    """wrong_stop_rate (a verdict naming an arm more than ε worse than the best, as the best or in a tie) per
+    scenario and policy/prior, within 1,000 ratings checked after each; the reliability of the shown P(best)."""
+    runs, budget = (100 if quick else 400), 1000
+    rows, shown = [], {"empirical": [], "uniform": []}
+    for ci, (name, rates) in enumerate(CALIBRATION):
+        p = np.asarray(rates, dtype=np.float64)
+        exact_tie = int((p == p.max()).sum()) > 1
+        for mode, policy, prior in CALIBRATION_COMBOS:
+            r = sv.simulate(p, policy, runs, budget, [300 + ci, len(rows)], prior=prior if prior != "-" else "uniform",
+                            p_best_every=0 if mode == "uniform" else 20)  # fmt: skip
+            if mode != "uniform":
+                arms = r.p_best_shown[:, 1].astype(int)
+                shown[prior].append(np.stack([r.p_best_shown[:, 0], p[arms] >= p.max() - 1e-12,
+                                              np.ones(len(arms)) * exact_tie], axis=1))  # fmt: skip
+            rows.append({
+                "scenario": name, "like_rates": list(rates), "mode": mode, "prior": prior,
+                "wrong_stop_rate": float(sv.wrong(r, p).mean()),
+                "verdict_rate": float((r.kind >= 2).mean()),
+                "best_verdict_rate": float((r.kind == 2).mean()),
+                "tie_verdict_rate": float((r.kind == 3).mean()),
+                "crowned_in_exact_tie_rate": float((r.kind == 2).mean()) if exact_tie else None,
+                "median_ratings_to_verdict": float(np.median(r.ratings[r.kind >= 2])) if (r.kind >= 2).any() else None,
+            })  # fmt: skip
+    table = {}
+    for prior, parts in shown.items():
+        allv = np.concatenate(parts) if parts else np.zeros((0, 3))
+        table[prior] = [
+            {"shown_from": lo, "shown_to": min(hi, 1.0), "n": int(m.sum()),
+             "really_best": float(allv[m, 1].mean()) if m.any() else None,
+             "n_in_exact_ties": int(allv[m, 2].sum())}
+            for lo, hi in itertools.pairwise(P_BEST_BINS)
+            for m in [(allv[:, 0] >= lo) & (allv[:, 0] < hi)]
+        ]  # fmt: skip
+    top = {prior: [b for b in t if b["shown_from"] >= 0.9] for prior, t in table.items()}
+    cal = {
+        prior: (sum(b["really_best"] * b["n"] for b in bins if b["n"]) / max(sum(b["n"] for b in bins), 1))
+        for prior, bins in top.items()
+    }
+    tie_rates = [r["crowned_in_exact_tie_rate"] for r in rows if r["crowned_in_exact_tie_rate"] is not None]
+    return {
+        "wrong_stop_rate_max": max(r["wrong_stop_rate"] for r in rows),
+        "crowned_in_exact_tie_rate_max": max(tie_rates),
+        "p_best_calibration": cal,
+        "p_best_reliability": table,
+        "calibration_runs_per_scenario": runs,
+        "calibration_budget": budget,
+        "epsilon": DEFAULT_EPSILON,
+        "confidence": DEFAULT_CONFIDENCE,
+        "calibration": rows,
+    }
 
 
 def simulate(quick: bool) -> dict:
-    reps_likes = 60 if quick else 300
-    reps_best = 40 if quick else 200
-    n_ratings, k, budget, draws = 200, 8, 4000, 1000 if quick else 2000
-    likes_ratios, best_ratios, correct, total, censored = [], [], 0, 0, 0
-    per = []
-    for si, sc in enumerate(SCENARIOS):
-        p = sc.p
-        best = int(p.argmax())
-        likes = {m: [] for m in ("more_good", "uniform")}
-        for rep in range(reps_likes):
-            for m in likes:
-                likes[m].append(_likes_run(p, m, n_ratings, k, np.random.default_rng([si, rep, m == "uniform"])))
-        ratings = {m: [] for m in ("find_best", "uniform")}
-        right = 0
-        for rep in range(reps_best):
-            for m in ratings:
-                n, leader = _identify_run(
-                    p, m, k, budget, draws, np.random.default_rng([100 + si, rep, m == "uniform"])
-                )
-                ratings[m].append(n)
-                if m == "find_best":
-                    total += 1
-                    right += leader == best
-                    censored += leader is None
-        correct += right
-        lr = float(np.mean(likes["more_good"]) / np.mean(likes["uniform"]))
-        br = float(np.mean(ratings["find_best"]) / np.mean(ratings["uniform"]))
-        likes_ratios.append(lr)
-        best_ratios.append(br)
-        bound = asymptotic_ratios(p)
-        per.append({
-            "scenario": sc.name, "like_probabilities": dict(zip(sc.arms, np.round(p, 3).tolist())),
-            "likes_ts": float(np.mean(likes["more_good"])), "likes_uniform": float(np.mean(likes["uniform"])),
-            "likes_ratio": lr, "ratings_to_best_top_two": float(np.mean(ratings["find_best"])),
-            "ratings_to_best_uniform": float(np.mean(ratings["uniform"])), "ratings_ratio": br,
-            "ratings_to_best_top_two_median": float(np.median(ratings["find_best"])),
-            "ratings_to_best_uniform_median": float(np.median(ratings["uniform"])),
-            "best_arm_correct_fraction": right / reps_best,
-            "ratings_ratio_asymptotic_optimal": bound["optimal"],
-            "ratings_ratio_asymptotic_beta_half": bound["beta_half"],
-        })  # fmt: skip
-    gmean = lambda xs: float(np.exp(np.mean(np.log(xs))))  # noqa: E731
+    likes, likes_per = likes_suite(quick)
+    ratio = ratio_suite(quick)
+    for s, extra in zip(ratio["ratio_scenarios"], likes_per):
+        s.update(extra)
     return {
-        "likes_ratio_vs_uniform": gmean(likes_ratios),
-        "ratings_to_best_ratio_vs_uniform": gmean(best_ratios),
-        "ratings_to_best_ratio_asymptotic_optimal": gmean([s["ratings_ratio_asymptotic_optimal"] for s in per]),
-        "ratings_to_best_ratio_asymptotic_beta_half": gmean([s["ratings_ratio_asymptotic_beta_half"] for s in per]),
-        "ratings_to_best_stop_check": "after every rating (both policies)",
-        "best_arm_correct_fraction": correct / total,
-        "top_two_runs_censored": censored,
-        "likes_n_ratings": n_ratings,
-        "round_size": k,
-        "repetitions_likes": reps_likes,
-        "repetitions_best": reps_best,
-        "scenarios": per,
+        "likes_ratio_vs_uniform": _gmean(likes),
+        **ratio,
+        **calibration_suite(quick),
+        "find_best_policy": f"T3C, β = {FIND_BEST_BETA}",
+        "stop_check": "after every rating (both policies), rounds of 8 planned at their start",
     }
 
 
@@ -348,22 +397,36 @@ def main(quick: bool = False) -> dict:
     sim = simulate(quick)
     lat = {**rating_latency(quick), **user_rating_latency(quick)}
     kill = kill_test(quick)
-    print(
-        f"{'scenario':52s} {'p(like) per arm':44s} {'likes TS/unif':>14s} {'ratings TTTS/unif':>18s} "
-        f"{'ratio':>6s} {'bound':>6s}"
-    )
-    for s in sim["scenarios"]:
-        probs = " ".join(f"{a}={v:.2f}" for a, v in s["like_probabilities"].items())
+    print(f"{'scenario':52s} {'likes TS/unif':>14s} {'ratings to verdict T3C/unif':>28s} {'ratio':>6s} {'bound':>6s}")
+    for s in sim["ratio_scenarios"]:
         print(
-            f"{s['scenario']:52s} {probs[:44]:44s} {s['likes_ts']:6.1f}/{s['likes_uniform']:<6.1f} "
-            f"{s['ratings_to_best_top_two']:7.0f}/{s['ratings_to_best_uniform']:<7.0f} {s['ratings_ratio']:6.2f} "
-            f"{s['ratings_ratio_asymptotic_optimal']:6.2f}"
+            f"{s['scenario']:52s} {s['likes_ts']:6.1f}/{s['likes_uniform']:<7.1f} "
+            f"{s['ratings_to_verdict_find_best']:13.0f}/{s['ratings_to_verdict_uniform']:<14.0f} "
+            f"{s['ratings_ratio']:6.3f} {s['ratings_ratio_asymptotic_optimal']:6.3f}"
         )
-    print("bound: the ratings ratio of the optimal allocation as confidence → 1 (no policy does better asymptotically)")
+    print("bound: the ratings ratio of the optimal allocation as confidence → 1 (Garivier & Kaufmann 2016)")
     print(
-        f"likes ratio {sim['likes_ratio_vs_uniform']:.2f} (goal ≥ 1.3); ratings-to-best ratio "
-        f"{sim['ratings_to_best_ratio_vs_uniform']:.2f} (goal ≤ 0.5); best arm correct "
-        f"{sim['best_arm_correct_fraction']:.3f} (goal ≥ 0.95)"
+        f"\n{'calibration scenario':36s} {'mode':10s} {'prior':9s} {'wrong':>6s} {'verdict':>7s} {'best':>5s} "
+        f"{'tie':>5s}"
+    )
+    for r in sim["calibration"]:
+        print(
+            f"{r['scenario'][:36]:36s} {r['mode']:10s} {r['prior']:9s} {r['wrong_stop_rate']:6.3f} "
+            f"{r['verdict_rate']:7.3f} {r['best_verdict_rate']:5.3f} {r['tie_verdict_rate']:5.3f}"
+        )
+    for prior, bins in sim["p_best_reliability"].items():
+        cells = ", ".join(
+            f"[{b['shown_from']:.2f}, {b['shown_to']:.2f}): "
+            f"{'-' if b['really_best'] is None else round(b['really_best'], 3)} (n={b['n']})"
+            for b in bins
+        )
+        print(f"shown P(best) → fraction really best ({prior} prior): {cells}")
+    lo, hi = sim["ratings_to_best_ratio_ci95"]
+    print(
+        f"likes ratio {sim['likes_ratio_vs_uniform']:.2f} (goal ≥ 1.3); ratings-to-verdict ratio "
+        f"{sim['ratings_to_best_ratio_vs_uniform']:.3f} (95% CI {lo:.3f}–{hi:.3f}; goal ≤ 0.5); ratio vs bound "
+        f"max {sim['ratio_vs_bound_max']:.3f} (goal ≤ 1.1); wrong-stop rate max {sim['wrong_stop_rate_max']:.3f} "
+        "(goal ≤ 0.05)"
     )
     print(
         f"rating p95 {lat['rating_ms_p95']:.2f} ms (goal ≤ 20; max of tab handler {lat['rating_ms_p95_tab']:.2f} "

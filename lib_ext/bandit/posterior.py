@@ -1,4 +1,6 @@
-"""Beta–Bernoulli posteriors per arm: discounted counts, empirical-Bayes prior, intervals, P(best), stopping.
+"""Beta–Bernoulli posteriors per arm: discounted counts, empirical-Bayes prior, intervals, P(best).
+
+The "find the best" verdict is not a posterior rule: see verdict.py.
 
 Only like (1) and dislike (0) ratings are observations; pending and skipped images never reach this module
 (Nishio's bug, where unreviewed images counted as bad, punished the best arms).
@@ -10,7 +12,6 @@ events, so an undo or a changed half-life needs no stored running state.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -100,20 +101,41 @@ def empirical_bayes_prior(
     explorable: a prior worth more than ~10 ratings would bury an arm that deserves a look), α0 = mκ,
     β0 = (1−m)κ, each at least `floor`. Fewer than two arms with data → uniform Beta(1, 1).
     """
-    rates, weights = [], []
-    for c in counts:
-        if c.weight >= min_weight:
-            rates.append(c.successes / c.weight)
-            weights.append(c.weight)
-    if len(rates) < 2:
-        return UNIFORM_PRIOR
-    p = np.asarray(rates)
-    n = np.asarray(weights)
-    m = float(np.clip(p.mean(), 1e-3, 1 - 1e-3))
-    v = float(p.var(ddof=1)) - float(np.mean(m * (1 - m) / n))
-    kappa = kappa_cap if v <= 0 else m * (1 - m) / v - 1.0
-    kappa = float(np.clip(kappa, kappa_min, kappa_cap))
-    return Prior(max(m * kappa, floor), max((1 - m) * kappa, floor))
+    cs = list(counts)
+    a, b = empirical_bayes_prior_batch(
+        np.array([[c.successes for c in cs]]), np.array([[c.failures for c in cs]]), kappa_cap, kappa_min,
+        min_weight, floor,
+    )  # fmt: skip
+    return Prior(float(a[0]), float(b[0]))
+
+
+def empirical_bayes_prior_batch(
+    successes: np.ndarray,
+    failures: np.ndarray,
+    kappa_cap: float = 10.0,
+    kappa_min: float = 2.0,
+    min_weight: float = 1.0,
+    floor: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`empirical_bayes_prior` for R runs at once: counts of shape (R, K) → (α0, β0), each of shape (R,)."""
+    s = np.atleast_2d(np.asarray(successes, dtype=np.float64))
+    w = s + np.atleast_2d(np.asarray(failures, dtype=np.float64))
+    used = w >= min_weight
+    m_used = used.sum(axis=1)
+    p = np.where(used, s / np.where(used, w, 1.0), 0.0)
+    cnt = np.maximum(m_used, 1)
+    mean = p.sum(axis=1) / cnt
+    m = np.clip(mean, 1e-3, 1 - 1e-3)
+    var = np.where(used, (p - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(m_used - 1, 1)
+    noise = np.where(used, m[:, None] * (1 - m[:, None]) / np.where(used, w, 1.0), 0.0).sum(axis=1) / cnt
+    v = var - noise
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(v <= 0, kappa_cap, m * (1 - m) / np.where(v > 0, v, 1.0) - 1.0)
+    kappa = np.clip(kappa, kappa_min, kappa_cap)
+    alpha = np.maximum(m * kappa, floor)
+    beta = np.maximum((1 - m) * kappa, floor)
+    few = m_used < 2
+    return np.where(few, UNIFORM_PRIOR.alpha, alpha), np.where(few, UNIFORM_PRIOR.beta, beta)
 
 
 @dataclass(frozen=True)
@@ -158,63 +180,6 @@ def p_best(alphas: Sequence[float], betas: Sequence[float], rng: np.random.Gener
         wins += np.bincount(sample_thetas(alphas, betas, m, rng).argmax(axis=1), minlength=k)
         done += m
     return wins / draws
-
-
-STOP_RULES = ("p_best", "value_remaining", "either")
-
-
-@dataclass(frozen=True)
-class StopStatus:
-    """Where "find the best prompt" stands. `leader` is an index into the arrays passed in."""
-
-    leader: int
-    p_best: float
-    value_remaining_p95: float
-    stop: bool
-    reason: str
-    p_best_all: tuple[float, ...] = ()  # P(best) of every arm passed in, from the same draws
-
-
-def stopping_status(
-    alphas: Sequence[float],
-    betas: Sequence[float],
-    rng: np.random.Generator,
-    draws: int = 20000,
-    rule: str = "p_best",
-    p_best_threshold: float = 0.95,
-    value_remaining_threshold: float = 0.01,
-) -> StopStatus:
-    """Stopping rule for best-arm identification.
-
-    - "p_best": stop once the leader's P(best) ≥ `p_best_threshold`.
-    - "value_remaining": stop once the 95th percentile of (max θ − θ_leader)/θ_leader < threshold (Scott 2015:
-      the best arm may still be another, but not by more than 1 % of the leader's rate).
-    - "either": whichever comes first.
-    """
-    if rule not in STOP_RULES:
-        raise ValueError(f"stopping rule must be one of {STOP_RULES}, got {rule!r}")
-    k = len(alphas)
-    if k == 0:
-        return StopStatus(-1, 0.0, math.inf, False, "no active arms", ())
-    if k == 1:
-        return StopStatus(0, 1.0, 0.0, True, "only one active arm", (1.0,))
-    thetas = sample_thetas(alphas, betas, draws, rng)
-    pb = np.bincount(thetas.argmax(axis=1), minlength=k) / draws
-    leader = int(pb.argmax())
-    lead_theta = np.maximum(thetas[:, leader], 1e-12)
-    vr = float(np.quantile((thetas.max(axis=1) - thetas[:, leader]) / lead_theta, 0.95))
-    by_pb = pb[leader] >= p_best_threshold
-    by_vr = vr < value_remaining_threshold
-    stop = {"p_best": by_pb, "value_remaining": by_vr, "either": by_pb or by_vr}[rule]
-    if stop:
-        reason = (
-            f"P(best) = {pb[leader]:.3f} ≥ {p_best_threshold}"
-            if by_pb and rule != "value_remaining"
-            else f"value remaining (p95) = {vr:.4f} < {value_remaining_threshold}"
-        )
-    else:
-        reason = f"P(best) = {pb[leader]:.3f}, value remaining (p95) = {vr:.4f}: keep rating"
-    return StopStatus(leader, float(pb[leader]), vr, bool(stop), reason, tuple(pb.tolist()))
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,10 @@ class SessionIn(_Body):
     half_life_hours: float | None = None
     prior: Literal["empirical", "uniform"] | None = None
     round_size: int | None = None
-    stop_rule: str | None = None
-    p_best_threshold: float | None = None
+    stop_rule: Literal["glr"] | None = None
+    confidence: float | None = None
+    epsilon: float | None = None
+    p_best_threshold: float | None = None  # earlier name of `confidence`
 
 
 class ArmIn(_Body):

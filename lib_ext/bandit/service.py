@@ -28,18 +28,18 @@ from . import export as _export
 from .betafn import beta_pdf
 from .policy import MODES, ArmBelief, PolicyArm, plan_round
 from .posterior import (
-    STOP_RULES,
     UNIFORM_PRIOR,
     Observation,
     Prior,
     count_arms,
     discount_factor,
     empirical_bayes_prior,
-    stopping_status,
+    p_best,
     summarize,
 )
 from .store import RATING_VALUES, NotFoundError, Store, sha256_file
 from .templates import SlotModel, parse_template
+from .verdict import DEFAULT_CONFIDENCE, DEFAULT_EPSILON, verdict
 
 MAX_ROUND = 256
 MAX_TEXT = 20_000
@@ -50,9 +50,26 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "half_life_hours": None,  # None: no drift discount
     "prior": "empirical",
     "round_size": 8,
-    "stop_rule": "p_best",
-    "p_best_threshold": 0.95,
+    "stop_rule": "glr",  # the only rule: GLR with an indifference zone (verdict.py)
+    "confidence": DEFAULT_CONFIDENCE,  # 1 − δ of the verdict
+    "epsilon": DEFAULT_EPSILON,  # indifference zone in like-rate: leaders closer than this are "as good"
 }
+STOP_RULES = ("glr",)
+# Rules of earlier versions: "stop once P(best) ≥ 95 %" read noise as certainty (three equal prompts were told
+# "best found" in about one run in four), so sessions that stored them get the GLR rule; p_best_threshold was
+# that rule's level and is read as the verdict's confidence.
+LEGACY_STOP_RULES = ("p_best", "value_remaining", "either")
+
+
+def _current_options(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored options dict in today's form (legacy stop rules and p_best_threshold mapped)."""
+    out = dict(stored)
+    if out.get("stop_rule") in LEGACY_STOP_RULES:
+        out["stop_rule"] = "glr"
+    legacy_level = out.pop("p_best_threshold", None)
+    if "confidence" not in out and isinstance(legacy_level, int | float) and not isinstance(legacy_level, bool):
+        out["confidence"] = float(legacy_level)
+    return {**DEFAULT_OPTIONS, **out}
 
 
 @dataclass(frozen=True)
@@ -178,10 +195,14 @@ def _settings(value: Any, what: str = "settings") -> dict[str, Any]:
 
 
 def _options(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    updates = dict(updates)
+    if "p_best_threshold" in updates:  # the earlier API's name for the verdict's level
+        level = updates.pop("p_best_threshold")
+        updates.setdefault("confidence", level)
     unknown = set(updates) - set(DEFAULT_OPTIONS)
     if unknown:
         raise ValueError(f"unknown session option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
-    out = {**DEFAULT_OPTIONS, **base, **updates}
+    out = {**_current_options(base), **updates}
     if out["mode"] not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {out['mode']!r}")
     if not isinstance(out["shared_seeds"], bool):
@@ -196,10 +217,41 @@ def _options(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"round_size must be an integer from 1 to {MAX_ROUND}, got {k!r}")
     if out["stop_rule"] not in STOP_RULES:
         raise ValueError(f"stop_rule must be one of {STOP_RULES}, got {out['stop_rule']!r}")
-    t = out["p_best_threshold"]
-    if isinstance(t, bool) or not isinstance(t, int | float) or not 0.5 <= t < 1:
-        raise ValueError(f"p_best_threshold must be in [0.5, 1), got {t!r}")
+    c = out["confidence"]
+    if isinstance(c, bool) or not isinstance(c, int | float) or not 0.5 <= c <= 0.999:
+        raise ValueError(f"confidence must be a number from 0.5 to 0.999, got {c!r}")
+    e = out["epsilon"]
+    if isinstance(e, bool) or not isinstance(e, int | float) or not 0 < e <= 0.5:
+        raise ValueError(f"epsilon (indifference zone in like-rate) must be a number in (0, 0.5], got {e!r}")
+    out["confidence"], out["epsilon"] = float(c), float(e)
     return out
+
+
+def _verdict_out(v: Any, active: Sequence[int], pb: np.ndarray) -> dict[str, Any]:
+    """The verdict for the tab and the API: kind, named arm ids (leader first), how many more ratings it expects
+    to need, and a sentence that says what the user may conclude."""
+    arm_ids = [active[i] for i in v.arms]
+    leader = active[v.leader] if v.leader >= 0 else None
+    more = None if v.more_ratings is None else (None if not math.isfinite(v.more_ratings) else int(v.more_ratings))
+    eps, level = v.epsilon, v.confidence
+    names = ", ".join(f"arm {a}" for a in arm_ids)
+    if v.kind == "best":
+        reason = f"arm {leader} is better than every other arm ({level:.0%} confidence)"
+    elif v.kind == "tie":
+        reason = (
+            f"{names} are as good as each other: each is within {eps:g} like-rate of the best ({level:.0%} "
+            "confidence) — pick either"
+        )
+    elif v.kind == "none":
+        reason = "no ratings yet" if active else "no active arms"
+    else:
+        need = "an unknown number of" if more is None else f"about {more}"
+        reason = f"not yet decided between {names}: {need} more ratings at the current pace"
+    return {
+        "kind": v.kind, "stop": v.stop, "leader_arm_id": leader, "arm_ids": arm_ids,
+        "p_best": float(pb[v.leader]) if v.leader >= 0 else None, "more_ratings": more,
+        "confidence": level, "epsilon": eps, "reason": reason,
+    }  # fmt: skip
 
 
 class BanditService:
@@ -240,14 +292,14 @@ class BanditService:
 
     def get_session(self, session_id: int) -> dict[str, Any]:
         s = self.store.get_session(_id(session_id, "session id"))
-        s["options"] = {**DEFAULT_OPTIONS, **s["options"]}
+        s["options"] = _current_options(s["options"])
         return s
 
     def list_sessions(self) -> list[dict[str, Any]]:
         """All sessions with their arm and image counts."""
         out = self.store.list_sessions()
         for s in out:
-            s["options"] = {**DEFAULT_OPTIONS, **s["options"]}
+            s["options"] = _current_options(s["options"])
         return out
 
     def update_session(
@@ -369,6 +421,8 @@ class BanditService:
                 prior.alpha + m["counts"][a["id"]].successes,
                 prior.beta + m["counts"][a["id"]].failures,
                 n_images.get(a["id"], 0),
+                m["counts"][a["id"]].successes,
+                m["counts"][a["id"]].failures,
             )
             for a in active
         }
@@ -509,12 +563,15 @@ class BanditService:
         opts = m["session"]["options"]
         active = [a["id"] for a in m["arms"] if not a["retired"]]
         prior, counts = m["prior"], m["counts"]
-        with self._rng_lock:  # one set of posterior draws serves P(best) and the stopping rule
-            stop = stopping_status(
-                [prior.alpha + counts[a].successes for a in active], [prior.beta + counts[a].failures for a in active],
-                self._rng, draws, rule=opts["stop_rule"], p_best_threshold=opts["p_best_threshold"],
-            )  # fmt: skip
-            rows = summarize(counts, prior, active, self._rng, draws, p_best_of=dict(zip(active, stop.p_best_all)))
+        alphas = [prior.alpha + counts[a].successes for a in active]
+        betas = [prior.beta + counts[a].failures for a in active]
+        with self._rng_lock:
+            pb = p_best(alphas, betas, self._rng, draws)
+            rows = summarize(counts, prior, active, self._rng, draws, p_best_of=dict(zip(active, pb.tolist())))
+        v = verdict(
+            [counts[a].successes for a in active], [counts[a].failures for a in active], opts["confidence"],
+            opts["epsilon"],
+        )  # fmt: skip
         stats_by_id = {r.arm_id: r for r in rows}
         tallies = self.store.rating_tallies(m["session"]["id"])
         out_rows = []
@@ -528,15 +585,13 @@ class BanditService:
             if arm["id"] in m["slot_models"]:
                 r["slots"] = m["slot_models"][arm["id"]].option_summary()
             out_rows.append(r)
-        leader = active[stop.leader] if active and stop.leader >= 0 else None
         return {
             "session_id": m["session"]["id"],
             "mode": opts["mode"],
             "prior": {"alpha": m["prior"].alpha, "beta": m["prior"].beta, "kind": opts["prior"]},
             "arms": out_rows,
-            "stop": {"leader_arm_id": leader, "p_best": stop.p_best, "value_remaining_p95": stop.value_remaining_p95,
-                     "stop": stop.stop, "reason": stop.reason},
-        }  # fmt: skip
+            "stop": _verdict_out(v, active, pb),
+        }
 
     def posterior_curves(self, session_id: int, points: int = 201, include_retired: bool = False) -> dict[str, Any]:
         """Posterior densities on a grid in (0, 1), for the density plot."""

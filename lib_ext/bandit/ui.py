@@ -242,16 +242,21 @@ class BanditTab:
     def verdict_html(st: dict[str, Any]) -> str:
         stop, prior = st["stop"], st["prior"]
         prior_txt = f"prior Beta({prior['alpha']:.2f}, {prior['beta']:.2f}) ({prior['kind']})"
-        if stop["leader_arm_id"] is None:
+        if not any(not r["retired"] for r in st["arms"]):
             return _msg(f"No active arms. {prior_txt}")
-        lead = f"leader: arm {stop['leader_arm_id']}, P(best) = {stop['p_best']:.3f}"
-        if st["mode"] == "find_best":
-            word = "✅ Stop: the best prompt is found" if stop["stop"] else "⏳ Keep rating"
-            return (
-                f"<div><b>{word}</b> — {html.escape(lead)}. <span class='ps-muted'>{html.escape(stop['reason'])}; "
-                f"{html.escape(prior_txt)}</span></div>"
-            )
-        return f"<div>{html.escape(lead)}. <span class='ps-muted'>{html.escape(prior_txt)}</span></div>"
+        lead = (
+            "no ratings yet"
+            if stop["leader_arm_id"] is None
+            else f"leader: arm {stop['leader_arm_id']}, P(best) = {stop['p_best']:.3f}"
+        )
+        # The verdict holds whichever mode chose the images (the GLR rule is valid under any allocation).
+        word = {"best": "✅ Stop: the best prompt is found", "tie": "✅ Stop: as good as each other"}.get(
+            stop["kind"], "⏳ Keep rating" if st["mode"] == "find_best" else "Best prompt not decided yet"
+        )
+        return (
+            f"<div><b>{word}</b> — {html.escape(stop['reason'])}. <span class='ps-muted'>{html.escape(lead)}; "
+            f"indifference zone ε = {stop['epsilon']:g}; {html.escape(prior_txt)}</span></div>"
+        )
 
     @staticmethod
     def slots_html(st: dict[str, Any]) -> str:

@@ -1,31 +1,22 @@
-"""The seed_bandit bench's stopping check: the cheap screen never skips a check the Monte Carlo rule would stop
-on, and a run stops after the rating that made P(best) reach 0.95 (not at the end of its round)."""
+"""The seed_bandit bench's find-best simulation: runs end at the rating that brought the verdict (not at the end
+of their round), and the wrong-verdict count flags exactly the verdicts naming an arm more than ε worse than the
+best."""
 
 import numpy as np
 
-from bench.seed_bandit import P_BEST_THRESHOLD, _identify_run, _may_stop
-from lib_ext.bandit.posterior import p_best
+from bench.seed_bandit_find_best import Runs, simulate, wrong
 
 
-def test_screen_never_hides_a_stop():
-    rng = np.random.default_rng(0)
-    stops = skipped = 0
-    for _ in range(500):
-        k = int(rng.integers(2, 11))
-        n = rng.integers(1, 60, size=k)
-        liked = rng.binomial(n, rng.random(k))
-        a = liked + 0.5 + 3 * rng.random(k)
-        b = n - liked + 0.5 + 3 * rng.random(k)
-        screen = _may_stop(a, b, P_BEST_THRESHOLD)
-        skipped += not screen
-        if p_best(a, b, rng, 2000).max() >= P_BEST_THRESHOLD:
-            stops += 1
-            assert screen, (a, b)
-    assert stops > 60 and skipped > 150  # both kinds of case occur, and the screen saves work
+def test_runs_stop_mid_round():
+    r = simulate(np.array([0.95, 0.05, 0.05]), "uniform", 40, 400, 0)
+    assert (r.kind == 2).all() and any(n % 8 for n in r.ratings)
+    assert (r.group[:, 0]).all() and not r.group[:, 1:].any()
 
 
-def test_identify_run_stops_mid_round():
-    # a certain winner: the rule fires within the first rounds, at any rating, not only at multiples of k
-    ends = {_identify_run(np.array([0.95, 0.05, 0.05]), "uniform", 8, 400, 1000, np.random.default_rng(i))[0]
-            for i in range(12)}  # fmt: skip
-    assert any(n % 8 for n in ends)
+def test_wrong_counts_only_arms_beyond_epsilon():
+    p = np.array([0.5, 0.48, 0.3])
+    group = np.array([[True, False, False], [False, True, False], [True, True, False], [False, False, True]])
+    runs = Runs(np.full(4, 10), np.array([2, 2, 3, 2]), group, np.zeros((0, 2)))
+    assert wrong(runs, p).tolist() == [False, False, False, True]
+    still = Runs(np.full(4, 10), np.ones(4, dtype=int), group, np.zeros((0, 2)))
+    assert not wrong(still, p).any()  # no verdict, nothing wrong

@@ -13,9 +13,9 @@ from lib_ext.bandit.posterior import (
     count_arms,
     discount_factor,
     empirical_bayes_prior,
+    empirical_bayes_prior_batch,
     p_best,
     posterior,
-    stopping_status,
     summarize,
 )
 
@@ -163,21 +163,6 @@ def test_p_best_two_arms_matches_exact_integer_formula():
     assert pb[1] > 0.9
 
 
-def test_stopping_rule():
-    rng = np.random.default_rng(2)
-    clear = stopping_status([80, 20, 10], [20, 80, 90], rng)
-    assert clear.stop and clear.leader == 0 and clear.p_best > 0.99
-    unclear = stopping_status([5, 5], [5, 5], rng)
-    assert not unclear.stop
-    assert 0.3 < unclear.p_best < 0.7
-    # Two essentially identical, very well-measured arms: P(best) never reaches 0.95 but value remaining does.
-    tie = stopping_status([500_000, 500_001], [500_000, 500_000], rng, rule="either")
-    assert tie.stop and "value remaining" in tie.reason
-    assert not stopping_status([500_000, 500_001], [500_000, 500_000], rng, rule="p_best").stop
-    with pytest.raises(ValueError):
-        stopping_status([1, 1], [1, 1], rng, rule="nope")
-
-
 def test_summarize_excludes_inactive_arms_from_p_best():
     counts = {1: ArmCounts(9, 1, 9.0, 1.0), 2: ArmCounts(2, 8, 2.0, 8.0), 3: ArmCounts(10, 0, 10.0, 0.0)}
     stats = {s.arm_id: s for s in summarize(counts, Prior(), active=[1, 2], rng=np.random.default_rng(0))}
@@ -185,3 +170,29 @@ def test_summarize_excludes_inactive_arms_from_p_best():
     assert stats[1].p_best + stats[2].p_best == pytest.approx(1.0)
     assert stats[1].ci_low < stats[1].mean < stats[1].ci_high
     assert stats[1].n == 10 and stats[1].likes == 9
+
+
+def _moment_matched(rates, weights, cap=10.0, lo=2.0, floor=0.5):
+    """Reference: the documented moment matching written out for one run (no shared code with the library)."""
+    if len(rates) < 2:
+        return 1.0, 1.0
+    m = min(max(sum(rates) / len(rates), 1e-3), 1 - 1e-3)
+    mean = sum(rates) / len(rates)
+    var = sum((r - mean) ** 2 for r in rates) / (len(rates) - 1) - sum(m * (1 - m) / w for w in weights) / len(rates)
+    kappa = cap if var <= 0 else min(max(m * (1 - m) / var - 1, lo), cap)
+    return max(m * kappa, floor), max((1 - m) * kappa, floor)
+
+
+def test_empirical_bayes_prior_batch_matches_moment_matching_per_run():
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 30, size=(50, 6)).astype(float)
+    f = rng.integers(0, 30, size=(50, 6)).astype(float)
+    s[:5, 1:] = f[:5, 1:] = 0  # runs with one rated arm: uniform prior
+    a, b = empirical_bayes_prior_batch(s, f)
+    for r in range(50):
+        used = [(x, x + y) for x, y in zip(s[r], f[r]) if x + y >= 1]
+        want = _moment_matched([x / w for x, w in used], [w for _, w in used])
+        assert (a[r], b[r]) == pytest.approx(want)
+        one = empirical_bayes_prior([ArmCounts(int(x), int(y), x, y) for x, y in zip(s[r], f[r])])
+        assert (one.alpha, one.beta) == pytest.approx(want)
+    assert (a[:5] == 1).all() and (b[:5] == 1).all()

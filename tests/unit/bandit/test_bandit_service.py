@@ -329,3 +329,38 @@ def test_infotext_round_trip(svc, tmp_path):
     assert ref == {"session": sess["id"], "arm": arm["id"], "round": 1, "slot_choices": list(job.slot_choices)}
     assert bandit_ref_from_infotext({"Steps": "20"}) is None
     assert bandit_ref_from_infotext({**job.infotext, "PromptScope arm": "x"}) is None
+
+
+def test_find_best_verdict_in_stats_names_the_best_or_says_what_is_left(svc, tmp_path):
+    sess = svc.create_session("s", mode="find_best", round_size=8)
+    good = svc.add_arm(sess["id"], "good")["id"]
+    bad = svc.add_arm(sess["id"], "bad")["id"]
+    gen = fake_generator(tmp_path / "o")
+    first = svc.run_round(sess["id"], gen)["images"][0]
+    svc.rate(first["id"], "like" if first["arm_id"] == good else "dislike")
+    early = svc.stats(sess["id"])["stop"]
+    assert early["kind"] in ("continue", "none") and not early["stop"] and "more ratings" in early["reason"]
+    for _ in range(12):
+        for img in svc.run_round(sess["id"], gen)["images"]:
+            svc.rate(img["id"], "like" if img["arm_id"] == good else "dislike")
+    st = svc.stats(sess["id"])["stop"]
+    assert st["kind"] == "best" and st["stop"] and st["arm_ids"] == [good] and st["leader_arm_id"] == good
+    assert st["more_ratings"] is None and st["confidence"] == 0.95 and st["epsilon"] == 0.03
+    assert f"arm {good} is better than every other arm" in st["reason"] and bad not in st["arm_ids"]
+
+
+def test_verdict_options_and_legacy_stop_rules(svc):
+    sess = svc.create_session("s", epsilon=0.05, confidence=0.9)
+    assert sess["options"]["epsilon"] == 0.05 and sess["options"]["confidence"] == 0.9
+    # The earlier API's name for the level still works; stop rules of earlier versions read as the GLR rule.
+    assert svc.update_session(sess["id"], p_best_threshold=0.99)["options"]["confidence"] == 0.99
+    svc.store.update_session(sess["id"], options={"stop_rule": "p_best", "p_best_threshold": 0.97})
+    opts = svc.get_session(sess["id"])["options"]
+    assert opts["stop_rule"] == "glr" and opts["confidence"] == 0.97 and "p_best_threshold" not in opts
+    assert svc.stats(sess["id"])["stop"]["confidence"] == 0.97
+    for bad, match in (
+        ({"epsilon": 0}, "epsilon"), ({"epsilon": True}, "epsilon"), ({"confidence": 1.0}, "confidence"),
+        ({"stop_rule": "p_best"}, "stop_rule"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            svc.update_session(sess["id"], **bad)

@@ -67,10 +67,15 @@ def _round(provider, sid: int, folder: Path, k: int = 4) -> list[dict]:
 
 def test_sessions_arms_rating_and_stats(setup):
     client, provider, tmp = setup
-    r = client.post("/sessions", json={"name": "evening", "mode": "find_best", "settings": {"steps": 4}})
+    r = client.post(
+        "/sessions", json={"name": "evening", "mode": "find_best", "settings": {"steps": 4}, "epsilon": 0.05}
+    )
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    assert r.json()["options"]["mode"] == "find_best"
+    assert r.json()["options"]["mode"] == "find_best" and r.json()["options"]["epsilon"] == 0.05
+    bad = client.post("/sessions", json={"name": "x", "epsilon": 0.9})
+    assert bad.status_code == 422 and "epsilon" in bad.text
+    assert client.post("/sessions", json={"name": "x", "stop_rule": "p_best"}).status_code == 422
     assert [s["id"] for s in client.get("/sessions").json()] == [sid]
     a = client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat", "label": "cat"})
     b = client.post(f"/sessions/{sid}/arms", json={"prompt": "a {red|blue} dog", "negative": "blurry"})
@@ -88,7 +93,8 @@ def test_sessions_arms_rating_and_stats(setup):
     assert rows[liked_arm]["likes"] >= 1 and rows[disliked_arm]["dislikes"] >= 1
     assert sum(row["n"] for row in st["arms"]) == 2  # pending images are no observation
     assert {"mean", "ci_low", "ci_high", "p_best"} <= set(rows[liked_arm])
-    assert "stop" in st and st["mode"] == "find_best"
+    assert st["mode"] == "find_best" and st["stop"]["kind"] == "continue" and not st["stop"]["stop"]
+    assert st["stop"]["epsilon"] == 0.05 and set(st["stop"]["arm_ids"]) == {liked_arm, disliked_arm}
 
     pending = client.get(f"/sessions/{sid}/images", params={"rating": "pending"}).json()
     assert len(pending) == 2

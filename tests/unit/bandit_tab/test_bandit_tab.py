@@ -159,7 +159,10 @@ def test_find_best_mode_shows_the_stopping_verdict_and_slots(tab):
     value = session(tab, mode="find_best")
     out = tab.run_round(value, 6, None, True)
     verdict, table, density, history, slots = out[5:10]
-    assert "Keep rating" in verdict and "P(best)" in verdict
+    assert "Keep rating" in verdict and "no ratings yet" in verdict
+    tab.svc.rate(tab.svc.images(1)[0]["id"], "like")
+    rated = tab.stats_view(1)[0]
+    assert "Keep rating" in rated and "P(best)" in rated and "more ratings" in rated and "ε = 0.03" in rated
     assert len(table) == 2 and {row[0] for row in table} == {1, 2}
     assert density.size == history.size == (560, 300)
     assert "slot 1" in slots and "red" in slots and "blue" in slots
