@@ -324,19 +324,19 @@ class BanditTab:
 
     # ---- handlers --------------------------------------------------------------------------------------------------
     # Output lists; every handler's last output is the status HTML (A1111's wrap_gradio_gpu_call appends to it).
-    N_SESSION_OUT = 20  # outputs of load_session (the status last)
+    N_SESSION_OUT = 22  # outputs of load_session (the status last)
 
     def session_options_view(self, s: dict[str, Any] | None) -> list[Any]:
-        """[settings json, prior, half-life] of the session options editor."""
+        """[settings json, prior, half-life, ε, confidence] of the session options editor."""
         if s is None:
-            return [gr.update(), gr.update(), gr.update()]
+            return [gr.update()] * 5
         opts = s["options"]
         prior = next((k for k, v in PRIOR_LABELS.items() if v == opts["prior"]), None)
-        return [json.dumps(s["settings"]), prior, opts["half_life_hours"] or 0]
+        return [json.dumps(s["settings"]), prior, opts["half_life_hours"] or 0, opts["epsilon"], opts["confidence"]]
 
     def load_session(self, session_value: Any) -> list[Any]:
         """Everything for the chosen session: [arms ×3, round k, mode, shared, current ×3, round id, round gallery,
-        stats ×5, session options ×3, status]."""
+        stats ×5, session options ×5, status]."""
         try:
             sid = parse_id(session_value)
             if sid is None:
@@ -355,14 +355,19 @@ class BanditTab:
         except (ValueError, StoreError) as exc:
             return [gr.update()] * (self.N_SESSION_OUT - 1) + [_err(str(exc))]
 
-    def save_session_options(self, session_value: Any, settings_json: str, prior_label: Any, half_life: Any) -> list:
-        """Change the session's shared generation settings, prior and drift half-life: [stats ×5, status]."""
+    def save_session_options(
+        self, session_value: Any, settings_json: str, prior_label: Any, half_life: Any, epsilon: Any = None,
+        confidence: Any = None,
+    ) -> list:  # fmt: skip
+        """Change the session's shared generation settings, prior, drift half-life and the verdict's indifference
+        zone and confidence (None: unchanged): [stats ×5, status]."""
         try:
             sid = self._session_id(session_value)
             hl = None if half_life in (None, "", 0) else float(half_life)
+            verdict_opts = {k: float(v) for k, v in (("epsilon", epsilon), ("confidence", confidence)) if v is not None}
             s = self.svc.update_session(
                 sid, settings=parse_json_object(settings_json, "generation settings"),
-                prior=PRIOR_LABELS.get(prior_label, "empirical"), half_life_hours=hl,
+                prior=PRIOR_LABELS.get(prior_label, "empirical"), half_life_hours=hl, **verdict_opts,
             )  # fmt: skip
             return [*self.stats_view(sid), _msg(f"Session {s['id']} options saved.")]
         except (ValueError, TypeError, StoreError) as exc:
@@ -682,6 +687,11 @@ class BanditTab:
                                                elem_id=f"{p}_sess_prior")  # fmt: skip
                     c["sess_half_life"] = gr.Number(value=0, label="Taste drift half-life in hours (0: none)",
                                                     elem_id=f"{p}_sess_half_life")  # fmt: skip
+                with gr.Row():
+                    c["sess_epsilon"] = gr.Number(value=0.03, label="Verdict: as good as each other within (ε, "
+                                                  "like-rate)", elem_id=f"{p}_sess_epsilon")  # fmt: skip
+                    c["sess_confidence"] = gr.Number(value=0.95, label="Verdict confidence",
+                                                     elem_id=f"{p}_sess_confidence")  # fmt: skip
                 c["sess_save"] = gr.Button("Save session options", elem_id=f"{p}_sess_save")
             with gr.Accordion("Arms (prompts and templates)", open=True):
                 c["arms_table"] = gr.Dataframe(headers=ARMS_HEADERS, value=[], interactive=False, wrap=True,
@@ -787,10 +797,13 @@ class BanditTab:
         stats_out = [c["verdict"], c["stats_table"], c["density"], c["history"], c["slots"]]
         current_out = [c["current"], c["caption"], c["current_id"]]
         session_out = [*arms_out, c["k"], c["mode"], c["shared"], *current_out, c["round_id"], c["round_gallery"],
-                       *stats_out, c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["status"]]  # fmt: skip
+                       *stats_out, c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["sess_epsilon"],
+                       c["sess_confidence"], c["status"]]  # fmt: skip
         assert len(session_out) == self.N_SESSION_OUT
         c["sess_save"].click(
-            self.save_session_options, [c["session"], c["sess_settings"], c["sess_prior"], c["sess_half_life"]],
+            self.save_session_options,
+            [c["session"], c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["sess_epsilon"],
+             c["sess_confidence"]],
             [*stats_out, c["status"]],
         )  # fmt: skip
 

@@ -288,8 +288,13 @@ def test_round_controls_and_session_options_are_saved_in_the_session(tab):
         s["settings"] == {"steps": 9} and s["options"]["prior"] == "uniform" and s["options"]["half_life_hours"] == 12
     )
     loaded = tab.load_session(value)
-    assert loaded[16:19] == ['{"steps": 9}', "uniform Beta(1, 1)", 12]
+    assert loaded[16:21] == ['{"steps": 9}', "uniform Beta(1, 1)", 12, 0.03, 0.95]
     assert "ps-error" in tab.save_session_options(value, "{}", None, -5)[-1]
+    res = tab.save_session_options(value, '{"steps": 9}', "uniform Beta(1, 1)", 12, 0.1, 0.9)
+    assert "options saved" in res[-1] and "ε = 0.1" in res[0]
+    assert tab.load_session(value)[19:21] == [0.1, 0.9]
+    bad = tab.save_session_options(value, "{}", None, 0, 0.9, 0.9)[-1]
+    assert "ps-error" in bad and "epsilon" in bad
 
 
 def test_a_failing_generator_is_reported_and_nothing_is_recorded(tab):
