@@ -197,9 +197,7 @@ def make_router(
     @router.get("/images/{image_id}/file")
     def image_file(image_id: int) -> FileResponse:
         s = svc()
-        if image_id < 1:
-            raise HTTPException(status_code=422, detail=f"image id must be a positive integer, got {image_id}")
-        img = _call(s.store.get_image, image_id)
+        img = _call(s.get_image, image_id)
         path = Path(img["path"]).resolve()
         roots = [Path(s.store.folder).resolve(), *(Path(r).resolve() for r in allowed_roots())]
         if not _inside(path, roots):

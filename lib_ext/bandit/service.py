@@ -145,9 +145,15 @@ def bandit_ref_from_infotext(params: dict[str, str]) -> dict[str, Any] | None:
 
 
 # ---- validation helpers ----------------------------------------------------------------------------------------
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no row has a larger id (and binding one raises OverflowError)
+
+
 def _id(value: Any, what: str) -> int:
+    """A positive id; ValueError (HTTP 422) if not a positive integer, NotFoundError (404) beyond SQLite's range."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{what} must be a positive integer id, got {value!r}")
+    if value > MAX_ID:
+        raise NotFoundError(f"no {what.removesuffix(' id')} with id {value} (ids are at most {MAX_ID})")
     return int(value)
 
 

@@ -15,6 +15,7 @@ import html
 import inspect
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,7 +68,7 @@ def parse_id(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value) if value >= 1 else None
+        return int(value) if value >= 1 and math.isfinite(value) else None
     head = str(value).strip().split(" ", 1)[0]
     return int(head) if head.isdigit() and int(head) >= 1 else None
 
@@ -505,7 +506,7 @@ class BanditTab:
             if iid is None:
                 return [gr.update(), gr.update(), gr.update(), _msg("Nothing to rate: generate a round first.")]
             svc = self.svc
-            image = svc.store.get_image(iid)
+            image = svc.get_image(iid)
             if image["session_id"] != sid:
                 raise ValueError(f"image {iid} belongs to another session")
             svc.rate(iid, value, client=client)

@@ -329,3 +329,31 @@ def test_infotext_round_trip(svc, tmp_path):
     assert ref == {"session": sess["id"], "arm": arm["id"], "round": 1, "slot_choices": list(job.slot_choices)}
     assert bandit_ref_from_infotext({"Steps": "20"}) is None
     assert bandit_ref_from_infotext({**job.infotext, "PromptScope arm": "x"}) is None
+
+
+@pytest.mark.parametrize("big", [2**63, 2**63 + 1, 2**64, 10**30])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, sid, x: s.get_session(x),
+        lambda s, sid, x: s.list_arms(x),
+        lambda s, sid, x: s.add_arm(x, "p"),
+        lambda s, sid, x: s.get_arm(x),
+        lambda s, sid, x: s.edit_arm(x, prompt="q"),
+        lambda s, sid, x: s.retire_arm(x),
+        lambda s, sid, x: s.rate(x, "like"),
+        lambda s, sid, x: s.get_image(x),
+        lambda s, sid, x: s.mark_rest(x),
+        lambda s, sid, x: s.undo(x),
+        lambda s, sid, x: s.stats(x),
+        lambda s, sid, x: s.history(x),
+        lambda s, sid, x: s.images(x),
+        lambda s, sid, x: s.images(sid, arm_id=x),
+        lambda s, sid, x: s.images(sid, round_id=x),
+        lambda s, sid, x: s.update_session(x, name="n"),
+    ],
+)
+def test_ids_beyond_sqlite_range_are_not_found(svc, call, big):
+    sid = svc.create_session("s")["id"]
+    with pytest.raises(NotFoundError, match="no .* with id"):
+        call(svc, sid, big)

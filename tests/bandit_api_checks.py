@@ -1,0 +1,91 @@
+"""A hostile client of the seed-bandit HTTP API (issue 13), run against each host's FastAPI app: the standalone app
+(tests/unit/bandit_tab/test_bandit_api_hostile.py) and the A1111 v1.10.1 double (tests/host/...).
+
+Every check talks HTTP only. Server errors come back as 500 responses (not raised into the test), so a check
+fails on the status code a client would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+PREFIX = "/promptscope/v1/bandit"
+MAX_ID = 2**63 - 1
+
+
+class Api:
+    def __init__(self, app: Any):
+        self.app = app
+
+    def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await c.request(method, PREFIX + url, **kw)
+
+        return asyncio.run(go())
+
+
+def seed_session(api: Api, settings: dict[str, Any]) -> tuple[int, int]:
+    """A session with one arm: (session id, arm id)."""
+    r = api.request("POST", "/sessions", json={"name": "hostile", "settings": settings})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    r = api.request("POST", f"/sessions/{sid}/arms", json={"prompt": "a cat"})
+    assert r.status_code == 201, r.text
+    return sid, r.json()["id"]
+
+
+# Every route that takes an id, with the id in the path or the query ({id}); {sid} is an existing session.
+ID_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/sessions/{id}", None),
+    ("GET", "/sessions/{id}/arms", None),
+    ("POST", "/sessions/{id}/arms", {"prompt": "x"}),
+    ("GET", "/arms/{id}", None),
+    ("PATCH", "/arms/{id}", {"label": "x"}),
+    ("PATCH", "/arms/{id}", {"prompt": "y", "retired": True}),
+    ("GET", "/sessions/{id}/stats", None),
+    ("GET", "/sessions/{id}/history", None),
+    ("GET", "/sessions/{id}/images", None),
+    ("GET", "/sessions/{sid}/images?arm_id={id}", None),
+    ("GET", "/sessions/{sid}/images?round_id={id}", None),
+    ("POST", "/images/{id}/rating", {"rating": "like"}),
+    ("POST", "/sessions/{id}/undo", None),
+    ("POST", "/rounds/{id}/mark-rest", None),
+    ("GET", "/images/{id}/file", None),
+]
+
+BAD_IDS = st.one_of(
+    st.sampled_from([0, -1, MAX_ID + 1, 2**64, -(2**63) - 1]),
+    st.integers(min_value=MAX_ID + 1, max_value=2**200),
+    st.integers(max_value=0, min_value=-(2**200)),
+    st.integers(min_value=1000, max_value=MAX_ID),  # in range but no such row
+)
+
+
+def check_ids_never_500(api: Api, sid: int) -> None:
+    """Any id on any route: 404 (no such id) or 422 (not a positive id), never a server error."""
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(route=st.sampled_from(ID_ROUTES), bad=BAD_IDS)
+    def run(route: tuple[str, str, dict[str, Any] | None], bad: int) -> None:
+        method, url, body = route
+        r = api.request(method, url.format(id=bad, sid=sid), json=body)
+        if "arm_id=" in url or "round_id=" in url:  # a filter: an id that does not exist matches nothing
+            assert r.status_code in (200, 404, 422), (method, url, bad, r.status_code, r.text)
+            if r.status_code == 200:
+                assert r.json() == []
+                return
+        else:
+            assert r.status_code in (404, 422), (method, url, bad, r.status_code, r.text)
+        assert r.json()["detail"]
+
+    run()
+    for method, url, body in ID_ROUTES:  # the boundary on every route, not left to chance
+        r = api.request(method, url.format(id=MAX_ID + 1, sid=sid), json=body)
+        assert r.status_code == 404 and "no " in r.json()["detail"], (url, r.status_code, r.text)

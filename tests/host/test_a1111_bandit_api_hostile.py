@@ -1,0 +1,33 @@
+"""Issue 13's hostile client against the bandit API A1111 mounts in `on_app_started` (the v1.10.1 double), over
+A1111's settings rules (its sampler registry, 64–2048 px). The same checks run on the standalone app in
+tests/unit/bandit_tab/test_bandit_api_hostile.py. A round whose arm has settings stored before they were checked
+still generates the other arms' images through A1111's pipeline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import bandit_api_checks as checks
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def api(fake_webui, tmp_path):
+    from modules import initialize
+
+    _demo, app = initialize.boot(str(REPO))
+    b = sys.modules["promptscope_a1111.bandit_tab"]
+    fake_webui.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    yield checks.Api(app)
+    fake_webui.script_callbacks.script_unloaded_callback()
+    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
+        del sys.modules[name]
+
+
+def test_ids_out_of_range_on_any_route_are_404_or_422(api):
+    sid, _arm = checks.seed_session(api, {"steps": 2})
+    checks.check_ids_never_500(api, sid)

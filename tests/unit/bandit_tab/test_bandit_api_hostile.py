@@ -1,0 +1,29 @@
+"""Issue 13's hostile client against the standalone app's bandit API (the routes the app mounts on its FastAPI app
+through the tab's app hooks, over the toy host's settings rules). The same checks run on the A1111 double in
+tests/host/test_a1111_bandit_api_hostile.py."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from fastapi import FastAPI
+
+from lib_ext.app import panel_bandit
+from lib_ext.app.panels import TabContext
+from tests import bandit_api_checks as checks
+
+
+@pytest.fixture
+def api(host, tmp_path):
+    hooks: list = []
+    with gr.Blocks():
+        panel_bandit.build(TabContext(host=host, data_dir=tmp_path / "bandit", app_hooks=hooks))
+    app = FastAPI()
+    for hook in hooks:
+        hook(None, app)
+    return checks.Api(app)
+
+
+def test_ids_out_of_range_on_any_route_are_404_or_422(api):
+    sid, _arm = checks.seed_session(api, {"steps": 2})
+    checks.check_ids_never_500(api, sid)
