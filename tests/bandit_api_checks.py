@@ -89,3 +89,37 @@ def check_ids_never_500(api: Api, sid: int) -> None:
     for method, url, body in ID_ROUTES:  # the boundary on every route, not left to chance
         r = api.request(method, url.format(id=MAX_ID + 1, sid=sid), json=body)
         assert r.status_code == 404 and "no " in r.json()["detail"], (url, r.status_code, r.text)
+
+
+def check_bodies_are_strict(api: Api, sid: int, arm: int) -> None:
+    """pydantic's lax coercions ("yes" → true, 5 → "5", "8" → 8, a list of pairs → an object) are 422s."""
+    image = 10**9  # the body is checked before the id is looked up
+    cases = [
+        ("POST", "/sessions", {"name": 5}),
+        ("POST", "/sessions", {"name": "x", "shared_seeds": "yes"}),
+        ("POST", "/sessions", {"name": "x", "shared_seeds": 1}),
+        ("POST", "/sessions", {"name": "x", "round_size": "8"}),
+        ("POST", "/sessions", {"name": "x", "round_size": 8.0}),
+        ("POST", "/sessions", {"name": "x", "half_life_hours": True}),
+        ("POST", "/sessions", {"name": "x", "half_life_hours": "2"}),
+        ("POST", "/sessions", {"name": "x", "p_best_threshold": "0.9"}),
+        ("POST", "/sessions", {"name": "x", "stop_rule": 1}),
+        ("POST", "/sessions", {"name": "x", "settings": [["steps", 20]]}),
+        ("POST", f"/sessions/{sid}/arms", {"prompt": 123}),
+        ("POST", f"/sessions/{sid}/arms", {"prompt": "x", "negative": False}),
+        ("POST", f"/sessions/{sid}/arms", {"prompt": "x", "label": 7}),
+        ("PATCH", f"/arms/{arm}", {"retired": "yes"}),
+        ("PATCH", f"/arms/{arm}", {"retired": 0}),
+        ("PATCH", f"/arms/{arm}", {"label": 3}),
+        ("PATCH", f"/arms/{arm}", {"prompt": ["a", "b"]}),
+        ("POST", f"/images/{image}/rating", {"rating": "like", "client": 7}),
+        ("POST", f"/sessions/{sid}/undo", {"client": 7}),
+        ("POST", "/rounds/1/mark-rest", {"client": True}),
+    ]
+    for method, url, body in cases:
+        r = api.request(method, url, json=body)
+        assert r.status_code == 422, (method, url, body, r.status_code, r.text)
+    # a JSON integer is a number: half_life_hours 2 means 2.0
+    r = api.request("POST", "/sessions", json={"name": "ints", "half_life_hours": 2, "p_best_threshold": 0.9})
+    assert r.status_code == 201 and r.json()["options"]["half_life_hours"] == 2, r.text
+    assert api.request("PATCH", f"/arms/{arm}", json={"label": "still strict"}).status_code == 200

@@ -27,3 +27,7 @@ def api(host, tmp_path):
 def test_ids_out_of_range_on_any_route_are_404_or_422(api):
     sid, _arm = checks.seed_session(api, {"steps": 2})
     checks.check_ids_never_500(api, sid)
+
+
+def test_request_bodies_are_strict(api):
+    checks.check_bodies_are_strict(api, *checks.seed_session(api, {"steps": 2}))
