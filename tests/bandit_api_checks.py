@@ -123,3 +123,18 @@ def check_bodies_are_strict(api: Api, sid: int, arm: int) -> None:
     r = api.request("POST", "/sessions", json={"name": "ints", "half_life_hours": 2, "p_best_threshold": 0.9})
     assert r.status_code == 201 and r.json()["options"]["half_life_hours"] == 2, r.text
     assert api.request("PATCH", f"/arms/{arm}", json={"label": "still strict"}).status_code == 200
+
+
+def check_patching_a_retired_arm_keeps_it_retired(api: Api, sid: int) -> None:
+    """Editing a retired arm makes a new version that stays retired; `"retired": false` restores it."""
+    arm = api.request("POST", f"/sessions/{sid}/arms", json={"prompt": "a dog"}).json()["id"]
+    assert api.request("PATCH", f"/arms/{arm}", json={"retired": True}).json()["retired"] is True
+    r = api.request("PATCH", f"/arms/{arm}", json={"prompt": "a black dog"})
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert new["id"] != arm and new["parent_id"] == arm and new["prompt"] == "a black dog" and new["retired"] is True
+    active = api.request("GET", f"/sessions/{sid}/arms?include_retired=false").json()
+    assert new["id"] not in [a["id"] for a in active] and arm not in [a["id"] for a in active]
+    r = api.request("PATCH", f"/arms/{new['id']}", json={"prompt": "a white dog", "retired": False})
+    assert r.status_code == 200 and r.json()["retired"] is False and r.json()["prompt"] == "a white dog", r.text
+    assert r.json()["id"] in [a["id"] for a in api.request("GET", f"/sessions/{sid}/arms").json() if not a["retired"]]

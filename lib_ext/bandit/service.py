@@ -304,7 +304,8 @@ class BanditService:
     ) -> dict[str, Any]:
         """Edit an arm. A label change is in place; a change of what gets generated (prompt, negative,
         settings) makes a new arm version (the old one is retired, its images and ratings stay with it, since
-        they measured the old prompt). Returns the current version."""
+        they measured the old prompt); the new version of a retired arm stays retired until restored
+        (`retire_arm(id, False)`). Returns the current version."""
         old = self.get_arm(arm_id)
         new_prompt = old["prompt"] if prompt is None else _text(prompt, "prompt", allow_empty=False)
         new_negative = old["negative"] if negative is None else _text(negative, "negative prompt")

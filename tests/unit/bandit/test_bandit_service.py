@@ -357,3 +357,15 @@ def test_ids_beyond_sqlite_range_are_not_found(svc, call, big):
     sid = svc.create_session("s")["id"]
     with pytest.raises(NotFoundError, match="no .* with id"):
         call(svc, sid, big)
+
+
+def test_editing_a_retired_arm_keeps_it_retired(svc):
+    sid = svc.create_session("s")["id"]
+    keep = svc.add_arm(sid, "kept")["id"]
+    arm = svc.retire_arm(svc.add_arm(sid, "a cat")["id"])
+    new = svc.edit_arm(arm["id"], prompt="a black cat")
+    assert new["id"] != arm["id"] and new["parent_id"] == arm["id"] and new["retired"]
+    assert [a["id"] for a in svc.list_arms(sid, include_retired=False)] == [keep]
+    assert {j.arm_id for j in svc.plan_round(sid, k=4)} == {keep}
+    back = svc.retire_arm(new["id"], False)
+    assert not back["retired"] and back["prompt"] == "a black cat"

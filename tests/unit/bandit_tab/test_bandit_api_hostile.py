@@ -31,3 +31,8 @@ def test_ids_out_of_range_on_any_route_are_404_or_422(api):
 
 def test_request_bodies_are_strict(api):
     checks.check_bodies_are_strict(api, *checks.seed_session(api, {"steps": 2}))
+
+
+def test_patching_a_retired_arm_keeps_it_retired(api):
+    sid, _arm = checks.seed_session(api, {"steps": 2})
+    checks.check_patching_a_retired_arm_keeps_it_retired(api, sid)
