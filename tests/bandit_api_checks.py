@@ -125,6 +125,37 @@ def check_bodies_are_strict(api: Api, sid: int, arm: int) -> None:
     assert api.request("PATCH", f"/arms/{arm}", json={"label": "still strict"}).status_code == 200
 
 
+def check_settings_are_validated(api: Api, sid: int, arm: int, good: dict[str, Any], host_bad: list[dict]) -> None:
+    """Bad generation settings on POST session / POST arm / PATCH arm: 422 naming the key; nothing is stored.
+    `good`: settings this host can use; `host_bad`: settings valid elsewhere that this host cannot use."""
+    bad_settings = [
+        ({"steps": -5}, "'steps' must be an integer"),
+        ({"steps": "many"}, "'steps' must be an integer"),
+        ({"cfg_scale": True}, "'cfg_scale' must be a number"),
+        ({"step": 20}, "unknown setting 'step'"),
+        ({"seed": 1}, "the bandit chooses the seeds"),
+        ({"heatmaps": {"colour": "red"}}, "unknown key(s) ['colour']"),
+        *[(s, repr(next(iter(s)))) for s in host_bad],
+    ]
+    before_sessions = api.request("GET", "/sessions").json()
+    before_arms = api.request("GET", f"/sessions/{sid}/arms").json()
+    for settings_, words in bad_settings:
+        for method, url, body in (
+            ("POST", "/sessions", {"name": "bad", "settings": settings_}),
+            ("POST", f"/sessions/{sid}/arms", {"prompt": "bad", "settings": settings_}),
+            ("PATCH", f"/arms/{arm}", {"settings": settings_}),
+        ):
+            r = api.request(method, url, json=body)
+            assert r.status_code == 422, (method, url, body, r.status_code, r.text)
+            assert words in r.json()["detail"], (words, r.json()["detail"])
+    assert api.request("GET", "/sessions").json() == before_sessions
+    assert api.request("GET", f"/sessions/{sid}/arms").json() == before_arms
+    r = api.request("POST", "/sessions", json={"name": "good", "settings": good})
+    assert r.status_code == 201 and r.json()["settings"] == good, r.text
+    r = api.request("PATCH", f"/arms/{arm}", json={"settings": good})
+    assert r.status_code == 200 and r.json()["settings"] == good and not r.json()["retired"], r.text
+
+
 def check_patching_a_retired_arm_keeps_it_retired(api: Api, sid: int) -> None:
     """Editing a retired arm makes a new version that stays retired; `"retired": false` restores it."""
     arm = api.request("POST", f"/sessions/{sid}/arms", json={"prompt": "a dog"}).json()["id"]

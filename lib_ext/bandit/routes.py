@@ -5,8 +5,9 @@ Mounted by A1111 in `on_app_started(demo, app)` and by the standalone app on its
 pydantic 2 (Forge); unknown fields are rejected and types are strict (pydantic's lax mode would read "yes" as true
 and 5 as "5": a client bug should be a 422, not a guess); an integer is accepted where a number is expected.
 Errors are clear 4xx: 404 for an id that does not exist (any id beyond SQLite's range included), 422 for a bad
-value (the service's message), 503 when the store cannot be used (corrupt file: the message says where the backup
-went). Image files are served only from inside the data folder or the host's output folders.
+value (the service's message; generation settings are checked against what the host can use), 503 when the store
+cannot be used (corrupt file: the message says where the backup went). Image files are served only from inside
+the data folder or the host's output folders.
 
 No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time.
 """

@@ -38,6 +38,7 @@ from .posterior import (
     stopping_status,
     summarize,
 )
+from .settings import A1111_RULES, SettingsRules, check_settings
 from .store import RATING_VALUES, NotFoundError, Store, sha256_file
 from .templates import SlotModel, parse_template
 
@@ -169,7 +170,8 @@ def _text(value: Any, what: str, allow_empty: bool = True, max_len: int = MAX_TE
     return value
 
 
-def _settings(value: Any, what: str = "settings") -> dict[str, Any]:
+def _settings(value: Any, rules: SettingsRules, what: str = "session settings") -> dict[str, Any]:
+    """Generation settings as stored (a JSON object), each key checked against what the host can use."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -180,6 +182,10 @@ def _settings(value: Any, what: str = "settings") -> dict[str, Any]:
         raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
     if len(encoded) > MAX_TEXT:
         raise ValueError(f"{what} is too large")
+    try:
+        check_settings(value, rules)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
     return json.loads(encoded)
 
 
@@ -218,11 +224,14 @@ class BanditService:
         seed: int | None = None,
         store: Store | None = None,
         synchronous: str = "FULL",
+        settings_rules: SettingsRules = A1111_RULES,
     ):
         """`data_dir`: the store folder. `seed`: of the planner's random generator (None: fresh entropy).
         `synchronous`: "FULL" (default; a returned rating survives kill -9 and power loss, one fsync ≈ 5 ms) or
-        "NORMAL" (survives kill -9, not power loss; ≈ 0.05 ms)."""
+        "NORMAL" (survives kill -9, not power loss; ≈ 0.05 ms). `settings_rules`: the generation settings the
+        host can use (sessions' and arms' settings are checked against them)."""
         self.store = store or Store(data_dir, clock=clock, synchronous=synchronous)
+        self.settings_rules = settings_rules
         self.clock = clock
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
@@ -241,7 +250,7 @@ class BanditService:
         """`settings`: generation settings shared by the session's arms (steps, cfg, sampler, size, …);
         `options`: see DEFAULT_OPTIONS."""
         name = _text(name, "session name", allow_empty=False, max_len=200).strip()
-        sid = self.store.create_session(name, _settings(settings), _options(options, {}))
+        sid = self.store.create_session(name, _settings(settings, self.settings_rules), _options(options, {}))
         return self.get_session(sid)
 
     def get_session(self, session_id: int) -> dict[str, Any]:
@@ -263,7 +272,7 @@ class BanditService:
         self.store.update_session(
             s["id"],
             name=None if name is None else _text(name, "session name", allow_empty=False, max_len=200).strip(),
-            settings=None if settings is None else _settings(settings),
+            settings=None if settings is None else _settings(settings, self.settings_rules),
             options=_options(options, s["options"]) if options else None,
         )
         return self.get_session(s["id"])
@@ -282,7 +291,7 @@ class BanditService:
         prompt = _text(prompt, "prompt", allow_empty=False)
         template = parse_template(prompt)  # raises a clear ValueError on bad slot syntax
         arm_id = self.store.add_arm(
-            sid, prompt, _text(negative, "negative prompt"), _settings(settings, "arm settings"),
+            sid, prompt, _text(negative, "negative prompt"), _settings(settings, self.settings_rules, "arm settings"),
             _text(label, "label", max_len=200), is_template=bool(template.slots),
         )  # fmt: skip
         return self.get_arm(arm_id)
@@ -309,7 +318,7 @@ class BanditService:
         old = self.get_arm(arm_id)
         new_prompt = old["prompt"] if prompt is None else _text(prompt, "prompt", allow_empty=False)
         new_negative = old["negative"] if negative is None else _text(negative, "negative prompt")
-        new_settings = old["settings"] if settings is None else _settings(settings, "arm settings")
+        new_settings = old["settings"] if settings is None else _settings(settings, self.settings_rules, "arm settings")
         new_label = old["label"] if label is None else _text(label, "label", max_len=200)
         if (new_prompt, new_negative, new_settings) == (old["prompt"], old["negative"], old["settings"]):
             if new_label != old["label"]:

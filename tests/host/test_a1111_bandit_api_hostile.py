@@ -37,6 +37,13 @@ def test_request_bodies_are_strict(api):
     checks.check_bodies_are_strict(api, *checks.seed_session(api, {"steps": 2}))
 
 
+def test_generation_settings_are_validated_for_a1111(api):
+    sid, arm = checks.seed_session(api, {"steps": 2})
+    good = {"steps": 3, "cfg_scale": 5.5, "width": 64, "height": 128, "sampler_name": "Euler", "scheduler": "Karras"}
+    host_bad = [{"width": 32}, {"sampler_name": "Euler (toy)"}, {"height": 100}, {"denoising_strength": -1}]
+    checks.check_settings_are_validated(api, sid, arm, good, host_bad)
+
+
 def test_patching_a_retired_arm_keeps_it_retired(api):
     sid, _arm = checks.seed_session(api, {"steps": 2})
     checks.check_patching_a_retired_arm_keeps_it_retired(api, sid)

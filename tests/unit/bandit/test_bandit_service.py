@@ -359,6 +359,59 @@ def test_ids_beyond_sqlite_range_are_not_found(svc, call, big):
         call(svc, sid, big)
 
 
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"steps": -5}, "'steps' must be an integer from 1 to 150, got -5"),
+        ({"steps": "many"}, "'steps' must be an integer"),
+        ({"steps": 20.0}, "'steps' must be an integer"),
+        ({"steps": True}, "'steps' must be an integer"),
+        ({"cfg_scale": "7"}, "'cfg_scale' must be a number from 1 to 30"),
+        ({"cfg_scale": 0}, "'cfg_scale' must be a number"),
+        ({"width": 100}, "'width' must be a multiple of 8 from 64 to 2048"),
+        ({"height": 4096}, "'height' must be a multiple of 8"),
+        ({"sampler_name": ""}, "'sampler_name' must be a non-empty name"),
+        ({"denoising_strength": 2}, "'denoising_strength'"),
+        ({"batch_size": 0}, "'batch_size'"),
+        ({"script_args": ["x"]}, "'script_args'"),
+        ({"step": 20}, "unknown setting 'step'; this host uses: steps, cfg_scale"),
+        ({"seed": 5}, "the bandit chooses the seeds"),
+        ({"heatmaps": "yes"}, "'heatmaps' must be true, false or an object"),
+        ({"heatmaps": {"mode": "sideways"}}, "setting 'heatmaps'"),
+        ({"semantic_guidance": {"mode": "loud"}}, "setting 'semantic_guidance'"),
+        ({"semantic_guidance": 1}, "'semantic_guidance' must be an object"),
+    ],
+)
+def test_generation_settings_are_checked_wherever_they_are_given(svc, settings, match):
+    sid = svc.create_session("ok", {"steps": 20})["id"]
+    arm = svc.add_arm(sid, "p", settings={"cfg_scale": 5})["id"]
+    for call in (
+        lambda: svc.create_session("x", settings),
+        lambda: svc.update_session(sid, settings=settings),
+        lambda: svc.add_arm(sid, "q", settings=settings),
+        lambda: svc.edit_arm(arm, settings=settings),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert len(svc.list_sessions()) == 1 and len(svc.list_arms(sid)) == 1
+    assert svc.get_session(sid)["settings"] == {"steps": 20} and svc.get_arm(arm)["settings"] == {"cfg_scale": 5}
+
+
+def test_host_rules_narrow_the_settings(tmp_path):
+    from lib_ext.bandit.settings import BASE_KEYS, SettingsRules
+
+    rules = SettingsRules(keys=BASE_KEYS, size=(32, 32, 1), samplers=lambda: ("Euler", "DDIM"))
+    with BanditService(tmp_path / "db", settings_rules=rules) as s:
+        ok = s.create_session("toy", {"steps": 2, "width": 32, "height": 32, "sampler_name": "DDIM", "cfg_scale": 1})
+        assert ok["settings"]["sampler_name"] == "DDIM"
+        with pytest.raises(ValueError, match="'width' must be 32"):
+            s.create_session("x", {"width": 64})
+        with pytest.raises(ValueError, match="unknown name 'Heun'; choose one of Euler, DDIM"):
+            s.add_arm(ok["id"], "p", settings={"sampler_name": "Heun"})
+        with pytest.raises(ValueError, match="unknown setting 'scheduler'"):  # A1111's, not this host's
+            s.add_arm(ok["id"], "p", settings={"scheduler": "Karras"})
+
+
 def test_editing_a_retired_arm_keeps_it_retired(svc):
     sid = svc.create_session("s")["id"]
     keep = svc.add_arm(sid, "kept")["id"]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from lib_ext.app import panel_bandit
 from lib_ext.app.panels import TabContext
+from lib_ext.toyworld.host import SAMPLER_NAMES
 from tests import bandit_api_checks as checks
 
 
@@ -31,6 +32,13 @@ def test_ids_out_of_range_on_any_route_are_404_or_422(api):
 
 def test_request_bodies_are_strict(api):
     checks.check_bodies_are_strict(api, *checks.seed_session(api, {"steps": 2}))
+
+
+def test_generation_settings_are_validated_for_the_toy_host(api):
+    sid, arm = checks.seed_session(api, {"steps": 2})
+    good = {"steps": 3, "cfg_scale": 5, "width": 32, "height": 32, "sampler_name": SAMPLER_NAMES[-1]}
+    host_bad = [{"width": 64}, {"sampler_name": "Euler a (A1111)"}, {"scheduler": "Karras"}, {"batch_size": 2}]
+    checks.check_settings_are_validated(api, sid, arm, good, host_bad)
 
 
 def test_patching_a_retired_arm_keeps_it_retired(api):

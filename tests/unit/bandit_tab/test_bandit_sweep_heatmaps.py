@@ -85,14 +85,10 @@ def test_heatmaps_are_off_by_default_and_the_gallery_stays_hidden(host, tmp_path
     assert tab.attachments_view("")["visible"] is False
 
 
-def test_a_bad_heatmap_setting_is_reported_and_nothing_is_generated(host, tmp_path):
+def test_a_bad_heatmap_setting_is_refused(host, tmp_path):
     _blocks, tab = build(host, tmp_path / "bandit")
-    value = tab.create_session("bad", '{"steps": 2, "heatmaps": {"colour": "red"}}', None, None, 0, 2, False)
-    value = value[0]["value"]
-    tab.add_arm(value, "a red circle", "", "", "")
-    out = tab.run_round(value, 2, None, False)
-    assert "unknown key(s) ['colour']" in html.unescape(out[-1])
-    assert tab.svc.images(1) == []
+    out = tab.create_session("bad", '{"steps": 2, "heatmaps": {"colour": "red"}}', None, None, 0, 2, False)
+    assert "unknown key(s) ['colour']" in html.unescape(out[-1]) and tab.svc.list_sessions() == []
 
 
 def test_heatmap_setting_forms():
