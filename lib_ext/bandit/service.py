@@ -13,6 +13,7 @@ options with a logistic slot model. Only current like/dislike ratings are observ
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -42,6 +43,7 @@ from .settings import A1111_RULES, SettingsRules, check_settings
 from .store import RATING_VALUES, NotFoundError, Store, sha256_file
 from .templates import SlotModel, parse_template
 
+log = logging.getLogger("promptscope")
 MAX_ROUND = 256
 MAX_TEXT = 20_000
 PRIORS = ("empirical", "uniform")
@@ -455,9 +457,14 @@ class BanditService:
         """Plan a round, generate it through the host's callback, record what came back.
 
         An interrupted generation may return fewer results; those are recorded, the rest is reported missing.
+        One arm never blocks the others: an arm whose settings the host cannot use (stored before they were
+        checked) is not generated, and if generation fails the round is run again arm by arm; the arms that
+        failed are reported under "failed" ({arm_id, jobs, error}) and the others' images recorded.
         """
         jobs = self.plan_round(session_id, k, mode, shared_seeds)
-        results = list(generate(jobs))
+        failed: dict[int, str] = {}
+        runnable = self._runnable(jobs, failed)
+        results = self._generate(generate, runnable, failed)
         planned = {j.index: j for j in jobs}
         images, done = [], set()
         for n, res in enumerate(results, 1):
@@ -472,8 +479,49 @@ class BanditService:
         return {
             "round": self.store.get_round(jobs[0].round_id),
             "images": images,
-            "missing": [j.index for j in jobs if j.index not in done],
+            "missing": [j.index for j in jobs if j.index not in done and j.arm_id not in failed],
+            "failed": [
+                {"arm_id": arm, "jobs": [j.index for j in jobs if j.arm_id == arm], "error": error}
+                for arm, error in failed.items()
+            ],
         }
+
+    def _runnable(self, jobs: list[Job], failed: dict[int, str]) -> list[Job]:
+        """The jobs whose merged settings the host can use; the others' arms go into `failed` with the reason.
+        Unknown keys are ignored here (the hosts ignore them; only new settings are refused for them)."""
+        for job in jobs:
+            if job.arm_id not in failed:
+                try:
+                    check_settings(job.settings, self.settings_rules, ignore_unknown=True)
+                except ValueError as exc:
+                    failed[job.arm_id] = f"arm {job.arm_id}'s settings (with the session's): {exc}; edit the arm"
+        return [j for j in jobs if j.arm_id not in failed]
+
+    @staticmethod
+    def _generate(
+        generate: Callable[[list[Job]], Sequence[ImageResult]], jobs: list[Job], failed: dict[int, str]
+    ) -> list[Any]:
+        """`generate(jobs)`; if it raises, arm by arm (in planned order), so one arm's failure (recorded in
+        `failed`) costs only its own images. A short result (interrupted) stops the arm-by-arm run."""
+        arms = list(dict.fromkeys(j.arm_id for j in jobs))
+        if len(arms) > 1:
+            try:
+                return list(generate(jobs))
+            except Exception:
+                log.warning("PromptScope: a seed-bandit round failed; generating it arm by arm", exc_info=True)
+        results: list[Any] = []
+        for arm in arms:
+            group = [j for j in jobs if j.arm_id == arm]
+            try:
+                got = list(generate(group))
+            except Exception as exc:
+                log.warning("PromptScope: seed-bandit arm %s failed", arm, exc_info=True)
+                failed[arm] = f"generating arm {arm} failed: {type(exc).__name__}: {exc}"
+                continue
+            results += got
+            if len(got) < len(group):
+                break
+        return sorted(results, key=lambda r: getattr(getattr(r, "job", None), "index", -1))
 
     # ---- ratings -------------------------------------------------------------------------------------------------
     def rate(self, image_id: int, value: str, client: str | None = None) -> dict[str, Any]:

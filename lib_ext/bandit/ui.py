@@ -482,9 +482,15 @@ class BanditTab:
             n_img, missing = len(result["images"]), len(result["missing"])
             note = f" ({missing} not generated: interrupted)" if missing else ""
             first = result["images"][0]["id"] - 1 if result["images"] else None
+            status = _msg(
+                f"Round {result['round']['number']}: {n_img} image(s){note}. Rate: L like, D dislike, S skip."
+            )
+            failures = "".join(
+                "<br>" + _err(f"{len(f['jobs'])} image(s) not generated: {f['error']}") for f in result["failed"]
+            )
             return [
                 *self.current_view(sid, rid, first), str(rid), self.round_gallery(sid, rid), *self.stats_view(sid),
-                _msg(f"Round {result['round']['number']}: {n_img} image(s){note}. Rate: L like, D dislike, S skip."),
+                status + failures,
             ]  # fmt: skip
         except (ValueError, StoreError) as exc:
             return [gr.update()] * (n - 1) + [_err(str(exc))]

@@ -5,6 +5,7 @@ still generates the other arms' images through A1111's pipeline."""
 
 from __future__ import annotations
 
+import html
 import sys
 from pathlib import Path
 
@@ -47,3 +48,23 @@ def test_generation_settings_are_validated_for_a1111(api):
 def test_patching_a_retired_arm_keeps_it_retired(api):
     sid, _arm = checks.seed_session(api, {"steps": 2})
     checks.check_patching_a_retired_arm_keeps_it_retired(api, sid)
+
+
+def test_a_stored_bad_arm_fails_alone_in_an_a1111_round(api, sd_model):
+    b = sys.modules["promptscope_a1111.bandit_tab"]
+    tab = b.current_tab
+    uniform = "uniform sweep (like an X/Y/Z grid)"  # every arm in every round
+    value = tab.create_session("a1111", '{"steps": 2, "width": 64, "height": 64}', uniform, None, 0, 4, False)
+    value = value[0]["value"]
+    tab.add_arm(value, "a cat", "", "", "")
+    tab.add_arm(value, "a dog", "", "", "")
+    svc = b.provider()
+    # settings written before they were checked: A1111 would fail every job of this arm ("bad sampler name")
+    svc.store.conn.execute("UPDATE arms SET settings = ? WHERE id = 2", ('{"sampler_name": "Nope"}',))
+    from modules import call_queue
+
+    with call_queue.queue_lock:
+        out = tab.run_round(value, 4, None, False)
+    status = html.unescape(out[-1])
+    assert "Round 1: 2 image(s)" in status and "arm 2's settings" in status and "'Nope'" in status, status
+    assert [im["arm_id"] for im in svc.images(1)] == [1, 1]

@@ -274,8 +274,9 @@ def test_generator_from_host_adapts_the_seam(svc, tmp_path):
     assert [r.prompt for r in seen] == ["a cat"] * 3 and seen[0].negative_prompt == "ugly"
     assert seen[0].settings == {"steps": 12, "cfg_scale": 4} and seen[0].infotext["PromptScope arm"]
     assert len(res["images"]) == 2 and res["missing"] == [2]
-    with pytest.raises(ValueError, match="save="):
-        svc.run_round(sess["id"], generator_from_host(run_jobs, Request), k=1)
+    # a generator that cannot store the image fails the arm: the round reports it (one bad arm blocks no other)
+    res = svc.run_round(sess["id"], generator_from_host(run_jobs, Request), k=1)
+    assert res["images"] == [] and res["failed"][0]["arm_id"] == 1 and "save=" in res["failed"][0]["error"]
 
 
 def test_threads_rating_at_once_lose_nothing(svc, tmp_path):
@@ -410,6 +411,66 @@ def test_host_rules_narrow_the_settings(tmp_path):
             s.add_arm(ok["id"], "p", settings={"sampler_name": "Heun"})
         with pytest.raises(ValueError, match="unknown setting 'scheduler'"):  # A1111's, not this host's
             s.add_arm(ok["id"], "p", settings={"scheduler": "Karras"})
+
+
+def test_an_arm_with_stored_bad_settings_fails_alone(svc, tmp_path):
+    sid = svc.create_session("s", {"steps": 4}, mode="uniform")["id"]
+    good = svc.add_arm(sid, "good")["id"]
+    bad = svc.add_arm(sid, "bad")["id"]
+    junk = svc.add_arm(sid, "junk")["id"]
+    # as written by a version before settings were checked: an unusable value, and a key the hosts ignore
+    svc.store.conn.execute("UPDATE arms SET settings = ? WHERE id = ?", ('{"steps": -5}', bad))
+    svc.store.conn.execute("UPDATE arms SET settings = ? WHERE id = ?", ('{"colour": "red"}', junk))
+    seen = []
+
+    def generate(jobs):
+        seen.extend(jobs)
+        return fake_generator(tmp_path / "out")(jobs)
+
+    res = svc.run_round(sid, generate, k=6)
+    assert {j.arm_id for j in seen} == {good, junk}
+    assert {im["arm_id"] for im in res["images"]} == {good, junk} and len(res["images"]) == 4
+    assert res["missing"] == []
+    (failed,) = res["failed"]
+    assert failed["arm_id"] == bad and len(failed["jobs"]) == 2
+    assert "arm 2's settings" in failed["error"] and "'steps' must be an integer from 1 to 150" in failed["error"]
+
+
+def test_an_arm_whose_generation_raises_fails_alone(svc, tmp_path):
+    sid = svc.create_session("s", mode="uniform")["id"]
+    arms = [svc.add_arm(sid, p)["id"] for p in ("one", "two", "three")]
+    calls = []
+
+    def generate(jobs):
+        calls.append([j.arm_id for j in jobs])
+        if any(j.prompt == "two" for j in jobs):
+            raise RuntimeError("the host cannot draw two")
+        return fake_generator(tmp_path / "out")(jobs)
+
+    res = svc.run_round(sid, generate, k=6)
+    assert len(calls) == 4  # the whole round, then arm by arm
+    assert [im["arm_id"] for im in res["images"]] == [j for j in calls[0] if j != arms[1]]  # planned order kept
+    assert res["failed"] == [
+        {"arm_id": arms[1], "jobs": [i for i, a in enumerate(calls[0]) if a == arms[1]],
+         "error": "generating arm 2 failed: RuntimeError: the host cannot draw two"}
+    ]  # fmt: skip
+    assert res["missing"] == []
+
+
+def test_interrupted_while_generating_arm_by_arm_stops(svc, tmp_path):
+    sid = svc.create_session("s", mode="uniform")["id"]
+    for p in ("one", "two", "three"):
+        svc.add_arm(sid, p)
+    calls = []
+
+    def generate(jobs):
+        calls.append(jobs)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return fake_generator(tmp_path / "out", limit=1)(jobs)  # interrupted after one image
+
+    res = svc.run_round(sid, generate, k=6)
+    assert len(calls) == 2 and len(res["images"]) == 1 and len(res["missing"]) == 5 and res["failed"] == []
 
 
 def test_editing_a_retired_arm_keeps_it_retired(svc):

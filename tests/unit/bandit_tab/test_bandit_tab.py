@@ -297,5 +297,5 @@ def test_a_failing_generator_is_reported_and_nothing_is_recorded(tab):
 
     tab.generate_fn = broken
     out = tab.run_round(value, 2, None, False)
-    assert "generation failed: RuntimeError: CUDA out of memory" in out[-1]
+    assert "failed: RuntimeError: CUDA out of memory" in out[-1] and "ps-error" in out[-1]
     assert tab.svc.images(1) == []
