@@ -69,11 +69,13 @@ def data_dir() -> Path:
     return check_data_dir(_webui_path(value) if value else default_data_dir())
 
 
-def sampler_names() -> list[str]:
-    """The names A1111's `create_sampler` accepts (its registry, extensions' samplers included)."""
+def sampler_names() -> list[str] | None:
+    """The names A1111's `create_sampler` accepts (its registry, extensions' samplers included); None (any name)
+    on a WebUI without that registry."""
     from modules import sd_samplers
 
-    return list(sd_samplers.all_samplers_map)
+    registry = getattr(sd_samplers, "all_samplers_map", None)
+    return None if registry is None else list(registry)
 
 
 # Session/arm settings are checked against what `host.run_jobs` and `with_features` use (A1111's ranges).

@@ -35,14 +35,15 @@ A1111_KEYS = (*BASE_KEYS, "scheduler", "batch_size", "denoising_strength", SCRIP
 @dataclass(frozen=True)
 class SettingsRules:
     """What a host accepts. `samplers`: a function listing the valid sampler names (read at every check:
-    extensions may add samplers), or None to accept any non-empty name. `size`: (min, max, multiple)."""
+    extensions may add samplers; it may return None when the host cannot tell), or None to accept any non-empty
+    name. `size`: (min, max, multiple)."""
 
     keys: tuple[str, ...] = A1111_KEYS
     steps: tuple[int, int] = (1, 150)
     cfg_scale: tuple[float, float] = (1.0, 30.0)
     size: tuple[int, int, int] = (64, 2048, 8)
     batch_size: tuple[int, int] = (1, 8)
-    samplers: Callable[[], Iterable[str]] | None = None
+    samplers: Callable[[], Iterable[str] | None] | None = None
 
 
 A1111_RULES = SettingsRules()
@@ -66,11 +67,12 @@ def _size(key: str, value: Any, rules: SettingsRules) -> None:
         raise ValueError(f"setting {key!r} must be {allowed} (pixels), got {value!r}")
 
 
-def _name(key: str, value: Any, names: Callable[[], Iterable[str]] | None) -> None:
+def _name(key: str, value: Any, names: Callable[[], Iterable[str] | None] | None) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"setting {key!r} must be a non-empty name, got {value!r}")
-    if names is not None:
-        known = list(names())
+    listed = names() if names is not None else None
+    if listed is not None:
+        known = list(listed)
         if value not in known:
             raise ValueError(f"setting {key!r}: unknown name {value!r}; choose one of {', '.join(known)}")
 

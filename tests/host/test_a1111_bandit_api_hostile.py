@@ -68,3 +68,13 @@ def test_a_stored_bad_arm_fails_alone_in_an_a1111_round(api, sd_model):
     status = html.unescape(out[-1])
     assert "Round 1: 2 image(s)" in status and "arm 2's settings" in status and "'Nope'" in status, status
     assert [im["arm_id"] for im in svc.images(1)] == [1, 1]
+
+
+def test_a_webui_without_a_sampler_registry_accepts_any_sampler_name(api, monkeypatch):
+    from modules import sd_samplers
+
+    r = api.request("POST", "/sessions", json={"name": "s", "settings": {"sampler_name": "Forge's own"}})
+    assert r.status_code == 422 and "Euler" in r.json()["detail"]  # the registry's names are offered
+    monkeypatch.delattr(sd_samplers, "all_samplers_map")
+    r = api.request("POST", "/sessions", json={"name": "s", "settings": {"sampler_name": "Forge's own"}})
+    assert r.status_code == 201, r.text

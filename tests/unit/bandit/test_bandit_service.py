@@ -483,3 +483,12 @@ def test_editing_a_retired_arm_keeps_it_retired(svc):
     assert {j.arm_id for j in svc.plan_round(sid, k=4)} == {keep}
     back = svc.retire_arm(new["id"], False)
     assert not back["retired"] and back["prompt"] == "a black cat"
+
+
+def test_a_host_that_cannot_list_its_samplers_accepts_any_name(tmp_path):
+    from lib_ext.bandit.settings import SettingsRules
+
+    with BanditService(tmp_path / "db", settings_rules=SettingsRules(samplers=lambda: None)) as s:
+        assert s.create_session("x", {"sampler_name": "Anything"})["settings"] == {"sampler_name": "Anything"}
+        with pytest.raises(ValueError, match="'sampler_name' must be a non-empty name"):
+            s.create_session("y", {"sampler_name": " "})
