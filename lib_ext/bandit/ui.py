@@ -428,11 +428,12 @@ class BanditTab:
             if old["session_id"] != sid:
                 raise ValueError(f"arm {aid} belongs to another session")
             new = self.svc.edit_arm(aid, prompt, negative, parse_json_object(settings_json, "arm settings"), label)
-            text = (
-                f"Arm {aid} saved."
-                if new["id"] == aid
-                else f"Arm {aid} retired (its ratings measured the old prompt); new version: arm {new['id']}."
-            )
+            if new["id"] == aid:
+                text = f"Arm {aid} saved."
+            elif old["retired"]:  # editing is not restoring: the new version waits, retired, until restored
+                text = f"New version of retired arm {aid}: arm {new['id']}, also retired (restore it to rate it)."
+            else:
+                text = f"Arm {aid} retired (its ratings measured the old prompt); new version: arm {new['id']}."
             return self._after_arm_change(sid, text)
         except (ValueError, StoreError) as exc:
             return [gr.update()] * 8 + [_err(str(exc))]
