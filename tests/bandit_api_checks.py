@@ -169,3 +169,67 @@ def check_patching_a_retired_arm_keeps_it_retired(api: Api, sid: int) -> None:
     r = api.request("PATCH", f"/arms/{new['id']}", json={"prompt": "a white dog", "retired": False})
     assert r.status_code == 200 and r.json()["retired"] is False and r.json()["prompt"] == "a white dog", r.text
     assert r.json()["id"] in [a["id"] for a in api.request("GET", f"/sessions/{sid}/arms").json() if not a["retired"]]
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.sampled_from([10**400, -(10**400), 2**63, 0, 1, -1])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+EXTREMES = [10**400, -(10**400), 2**63, -(2**63) - 1, 1e308, -1e308, 5e-324, "", "x" * 300, [], {}, None, True]
+SETTING_KEYS = ["steps", "cfg_scale", "width", "height", "sampler_name", "scheduler", "batch_size",
+                "denoising_strength", "heatmaps", "semantic_guidance", "script_args", "seed"]  # fmt: skip
+BODY_FIELDS: list[tuple[str, str, list[str]]] = [
+    ("POST", "/sessions", ["name", "mode", "shared_seeds", "half_life_hours", "prior", "round_size", "stop_rule",
+                           "p_best_threshold"]),
+    ("POST", "/sessions/{sid}/arms", ["prompt", "negative", "label"]),
+    ("PATCH", "/arms/{arm}", ["prompt", "negative", "label", "retired"]),
+    ("POST", "/images/1/rating", ["rating", "client"]),
+    ("POST", "/sessions/{sid}/undo", ["client"]),
+    ("POST", "/rounds/1/mark-rest", ["rating", "client"]),
+]  # fmt: skip
+BASE_BODY = {"/sessions": {"name": "n"}, "/sessions/{sid}/arms": {"prompt": "p"}}
+
+
+def check_bodies_never_500(api: Api, sid: int, arm: int) -> None:
+    """Any JSON value in any body field, or as any generation setting: a 2xx or a 4xx, never a server error."""
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(route=st.sampled_from(BODY_FIELDS), data=st.data())
+    def fields(route: tuple[str, str, list[str]], data: st.DataObject) -> None:
+        method, url, names = route
+        name = data.draw(st.sampled_from(names))
+        body = {**BASE_BODY.get(url, {}), name: data.draw(JSON)}
+        r = api.request(method, url.format(sid=sid, arm=arm), json=body)
+        assert r.status_code < 500, (method, url, body, r.status_code, r.text)
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(key=st.sampled_from(SETTING_KEYS), value=JSON, where=st.sampled_from(["session", "arm", "patch"]))
+    def setting(key: str, value: Any, where: str) -> None:
+        method, url, body = {
+            "session": ("POST", "/sessions", {"name": "n"}),
+            "arm": ("POST", f"/sessions/{sid}/arms", {"prompt": "p"}),
+            "patch": ("PATCH", f"/arms/{arm}", {}),
+        }[where]
+        r = api.request(method, url, json={**body, "settings": {key: value}})
+        assert r.status_code < 500, (method, url, key, value, r.status_code, r.text)
+        if r.status_code == 422:
+            assert key in r.json()["detail"] or "settings" in str(r.json()["detail"]), r.text
+
+    fields()
+    setting()
+    for method, url, names in BODY_FIELDS:  # the extremes in every field, not left to chance
+        for name in names:
+            for value in EXTREMES:
+                body = {**BASE_BODY.get(url, {}), name: value}
+                r = api.request(method, url.format(sid=sid, arm=arm), json=body)
+                assert r.status_code < 500, (method, url, body, r.status_code, r.text)
+    for key in SETTING_KEYS:
+        for value in [*EXTREMES, {"alpha": 10**400}, {"cfg_rescale": 10**400}, {"words": [10**400]}]:
+            r = api.request("POST", "/sessions", json={"name": "n", "settings": {key: value}})
+            assert r.status_code < 500, (key, value, r.status_code, r.text)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -47,6 +46,7 @@ log = logging.getLogger("promptscope")
 MAX_ROUND = 256
 MAX_TEXT = 20_000
 PRIORS = ("empirical", "uniform")
+MAX_HALF_LIFE_HOURS = 1e6  # ~114 years: longer is no discount at all (use null)
 DEFAULT_OPTIONS: dict[str, Any] = {
     "mode": "more_good",  # "more_good" (TS) | "find_best" (top-two TS) | "uniform"
     "shared_seeds": False,
@@ -201,8 +201,9 @@ def _options(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(out["shared_seeds"], bool):
         raise ValueError("shared_seeds must be true or false")
     h = out["half_life_hours"]
-    if h is not None and (isinstance(h, bool) or not isinstance(h, int | float) or not (h > 0 and math.isfinite(h))):
-        raise ValueError(f"half_life_hours must be a positive number or null, got {h!r}")
+    # compared, not converted: float() of a huge JSON integer raises OverflowError
+    if h is not None and (isinstance(h, bool) or not isinstance(h, int | float) or not 0 < h <= MAX_HALF_LIFE_HOURS):
+        raise ValueError(f"half_life_hours must be a positive number up to {MAX_HALF_LIFE_HOURS:g} or null, got {h!r}")
     if out["prior"] not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {out['prior']!r}")
     k = out["round_size"]

@@ -20,7 +20,6 @@ The heatmap and guidance checks import their packages (torch) only when those ke
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +54,8 @@ def _int(key: str, value: Any, lo: int, hi: int) -> None:
 
 
 def _number(key: str, value: Any, lo: float, hi: float) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or not lo <= value <= hi:
+    # compared, not converted: float() of a huge JSON integer raises OverflowError; NaN fails the comparison
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise ValueError(f"setting {key!r} must be a number from {lo:g} to {hi:g}, got {value!r}")
 
 
@@ -77,15 +76,21 @@ def _name(key: str, value: Any, names: Callable[[], Iterable[str] | None] | None
             raise ValueError(f"setting {key!r}: unknown name {value!r}; choose one of {', '.join(known)}")
 
 
+# The heatmap and guidance parsers convert with float(): a huge JSON integer raises OverflowError, an odd JSON
+# type TypeError; to the client all of them are a bad value of that setting.
+_BAD_VALUE = (TypeError, ValueError, OverflowError)
+
+
 def _heatmaps(value: Any) -> None:
     from ..heatmaps.controls import settings_from_values, sweep_values
 
-    values = sweep_values(value)  # ValueError names the setting
-    if values is not None:
-        try:
+    try:
+        values = sweep_values(value)
+        if values is not None:
             settings_from_values(values)
-        except ValueError as exc:
-            raise ValueError(f"setting {HEATMAPS_KEY!r}: {exc}") from None
+    except _BAD_VALUE as exc:
+        message = str(exc)
+        raise ValueError(message if HEATMAPS_KEY in message else f"setting {HEATMAPS_KEY!r}: {message}") from None
 
 
 def _guidance(value: Any) -> None:
@@ -95,7 +100,7 @@ def _guidance(value: Any) -> None:
 
     try:
         GuidanceSettings.from_dict(value).validated()
-    except ValueError as exc:
+    except _BAD_VALUE as exc:
         raise ValueError(f"setting {GUIDANCE_KEY!r}: {exc}") from None
 
 

@@ -38,6 +38,10 @@ def test_request_bodies_are_strict(api):
     checks.check_bodies_are_strict(api, *checks.seed_session(api, {"steps": 2}))
 
 
+def test_any_json_in_any_body_field_or_setting_is_never_a_500(api):
+    checks.check_bodies_never_500(api, *checks.seed_session(api, {"steps": 2}))
+
+
 def test_generation_settings_are_validated_for_a1111(api):
     sid, arm = checks.seed_session(api, {"steps": 2})
     good = {"steps": 3, "cfg_scale": 5.5, "width": 64, "height": 128, "sampler_name": "Euler", "scheduler": "Karras"}

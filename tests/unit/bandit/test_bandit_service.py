@@ -141,6 +141,8 @@ def test_drift_discount_and_uniform_prior_options(svc, tmp_path):
         (lambda s, sid: s.create_session(""), "must not be empty"),
         (lambda s, sid: s.create_session("x", mode="greedy"), "mode must be"),
         (lambda s, sid: s.create_session("x", half_life_hours=-1), "half_life_hours"),
+        (lambda s, sid: s.create_session("x", half_life_hours=10**400), "half_life_hours must be a positive number"),
+        (lambda s, sid: s.update_session(sid, half_life_hours=float("inf")), "half_life_hours"),
         (lambda s, sid: s.create_session("x", round_size=0), "round_size"),
         (lambda s, sid: s.create_session("x", colour="red"), "unknown session option"),
         (lambda s, sid: s.create_session("x", {"a": float("nan")}), "JSON"),
@@ -381,6 +383,9 @@ def test_ids_beyond_sqlite_range_are_not_found(svc, call, big):
         ({"heatmaps": {"mode": "sideways"}}, "setting 'heatmaps'"),
         ({"semantic_guidance": {"mode": "loud"}}, "setting 'semantic_guidance'"),
         ({"semantic_guidance": 1}, "'semantic_guidance' must be an object"),
+        ({"cfg_scale": 10**400}, "'cfg_scale' must be a number"),  # huge JSON integers: no OverflowError
+        ({"heatmaps": {"alpha": 10**400}}, "setting 'heatmaps'"),
+        ({"semantic_guidance": {"cfg_rescale": 10**400}}, "setting 'semantic_guidance'"),
     ],
 )
 def test_generation_settings_are_checked_wherever_they_are_given(svc, settings, match):

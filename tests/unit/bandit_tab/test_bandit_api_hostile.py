@@ -34,6 +34,10 @@ def test_request_bodies_are_strict(api):
     checks.check_bodies_are_strict(api, *checks.seed_session(api, {"steps": 2}))
 
 
+def test_any_json_in_any_body_field_or_setting_is_never_a_500(api):
+    checks.check_bodies_never_500(api, *checks.seed_session(api, {"steps": 2}))
+
+
 def test_generation_settings_are_validated_for_the_toy_host(api):
     sid, arm = checks.seed_session(api, {"steps": 2})
     good = {"steps": 3, "cfg_scale": 5, "width": 32, "height": 32, "sampler_name": SAMPLER_NAMES[-1]}
