@@ -20,6 +20,7 @@ import gradio as gr
 from modules import call_queue, paths, shared
 from promptscope_lib_ext.bandit.hosting import ServiceProvider, check_data_dir, host_generator
 from promptscope_lib_ext.bandit.routes import make_router
+from promptscope_lib_ext.bandit.settings import SettingsRules
 from promptscope_lib_ext.bandit.ui import build_bandit_tab
 from promptscope_lib_ext.guidance.feature import uses_guidance
 from promptscope_lib_ext.heatmaps.controls import SWEEP_KEY, sweep_values
@@ -68,7 +69,18 @@ def data_dir() -> Path:
     return check_data_dir(_webui_path(value) if value else default_data_dir())
 
 
-provider = ServiceProvider(data_dir)
+def sampler_names() -> list[str] | None:
+    """The names A1111's `create_sampler` accepts (its registry, extensions' samplers included); None (any name)
+    on a WebUI without that registry."""
+    from modules import sd_samplers
+
+    registry = getattr(sd_samplers, "all_samplers_map", None)
+    return None if registry is None else list(registry)
+
+
+# Session/arm settings are checked against what `host.run_jobs` and `with_features` use (A1111's ranges).
+SETTINGS_RULES = SettingsRules(samplers=sampler_names)
+provider = ServiceProvider(data_dir, settings_rules=SETTINGS_RULES)
 current_tab: Any = None  # the BanditTab of the last built UI (tests and other glue reach its handlers here)
 
 

@@ -8,12 +8,14 @@ from typing import Any
 
 from ..bandit.hosting import HEATMAP_CAPTION, ServiceProvider, host_generator
 from ..bandit.routes import make_router
+from ..bandit.settings import BASE_KEYS, SettingsRules
 from ..bandit.ui import build_bandit_tab
 from ..guidance import GuidanceSettings
 from ..guidance.feature import GuidanceFeature, uses_guidance
 from ..heatmaps.controls import SWEEP_KEY, settings_from_values, sweep_values
 from ..heatmaps.feature import HeatmapFeature, HeatmapSettings
 from ..seam import GenerationRequest
+from ..toyworld.host import IMAGE_SIZE, SAMPLER_NAMES
 from .panels import PanelRegistry, TabContext
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +24,8 @@ ELEM_PREFIX = "ps_bandit"
 GUIDANCE_KEY = "semantic_guidance"  # session/arm setting: GuidanceSettings as a dict (defaults if absent)
 HEATMAPS_KEY = SWEEP_KEY
 HEATMAP_TILE = 128  # px per word tile: the toy model's 32 px images would leave no room for the word
+# Session/arm settings the toy host can use (ToyHost.run_jobs reads steps, cfg_scale, sampler_name, width, height).
+TOY_RULES = SettingsRules(keys=BASE_KEYS, size=(IMAGE_SIZE, IMAGE_SIZE, 1), samplers=lambda: SAMPLER_NAMES)
 
 
 def heatmap_settings(value: Any) -> HeatmapSettings | None:
@@ -78,7 +82,7 @@ def sweep_features(requests) -> list:
 
 def build(ctx: TabContext) -> None:
     data_dir = Path(ctx.data_dir) if getattr(ctx, "data_dir", None) else DEFAULT_DATA_DIR
-    provider = ServiceProvider(data_dir)
+    provider = ServiceProvider(data_dir, settings_rules=TOY_RULES)
     host = ctx.host
 
     def run_jobs(requests, progress=None):

@@ -2,9 +2,12 @@
 
 Mounted by A1111 in `on_app_started(demo, app)` and by the standalone app on its FastAPI app, under
 `/promptscope/v1/bandit`. Request bodies are pydantic models that work on pydantic 1 (A1111: fastapi 0.94) and
-pydantic 2 (Forge); unknown fields are rejected. Errors are clear 4xx: 404 for an id that does not exist, 422 for
-a bad value (the service's message), 503 when the store cannot be used (corrupt file: the message says where the
-backup went). Image files are served only from inside the data folder or the host's output folders.
+pydantic 2 (Forge); unknown fields are rejected and types are strict (pydantic's lax mode would read "yes" as true
+and 5 as "5": a client bug should be a 422, not a guess); an integer is accepted where a number is expected.
+Errors are clear 4xx: 404 for an id that does not exist (any id beyond SQLite's range included), 422 for a bad
+value (the service's message; generation settings are checked against what the host can use), 503 when the store
+cannot be used (corrupt file: the message says where the backup went). Image files are served only from inside
+the data folder or the host's output folders.
 
 No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time.
 """
@@ -16,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 try:
     from typing import Literal
@@ -30,16 +33,33 @@ PREFIX = "/promptscope/v1/bandit"
 PYDANTIC_V2 = hasattr(BaseModel, "model_fields")
 
 if PYDANTIC_V2:
-    from pydantic import ConfigDict
+    from pydantic import ConfigDict, field_validator
 
     class _Body(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
+    def _before(field: str) -> Any:
+        return field_validator(field, mode="before")
+
 else:
+    from pydantic import validator
 
     class _Body(BaseModel):  # type: ignore[no-redef]
         class Config:
             extra = "forbid"
+
+    def _before(field: str) -> Any:
+        return validator(field, pre=True, allow_reuse=True)
+
+
+Number = StrictInt | StrictFloat  # JSON 1 for 1.0, never true or "1"
+
+
+def _json_object(cls: Any, value: Any) -> Any:
+    """Settings must be a JSON object (pydantic 1 would turn a list of pairs into one)."""
+    if value is not None and not isinstance(value, dict):
+        raise ValueError("settings must be a JSON object")
+    return value
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
@@ -50,46 +70,49 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 class SessionIn(_Body):
-    name: str = Field(..., min_length=1, max_length=200)
+    name: StrictStr = Field(..., min_length=1, max_length=200)
     settings: dict[str, Any] | None = None
     mode: Literal["more_good", "find_best", "uniform"] | None = None
-    shared_seeds: bool | None = None
-    half_life_hours: float | None = None
+    shared_seeds: StrictBool | None = None
+    half_life_hours: Number | None = None
     prior: Literal["empirical", "uniform"] | None = None
-    round_size: int | None = None
+    round_size: StrictInt | None = None
     stop_rule: Literal["glr"] | None = None
-    confidence: float | None = None
-    epsilon: float | None = None
-    p_best_threshold: float | None = None  # earlier name of `confidence`
+    confidence: Number | None = None
+    epsilon: Number | None = None
+    p_best_threshold: Number | None = None  # earlier name of `confidence`
+    check_settings_object = _before("settings")(_json_object)
 
 
 class ArmIn(_Body):
-    prompt: str = Field(..., min_length=1)
-    negative: str = ""
+    prompt: StrictStr = Field(..., min_length=1)
+    negative: StrictStr = ""
     settings: dict[str, Any] | None = None
-    label: str = ""
+    label: StrictStr = ""
+    check_settings_object = _before("settings")(_json_object)
 
 
 class ArmPatch(_Body):
-    prompt: str | None = None
-    negative: str | None = None
+    prompt: StrictStr | None = None
+    negative: StrictStr | None = None
     settings: dict[str, Any] | None = None
-    label: str | None = None
-    retired: bool | None = None
+    label: StrictStr | None = None
+    retired: StrictBool | None = None
+    check_settings_object = _before("settings")(_json_object)
 
 
 class RatingIn(_Body):
     rating: Literal["like", "dislike", "skip"]
-    client: str | None = Field(None, max_length=200)
+    client: StrictStr | None = Field(None, max_length=200)
 
 
 class ClientIn(_Body):
-    client: str | None = Field(None, max_length=200)
+    client: StrictStr | None = Field(None, max_length=200)
 
 
 class MarkRestIn(_Body):
     rating: Literal["like", "dislike", "skip"] = "dislike"
-    client: str | None = Field(None, max_length=200)
+    client: StrictStr | None = Field(None, max_length=200)
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -199,9 +222,7 @@ def make_router(
     @router.get("/images/{image_id}/file")
     def image_file(image_id: int) -> FileResponse:
         s = svc()
-        if image_id < 1:
-            raise HTTPException(status_code=422, detail=f"image id must be a positive integer, got {image_id}")
-        img = _call(s.store.get_image, image_id)
+        img = _call(s.get_image, image_id)
         path = Path(img["path"]).resolve()
         roots = [Path(s.store.folder).resolve(), *(Path(r).resolve() for r in allowed_roots())]
         if not _inside(path, roots):

@@ -13,6 +13,7 @@ options with a logistic slot model. Only current like/dislike ratings are observ
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -37,13 +38,16 @@ from .posterior import (
     p_best,
     summarize,
 )
+from .settings import A1111_RULES, SettingsRules, check_settings
 from .store import RATING_VALUES, NotFoundError, Store, sha256_file
 from .templates import SlotModel, parse_template
 from .verdict import DEFAULT_CONFIDENCE, DEFAULT_EPSILON, verdict
 
+log = logging.getLogger("promptscope")
 MAX_ROUND = 256
 MAX_TEXT = 20_000
 PRIORS = ("empirical", "uniform")
+MAX_HALF_LIFE_HOURS = 1e6  # ~114 years: longer is no discount at all (use null)
 DEFAULT_OPTIONS: dict[str, Any] = {
     "mode": "more_good",  # "more_good" (TS) | "find_best" (top-two TS) | "uniform"
     "shared_seeds": False,
@@ -162,9 +166,15 @@ def bandit_ref_from_infotext(params: dict[str, str]) -> dict[str, Any] | None:
 
 
 # ---- validation helpers ----------------------------------------------------------------------------------------
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no row has a larger id (and binding one raises OverflowError)
+
+
 def _id(value: Any, what: str) -> int:
+    """A positive id; ValueError (HTTP 422) if not a positive integer, NotFoundError (404) beyond SQLite's range."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{what} must be a positive integer id, got {value!r}")
+    if value > MAX_ID:
+        raise NotFoundError(f"no {what.removesuffix(' id')} with id {value} (ids are at most {MAX_ID})")
     return int(value)
 
 
@@ -180,7 +190,8 @@ def _text(value: Any, what: str, allow_empty: bool = True, max_len: int = MAX_TE
     return value
 
 
-def _settings(value: Any, what: str = "settings") -> dict[str, Any]:
+def _settings(value: Any, rules: SettingsRules, what: str = "session settings") -> dict[str, Any]:
+    """Generation settings as stored (a JSON object), each key checked against what the host can use."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -191,6 +202,10 @@ def _settings(value: Any, what: str = "settings") -> dict[str, Any]:
         raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
     if len(encoded) > MAX_TEXT:
         raise ValueError(f"{what} is too large")
+    try:
+        check_settings(value, rules)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
     return json.loads(encoded)
 
 
@@ -208,8 +223,9 @@ def _options(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(out["shared_seeds"], bool):
         raise ValueError("shared_seeds must be true or false")
     h = out["half_life_hours"]
-    if h is not None and (isinstance(h, bool) or not isinstance(h, int | float) or not (h > 0 and math.isfinite(h))):
-        raise ValueError(f"half_life_hours must be a positive number or null, got {h!r}")
+    # compared, not converted: float() of a huge JSON integer raises OverflowError
+    if h is not None and (isinstance(h, bool) or not isinstance(h, int | float) or not 0 < h <= MAX_HALF_LIFE_HOURS):
+        raise ValueError(f"half_life_hours must be a positive number up to {MAX_HALF_LIFE_HOURS:g} or null, got {h!r}")
     if out["prior"] not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {out['prior']!r}")
     k = out["round_size"]
@@ -264,11 +280,14 @@ class BanditService:
         seed: int | None = None,
         store: Store | None = None,
         synchronous: str = "FULL",
+        settings_rules: SettingsRules = A1111_RULES,
     ):
         """`data_dir`: the store folder. `seed`: of the planner's random generator (None: fresh entropy).
         `synchronous`: "FULL" (default; a returned rating survives kill -9 and power loss, one fsync ≈ 5 ms) or
-        "NORMAL" (survives kill -9, not power loss; ≈ 0.05 ms)."""
+        "NORMAL" (survives kill -9, not power loss; ≈ 0.05 ms). `settings_rules`: the generation settings the
+        host can use (sessions' and arms' settings are checked against them)."""
         self.store = store or Store(data_dir, clock=clock, synchronous=synchronous)
+        self.settings_rules = settings_rules
         self.clock = clock
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
@@ -287,7 +306,7 @@ class BanditService:
         """`settings`: generation settings shared by the session's arms (steps, cfg, sampler, size, …);
         `options`: see DEFAULT_OPTIONS."""
         name = _text(name, "session name", allow_empty=False, max_len=200).strip()
-        sid = self.store.create_session(name, _settings(settings), _options(options, {}))
+        sid = self.store.create_session(name, _settings(settings, self.settings_rules), _options(options, {}))
         return self.get_session(sid)
 
     def get_session(self, session_id: int) -> dict[str, Any]:
@@ -309,7 +328,7 @@ class BanditService:
         self.store.update_session(
             s["id"],
             name=None if name is None else _text(name, "session name", allow_empty=False, max_len=200).strip(),
-            settings=None if settings is None else _settings(settings),
+            settings=None if settings is None else _settings(settings, self.settings_rules),
             options=_options(options, s["options"]) if options else None,
         )
         return self.get_session(s["id"])
@@ -328,7 +347,7 @@ class BanditService:
         prompt = _text(prompt, "prompt", allow_empty=False)
         template = parse_template(prompt)  # raises a clear ValueError on bad slot syntax
         arm_id = self.store.add_arm(
-            sid, prompt, _text(negative, "negative prompt"), _settings(settings, "arm settings"),
+            sid, prompt, _text(negative, "negative prompt"), _settings(settings, self.settings_rules, "arm settings"),
             _text(label, "label", max_len=200), is_template=bool(template.slots),
         )  # fmt: skip
         return self.get_arm(arm_id)
@@ -350,11 +369,12 @@ class BanditService:
     ) -> dict[str, Any]:
         """Edit an arm. A label change is in place; a change of what gets generated (prompt, negative,
         settings) makes a new arm version (the old one is retired, its images and ratings stay with it, since
-        they measured the old prompt). Returns the current version."""
+        they measured the old prompt); the new version of a retired arm stays retired until restored
+        (`retire_arm(id, False)`). Returns the current version."""
         old = self.get_arm(arm_id)
         new_prompt = old["prompt"] if prompt is None else _text(prompt, "prompt", allow_empty=False)
         new_negative = old["negative"] if negative is None else _text(negative, "negative prompt")
-        new_settings = old["settings"] if settings is None else _settings(settings, "arm settings")
+        new_settings = old["settings"] if settings is None else _settings(settings, self.settings_rules, "arm settings")
         new_label = old["label"] if label is None else _text(label, "label", max_len=200)
         if (new_prompt, new_negative, new_settings) == (old["prompt"], old["negative"], old["settings"]):
             if new_label != old["label"]:
@@ -493,9 +513,14 @@ class BanditService:
         """Plan a round, generate it through the host's callback, record what came back.
 
         An interrupted generation may return fewer results; those are recorded, the rest is reported missing.
+        One arm never blocks the others: an arm whose settings the host cannot use (stored before they were
+        checked) is not generated, and if generation fails the round is run again arm by arm; the arms that
+        failed are reported under "failed" ({arm_id, jobs, error}) and the others' images recorded.
         """
         jobs = self.plan_round(session_id, k, mode, shared_seeds)
-        results = list(generate(jobs))
+        failed: dict[int, str] = {}
+        runnable = self._runnable(jobs, failed)
+        results = self._generate(generate, runnable, failed)
         planned = {j.index: j for j in jobs}
         images, done = [], set()
         for n, res in enumerate(results, 1):
@@ -510,8 +535,49 @@ class BanditService:
         return {
             "round": self.store.get_round(jobs[0].round_id),
             "images": images,
-            "missing": [j.index for j in jobs if j.index not in done],
+            "missing": [j.index for j in jobs if j.index not in done and j.arm_id not in failed],
+            "failed": [
+                {"arm_id": arm, "jobs": [j.index for j in jobs if j.arm_id == arm], "error": error}
+                for arm, error in failed.items()
+            ],
         }
+
+    def _runnable(self, jobs: list[Job], failed: dict[int, str]) -> list[Job]:
+        """The jobs whose merged settings the host can use; the others' arms go into `failed` with the reason.
+        Unknown keys are ignored here (the hosts ignore them; only new settings are refused for them)."""
+        for job in jobs:
+            if job.arm_id not in failed:
+                try:
+                    check_settings(job.settings, self.settings_rules, ignore_unknown=True)
+                except ValueError as exc:
+                    failed[job.arm_id] = f"arm {job.arm_id}'s settings (with the session's): {exc}; edit the arm"
+        return [j for j in jobs if j.arm_id not in failed]
+
+    @staticmethod
+    def _generate(
+        generate: Callable[[list[Job]], Sequence[ImageResult]], jobs: list[Job], failed: dict[int, str]
+    ) -> list[Any]:
+        """`generate(jobs)`; if it raises, arm by arm (in planned order), so one arm's failure (recorded in
+        `failed`) costs only its own images. A short result (interrupted) stops the arm-by-arm run."""
+        arms = list(dict.fromkeys(j.arm_id for j in jobs))
+        if len(arms) > 1:
+            try:
+                return list(generate(jobs))
+            except Exception:
+                log.warning("PromptScope: a seed-bandit round failed; generating it arm by arm", exc_info=True)
+        results: list[Any] = []
+        for arm in arms:
+            group = [j for j in jobs if j.arm_id == arm]
+            try:
+                got = list(generate(group))
+            except Exception as exc:
+                log.warning("PromptScope: seed-bandit arm %s failed", arm, exc_info=True)
+                failed[arm] = f"generating arm {arm} failed: {type(exc).__name__}: {exc}"
+                continue
+            results += got
+            if len(got) < len(group):
+                break
+        return sorted(results, key=lambda r: getattr(getattr(r, "job", None), "index", -1))
 
     # ---- ratings -------------------------------------------------------------------------------------------------
     def rate(self, image_id: int, value: str, client: str | None = None) -> dict[str, Any]:

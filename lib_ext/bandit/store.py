@@ -418,11 +418,15 @@ class Store:
         self, arm_id: int, prompt: str, negative: str, settings: dict, label: str, is_template: bool
     ) -> int:
         """A new version of an arm (its images keep pointing at the version that made them): the old one is
-        retired and the new one records it as its parent, in one transaction."""
+        retired and the new one records it as its parent, in one transaction. The new version of a retired arm
+        stays retired (editing is not restoring)."""
         old = self.get_arm(arm_id)
         with self._write() as conn:
             conn.execute("UPDATE arms SET retired = 1, updated = ? WHERE id = ?", (self.clock(), arm_id))
-            return self.add_arm(old["session_id"], prompt, negative, settings, label, is_template, arm_id, conn)
+            new_id = self.add_arm(old["session_id"], prompt, negative, settings, label, is_template, arm_id, conn)
+            if old["retired"]:
+                conn.execute("UPDATE arms SET retired = 1 WHERE id = ?", (new_id,))
+            return new_id
 
     # ---- rounds and images ------------------------------------------------------------------------------------
     def create_round(self, session_id: int, mode: str, k: int, shared_seeds: bool) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import html
 import inspect
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,7 +68,7 @@ def parse_id(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value) if value >= 1 else None
+        return int(value) if value >= 1 and math.isfinite(value) else None
     head = str(value).strip().split(" ", 1)[0]
     return int(head) if head.isdigit() and int(head) >= 1 else None
 
@@ -437,11 +438,12 @@ class BanditTab:
             if old["session_id"] != sid:
                 raise ValueError(f"arm {aid} belongs to another session")
             new = self.svc.edit_arm(aid, prompt, negative, parse_json_object(settings_json, "arm settings"), label)
-            text = (
-                f"Arm {aid} saved."
-                if new["id"] == aid
-                else f"Arm {aid} retired (its ratings measured the old prompt); new version: arm {new['id']}."
-            )
+            if new["id"] == aid:
+                text = f"Arm {aid} saved."
+            elif old["retired"]:  # editing is not restoring: the new version waits, retired, until restored
+                text = f"New version of retired arm {aid}: arm {new['id']}, also retired (restore it to rate it)."
+            else:
+                text = f"Arm {aid} retired (its ratings measured the old prompt); new version: arm {new['id']}."
             return self._after_arm_change(sid, text)
         except (ValueError, StoreError) as exc:
             return [gr.update()] * 8 + [_err(str(exc))]
@@ -491,9 +493,15 @@ class BanditTab:
             n_img, missing = len(result["images"]), len(result["missing"])
             note = f" ({missing} not generated: interrupted)" if missing else ""
             first = result["images"][0]["id"] - 1 if result["images"] else None
+            status = _msg(
+                f"Round {result['round']['number']}: {n_img} image(s){note}. Rate: L like, D dislike, S skip."
+            )
+            failures = "".join(
+                "<br>" + _err(f"{len(f['jobs'])} image(s) not generated: {f['error']}") for f in result["failed"]
+            )
             return [
                 *self.current_view(sid, rid, first), str(rid), self.round_gallery(sid, rid), *self.stats_view(sid),
-                _msg(f"Round {result['round']['number']}: {n_img} image(s){note}. Rate: L like, D dislike, S skip."),
+                status + failures,
             ]  # fmt: skip
         except (ValueError, StoreError) as exc:
             return [gr.update()] * (n - 1) + [_err(str(exc))]
@@ -515,7 +523,7 @@ class BanditTab:
             if iid is None:
                 return [gr.update(), gr.update(), gr.update(), _msg("Nothing to rate: generate a round first.")]
             svc = self.svc
-            image = svc.store.get_image(iid)
+            image = svc.get_image(iid)
             if image["session_id"] != sid:
                 raise ValueError(f"image {iid} belongs to another session")
             svc.rate(iid, value, client=client)

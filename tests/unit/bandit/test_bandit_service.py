@@ -141,6 +141,8 @@ def test_drift_discount_and_uniform_prior_options(svc, tmp_path):
         (lambda s, sid: s.create_session(""), "must not be empty"),
         (lambda s, sid: s.create_session("x", mode="greedy"), "mode must be"),
         (lambda s, sid: s.create_session("x", half_life_hours=-1), "half_life_hours"),
+        (lambda s, sid: s.create_session("x", half_life_hours=10**400), "half_life_hours must be a positive number"),
+        (lambda s, sid: s.update_session(sid, half_life_hours=float("inf")), "half_life_hours"),
         (lambda s, sid: s.create_session("x", round_size=0), "round_size"),
         (lambda s, sid: s.create_session("x", colour="red"), "unknown session option"),
         (lambda s, sid: s.create_session("x", {"a": float("nan")}), "JSON"),
@@ -274,8 +276,9 @@ def test_generator_from_host_adapts_the_seam(svc, tmp_path):
     assert [r.prompt for r in seen] == ["a cat"] * 3 and seen[0].negative_prompt == "ugly"
     assert seen[0].settings == {"steps": 12, "cfg_scale": 4} and seen[0].infotext["PromptScope arm"]
     assert len(res["images"]) == 2 and res["missing"] == [2]
-    with pytest.raises(ValueError, match="save="):
-        svc.run_round(sess["id"], generator_from_host(run_jobs, Request), k=1)
+    # a generator that cannot store the image fails the arm: the round reports it (one bad arm blocks no other)
+    res = svc.run_round(sess["id"], generator_from_host(run_jobs, Request), k=1)
+    assert res["images"] == [] and res["failed"][0]["arm_id"] == 1 and "save=" in res["failed"][0]["error"]
 
 
 def test_threads_rating_at_once_lose_nothing(svc, tmp_path):
@@ -364,3 +367,168 @@ def test_verdict_options_and_legacy_stop_rules(svc):
     ):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             svc.update_session(sess["id"], **bad)
+
+
+@pytest.mark.parametrize("big", [2**63, 2**63 + 1, 2**64, 10**30])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, sid, x: s.get_session(x),
+        lambda s, sid, x: s.list_arms(x),
+        lambda s, sid, x: s.add_arm(x, "p"),
+        lambda s, sid, x: s.get_arm(x),
+        lambda s, sid, x: s.edit_arm(x, prompt="q"),
+        lambda s, sid, x: s.retire_arm(x),
+        lambda s, sid, x: s.rate(x, "like"),
+        lambda s, sid, x: s.get_image(x),
+        lambda s, sid, x: s.mark_rest(x),
+        lambda s, sid, x: s.undo(x),
+        lambda s, sid, x: s.stats(x),
+        lambda s, sid, x: s.history(x),
+        lambda s, sid, x: s.images(x),
+        lambda s, sid, x: s.images(sid, arm_id=x),
+        lambda s, sid, x: s.images(sid, round_id=x),
+        lambda s, sid, x: s.update_session(x, name="n"),
+    ],
+)
+def test_ids_beyond_sqlite_range_are_not_found(svc, call, big):
+    sid = svc.create_session("s")["id"]
+    with pytest.raises(NotFoundError, match="no .* with id"):
+        call(svc, sid, big)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"steps": -5}, "'steps' must be an integer from 1 to 150, got -5"),
+        ({"steps": "many"}, "'steps' must be an integer"),
+        ({"steps": 20.0}, "'steps' must be an integer"),
+        ({"steps": True}, "'steps' must be an integer"),
+        ({"cfg_scale": "7"}, "'cfg_scale' must be a number from 1 to 30"),
+        ({"cfg_scale": 0}, "'cfg_scale' must be a number"),
+        ({"width": 100}, "'width' must be a multiple of 8 from 64 to 2048"),
+        ({"height": 4096}, "'height' must be a multiple of 8"),
+        ({"sampler_name": ""}, "'sampler_name' must be a non-empty name"),
+        ({"denoising_strength": 2}, "'denoising_strength'"),
+        ({"batch_size": 0}, "'batch_size'"),
+        ({"script_args": ["x"]}, "'script_args'"),
+        ({"step": 20}, "unknown setting 'step'; this host uses: steps, cfg_scale"),
+        ({"seed": 5}, "the bandit chooses the seeds"),
+        ({"heatmaps": "yes"}, "'heatmaps' must be true, false or an object"),
+        ({"heatmaps": {"mode": "sideways"}}, "setting 'heatmaps'"),
+        ({"semantic_guidance": {"mode": "loud"}}, "setting 'semantic_guidance'"),
+        ({"semantic_guidance": 1}, "'semantic_guidance' must be an object"),
+        ({"cfg_scale": 10**400}, "'cfg_scale' must be a number"),  # huge JSON integers: no OverflowError
+        ({"heatmaps": {"alpha": 10**400}}, "setting 'heatmaps'"),
+        ({"semantic_guidance": {"cfg_rescale": 10**400}}, "setting 'semantic_guidance'"),
+    ],
+)
+def test_generation_settings_are_checked_wherever_they_are_given(svc, settings, match):
+    sid = svc.create_session("ok", {"steps": 20})["id"]
+    arm = svc.add_arm(sid, "p", settings={"cfg_scale": 5})["id"]
+    for call in (
+        lambda: svc.create_session("x", settings),
+        lambda: svc.update_session(sid, settings=settings),
+        lambda: svc.add_arm(sid, "q", settings=settings),
+        lambda: svc.edit_arm(arm, settings=settings),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert len(svc.list_sessions()) == 1 and len(svc.list_arms(sid)) == 1
+    assert svc.get_session(sid)["settings"] == {"steps": 20} and svc.get_arm(arm)["settings"] == {"cfg_scale": 5}
+
+
+def test_host_rules_narrow_the_settings(tmp_path):
+    from lib_ext.bandit.settings import BASE_KEYS, SettingsRules
+
+    rules = SettingsRules(keys=BASE_KEYS, size=(32, 32, 1), samplers=lambda: ("Euler", "DDIM"))
+    with BanditService(tmp_path / "db", settings_rules=rules) as s:
+        ok = s.create_session("toy", {"steps": 2, "width": 32, "height": 32, "sampler_name": "DDIM", "cfg_scale": 1})
+        assert ok["settings"]["sampler_name"] == "DDIM"
+        with pytest.raises(ValueError, match="'width' must be 32"):
+            s.create_session("x", {"width": 64})
+        with pytest.raises(ValueError, match="unknown name 'Heun'; choose one of Euler, DDIM"):
+            s.add_arm(ok["id"], "p", settings={"sampler_name": "Heun"})
+        with pytest.raises(ValueError, match="unknown setting 'scheduler'"):  # A1111's, not this host's
+            s.add_arm(ok["id"], "p", settings={"scheduler": "Karras"})
+
+
+def test_an_arm_with_stored_bad_settings_fails_alone(svc, tmp_path):
+    sid = svc.create_session("s", {"steps": 4}, mode="uniform")["id"]
+    good = svc.add_arm(sid, "good")["id"]
+    bad = svc.add_arm(sid, "bad")["id"]
+    junk = svc.add_arm(sid, "junk")["id"]
+    # as written by a version before settings were checked: an unusable value, and a key the hosts ignore
+    svc.store.conn.execute("UPDATE arms SET settings = ? WHERE id = ?", ('{"steps": -5}', bad))
+    svc.store.conn.execute("UPDATE arms SET settings = ? WHERE id = ?", ('{"colour": "red"}', junk))
+    seen = []
+
+    def generate(jobs):
+        seen.extend(jobs)
+        return fake_generator(tmp_path / "out")(jobs)
+
+    res = svc.run_round(sid, generate, k=6)
+    assert {j.arm_id for j in seen} == {good, junk}
+    assert {im["arm_id"] for im in res["images"]} == {good, junk} and len(res["images"]) == 4
+    assert res["missing"] == []
+    (failed,) = res["failed"]
+    assert failed["arm_id"] == bad and len(failed["jobs"]) == 2
+    assert "arm 2's settings" in failed["error"] and "'steps' must be an integer from 1 to 150" in failed["error"]
+
+
+def test_an_arm_whose_generation_raises_fails_alone(svc, tmp_path):
+    sid = svc.create_session("s", mode="uniform")["id"]
+    arms = [svc.add_arm(sid, p)["id"] for p in ("one", "two", "three")]
+    calls = []
+
+    def generate(jobs):
+        calls.append([j.arm_id for j in jobs])
+        if any(j.prompt == "two" for j in jobs):
+            raise RuntimeError("the host cannot draw two")
+        return fake_generator(tmp_path / "out")(jobs)
+
+    res = svc.run_round(sid, generate, k=6)
+    assert len(calls) == 4  # the whole round, then arm by arm
+    assert [im["arm_id"] for im in res["images"]] == [j for j in calls[0] if j != arms[1]]  # planned order kept
+    assert res["failed"] == [
+        {"arm_id": arms[1], "jobs": [i for i, a in enumerate(calls[0]) if a == arms[1]],
+         "error": "generating arm 2 failed: RuntimeError: the host cannot draw two"}
+    ]  # fmt: skip
+    assert res["missing"] == []
+
+
+def test_interrupted_while_generating_arm_by_arm_stops(svc, tmp_path):
+    sid = svc.create_session("s", mode="uniform")["id"]
+    for p in ("one", "two", "three"):
+        svc.add_arm(sid, p)
+    calls = []
+
+    def generate(jobs):
+        calls.append(jobs)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return fake_generator(tmp_path / "out", limit=1)(jobs)  # interrupted after one image
+
+    res = svc.run_round(sid, generate, k=6)
+    assert len(calls) == 2 and len(res["images"]) == 1 and len(res["missing"]) == 5 and res["failed"] == []
+
+
+def test_editing_a_retired_arm_keeps_it_retired(svc):
+    sid = svc.create_session("s")["id"]
+    keep = svc.add_arm(sid, "kept")["id"]
+    arm = svc.retire_arm(svc.add_arm(sid, "a cat")["id"])
+    new = svc.edit_arm(arm["id"], prompt="a black cat")
+    assert new["id"] != arm["id"] and new["parent_id"] == arm["id"] and new["retired"]
+    assert [a["id"] for a in svc.list_arms(sid, include_retired=False)] == [keep]
+    assert {j.arm_id for j in svc.plan_round(sid, k=4)} == {keep}
+    back = svc.retire_arm(new["id"], False)
+    assert not back["retired"] and back["prompt"] == "a black cat"
+
+
+def test_a_host_that_cannot_list_its_samplers_accepts_any_name(tmp_path):
+    from lib_ext.bandit.settings import SettingsRules
+
+    with BanditService(tmp_path / "db", settings_rules=SettingsRules(samplers=lambda: None)) as s:
+        assert s.create_session("x", {"sampler_name": "Anything"})["settings"] == {"sampler_name": "Anything"}
+        with pytest.raises(ValueError, match="'sampler_name' must be a non-empty name"):
+            s.create_session("y", {"sampler_name": " "})

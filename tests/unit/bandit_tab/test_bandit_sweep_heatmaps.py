@@ -85,14 +85,21 @@ def test_heatmaps_are_off_by_default_and_the_gallery_stays_hidden(host, tmp_path
     assert tab.attachments_view("")["visible"] is False
 
 
-def test_a_bad_heatmap_setting_is_reported_and_nothing_is_generated(host, tmp_path):
+def test_a_bad_heatmap_setting_is_refused_and_a_stored_one_fails_only_its_arm(host, tmp_path):
     _blocks, tab = build(host, tmp_path / "bandit")
-    value = tab.create_session("bad", '{"steps": 2, "heatmaps": {"colour": "red"}}', None, None, 0, 2, False)
-    value = value[0]["value"]
+    out = tab.create_session("bad", '{"steps": 2, "heatmaps": {"colour": "red"}}', None, None, 0, 2, False)
+    assert "unknown key(s) ['colour']" in html.unescape(out[-1]) and tab.svc.list_sessions() == []
+    uniform = "uniform sweep (like an X/Y/Z grid)"  # every arm in every round
+    value = tab.create_session("ok", '{"steps": 2}', uniform, None, 0, 4, False)[0]["value"]
     tab.add_arm(value, "a red circle", "", "", "")
-    out = tab.run_round(value, 2, None, False)
-    assert "unknown key(s) ['colour']" in html.unescape(out[-1])
-    assert tab.svc.images(1) == []
+    tab.add_arm(value, "a blue square", "", "", "")
+    # an arm stored before settings were checked: its images fail, the other arm's are generated
+    tab.svc.store.conn.execute("UPDATE arms SET settings = ? WHERE id = 2", ('{"heatmaps": {"colour": "red"}}',))
+    out = tab.run_round(value, 4, None, False)
+    status = html.unescape(out[-1])
+    assert "unknown key(s) ['colour']" in status and "arm 2" in status, status
+    images = tab.svc.images(1)
+    assert images and {im["arm_id"] for im in images} == {1}
 
 
 def test_heatmap_setting_forms():

@@ -136,6 +136,16 @@ def test_arm_edit_makes_a_version_label_edit_does_not_and_retire_toggles(tab):
     assert picked[:4] == ["a {red|blue} dog", "blurry", "", '{"cfg_scale": 5}']
 
 
+def test_editing_a_retired_arm_in_the_tab_keeps_it_retired(tab):
+    value = session(tab)
+    tab.toggle_retired(value, "1 · cat")
+    res = tab.save_arm(value, "1 · cat", "a grey cat", "", "cat", "")
+    assert "New version of retired arm 1: arm 3, also retired" in res[-1], res[-1]
+    rows = {r[0]: r for r in res[0]}
+    assert rows[3][2] == "a grey cat" and rows[3][-1] == rows[1][-1] == "retired"
+    assert {j.arm_id for j in tab.svc.plan_round(1, k=4)} == {2}
+
+
 def test_bad_input_is_reported_in_the_status(tab):
     value = session(tab)
     assert "ps-error" in tab.add_arm(value, "a {red|blue", "", "", "")[-1]
@@ -305,5 +315,5 @@ def test_a_failing_generator_is_reported_and_nothing_is_recorded(tab):
 
     tab.generate_fn = broken
     out = tab.run_round(value, 2, None, False)
-    assert "generation failed: RuntimeError: CUDA out of memory" in out[-1]
+    assert "failed: RuntimeError: CUDA out of memory" in out[-1] and "ps-error" in out[-1]
     assert tab.svc.images(1) == []
