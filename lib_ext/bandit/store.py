@@ -9,6 +9,9 @@ Guarantees, and how:
   an image is its latest event ('pending' if it has none). Only like/dislike are observations for the model.
 - A corrupt file raises `StoreCorruptError` naming it, after moving it (and its -wal/-shm) to a timestamped
   backup. Nothing is reset here: the caller decides to open a new, empty store.
+- A committed rating reaches the main file within `checkpoint_seconds` (default 2 s): a background thread runs a
+  PASSIVE `wal_checkpoint` on its own connection after writes, so a damaged -wal file can lose at most the last
+  seconds of ratings, and a rating never waits for the checkpoint (PASSIVE blocks no reader or writer).
 - `PRAGMA user_version` holds the schema version; older files are migrated in one transaction, newer ones are
   refused (`StoreVersionError`) without being touched.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -27,7 +31,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("promptscope")
+
 DB_FILENAME = "seed_bandit.sqlite3"
+# A committed rating is copied from the -wal into the main file at most this long (plus the checkpoint's own
+# time) after its commit: what a damaged -wal can lose.
+CHECKPOINT_SECONDS = 2.0
 RATING_VALUES = ("like", "dislike", "skip")
 _EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo back to "not rated"
 
@@ -178,6 +187,56 @@ def _row(cur: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cur.description, row)}
 
 
+class _Checkpointer:
+    """A thread that copies committed WAL frames into the main file `interval` s after a write (`notify`).
+
+    PASSIVE on its own connection: it never takes the store's lock and blocks no reader or writer, so a rating never
+    waits for it. Frames a reader still needs stay (busy): it tries again an interval later. `close` stops and
+    joins the thread and closes its connection."""
+
+    def __init__(self, path: Path, interval: float, busy_timeout_ms: int):
+        self.path, self.interval, self._timeout = path, interval, busy_timeout_ms / 1000
+        self.runs = 0  # checkpoints run (tests and benches read it)
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames checkpointed) of the last run
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"promptscope-checkpoint-{path.name}", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while self._wake.wait() and not self._stop.is_set():
+                if self._stop.wait(self.interval):  # a burst of ratings shares one checkpoint
+                    break
+                self._wake.clear()  # writes from here on wake the next round; this one includes them anyway
+                try:
+                    conn = conn or self._connect()
+                    self.last = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.runs += 1
+                except sqlite3.Error as exc:  # the store's own reads and writes report a damaged file
+                    log.warning("PromptScope: seed-bandit WAL checkpoint of %s failed: %s", self.path, exc)
+                    self.last = None
+                if self.last is None or self.last[0] or self.last[2] < self.last[1]:
+                    self._wake.set()  # not all copied (a reader held old frames, or it failed): again later
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: never create a file where the database was (another process may have moved it aside)
+        uri = self.path.resolve().as_uri() + "?mode=rw"
+        return sqlite3.connect(uri, uri=True, timeout=self._timeout, check_same_thread=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
 _STATE_JOIN = "LEFT JOIN image_state s ON s.image_id = i.id"
 _CURRENT = "COALESCE(s.value, 'pending')"
 
@@ -192,7 +251,10 @@ class Store:
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = 10_000,
         synchronous: str = "FULL",
+        checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
     ):
+        """`checkpoint_seconds`: how soon after a write its WAL frames are copied into the main file (None: only
+        SQLite's own checkpoint every 1000 pages and at the last close)."""
         if synchronous not in ("FULL", "EXTRA", "NORMAL"):
             # NORMAL (WAL): a commit survives kill -9 but not power loss; FULL/EXTRA survive both (≈5 ms fsync).
             raise ValueError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
@@ -202,6 +264,7 @@ class Store:
         self.clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             conn = sqlite3.connect(
@@ -225,6 +288,8 @@ class Store:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn)
+            if checkpoint_seconds is not None:
+                self._checkpointer = _Checkpointer(self.path, float(checkpoint_seconds), busy_timeout_ms)
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):
                 self.close()
@@ -236,6 +301,10 @@ class Store:
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop the checkpoint thread, then close (the last connection to close copies the rest of the WAL)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -297,6 +366,9 @@ class Store:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+                checkpointer = self._checkpointer
+                if checkpointer is not None:
+                    checkpointer.notify()
             except sqlite3.DatabaseError as exc:
                 if _is_corruption(exc):
                     self._quarantine(str(exc))
