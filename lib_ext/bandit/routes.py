@@ -4,7 +4,8 @@ Mounted by A1111 in `on_app_started(demo, app)` and by the standalone app on its
 `/promptscope/v1/bandit`. Request bodies are pydantic models that work on pydantic 1 (A1111: fastapi 0.94) and
 pydantic 2 (Forge); unknown fields are rejected. Errors are clear 4xx: 404 for an id that does not exist, 422 for
 a bad value (the service's message), 503 when the store cannot be used (corrupt file: the message says where the
-backup went). Image files are served only from inside the data folder or the host's output folders.
+backup went; and, until the user acknowledges it with `POST …/store/acknowledge` or in the tab, every later call
+too). Image files are served only from inside the data folder or the host's output folders.
 
 No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time.
 """
@@ -23,8 +24,9 @@ try:
 except ImportError:  # pragma: no cover
     from typing import Literal
 
+from .hosting import ServiceProvider
 from .service import BanditService
-from .store import NotFoundError, StoreError
+from .store import DB_FILENAME, NotFoundError, StoreError, unacknowledged_backups
 
 PREFIX = "/promptscope/v1/bandit"
 PYDANTIC_V2 = hasattr(BaseModel, "model_fields")
@@ -207,6 +209,27 @@ def make_router(
         if not path.is_file():
             raise HTTPException(status_code=404, detail=f"image {image_id}'s file is missing")
         return FileResponse(str(path))
+
+    def provider() -> ServiceProvider:
+        if not isinstance(service_factory, ServiceProvider):
+            raise HTTPException(status_code=501, detail="this host's seed-bandit service has no store routes")
+        return service_factory
+
+    @router.get("/store")
+    def store_status() -> dict[str, Any]:
+        """The database's path and the moved-aside (damaged) databases nobody has acknowledged yet; answers even
+        while those block every other route."""
+        folder = _call(provider().data_dir)
+        pending = unacknowledged_backups(folder)
+        return {"database": str(folder / DB_FILENAME), "unacknowledged_backups": [str(b) for b in pending]}
+
+    @router.post("/store/acknowledge")
+    def store_acknowledge() -> dict[str, Any]:
+        """The user has seen that the damaged database was moved aside (the backups stay): a new, empty one
+        starts. Returns the backups acknowledged now (none if there were none)."""
+        p = provider()
+        done = _call(p.acknowledge)
+        return {"acknowledged": [str(b) for b in done], "database": str(p.data_dir() / DB_FILENAME)}
 
     return router
 

@@ -8,7 +8,10 @@ Guarantees, and how:
 - History is never deleted: a rating, an undo, "mark the rest as bad" all append events. The current rating of
   an image is its latest event ('pending' if it has none). Only like/dislike are observations for the model.
 - A corrupt file raises `StoreCorruptError` naming it, after moving it (and its -wal/-shm) to a timestamped
-  backup. Nothing is reset here: the caller decides to open a new, empty store.
+  backup. Nothing is reset here: the caller decides to open a new, empty store. A backup stays *unacknowledged*
+  until `acknowledge_backups` writes `<backup>.acknowledged` beside it: the fact lives in the data folder, not in
+  memory, so a restart still knows (a backup without that file, e.g. from an older version, counts as unseen).
+  The hosts' `ServiceProvider` refuses to serve a new, empty database while one is unacknowledged.
 - A committed rating reaches the main file within `checkpoint_seconds` (default 2 s): a background thread runs a
   PASSIVE `wal_checkpoint` on its own connection after writes, so a damaged -wal file can lose at most the last
   seconds of ratings, and a rating never waits for the checkpoint (PASSIVE blocks no reader or writer).
@@ -23,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -34,6 +38,8 @@ from typing import Any
 log = logging.getLogger("promptscope")
 
 DB_FILENAME = "seed_bandit.sqlite3"
+ACK_SUFFIX = ".acknowledged"  # beside a moved-aside database: the user has seen that it was moved
+_BACKUP_TAIL = re.compile(r"\.corrupt-\d{8}-\d{6}(-\d+)?")  # what `_quarantine` appends to the file name
 # A committed rating is copied from the -wal into the main file at most this long (plus the checkpoint's own
 # time) after its commit: what a damaged -wal can lose.
 CHECKPOINT_SECONDS = 2.0
@@ -144,6 +150,19 @@ class StoreVersionError(StoreError):
     pass
 
 
+class StoreQuarantinedError(StoreError):
+    """A damaged database was moved aside and the user has not acknowledged it yet (see `acknowledge_backups`)."""
+
+    def __init__(self, path: Path, backups: Sequence[Path], how_to_acknowledge: str):
+        self.path, self.backups = path, list(backups)
+        super().__init__(
+            f"The seed-bandit database {path} was damaged and moved aside to {', '.join(map(str, self.backups))} "
+            "(nothing was deleted: your earlier ratings are in that file). The seed bandit stays stopped until you "
+            f"acknowledge this ({how_to_acknowledge}); then it starts a new, empty database. To recover instead, "
+            f"stop the server and copy a backup back to {path}."
+        )
+
+
 class NotFoundError(ValueError):
     """An id that does not exist (a ValueError, so input validation catches it; HTTP maps it to 404)."""
 
@@ -154,6 +173,43 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def backups(folder: str | os.PathLike, filename: str = DB_FILENAME) -> list[Path]:
+    """The moved-aside copies of the database in `folder` (not their -wal/-shm or markers), oldest first."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [Path(folder) / n for n in sorted(names)
+            if n.startswith(filename) and _BACKUP_TAIL.fullmatch(n[len(filename):])]  # fmt: skip
+
+
+def unacknowledged_backups(folder: str | os.PathLike, filename: str = DB_FILENAME) -> list[Path]:
+    return [b for b in backups(folder, filename) if not Path(str(b) + ACK_SUFFIX).exists()]
+
+
+def acknowledge_backups(folder: str | os.PathLike, filename: str = DB_FILENAME) -> list[Path]:
+    """Mark every unacknowledged backup as seen (a file `<backup>.acknowledged`, synced); returns those marked.
+    The backups themselves stay: deleting them is the user's decision."""
+    done = []
+    for backup in unacknowledged_backups(folder, filename):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        try:
+            with open(str(backup) + ACK_SUFFIX, "w", encoding="utf-8") as f:
+                f.write(f"{when} UTC: the user acknowledged that the damaged seed-bandit database was moved to "
+                        f"{backup.name}; a new database was started.\n")  # fmt: skip
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise StoreError(
+                f"cannot record the acknowledgement beside {backup} ({exc}); make the data folder writable"
+            ) from None
+        done.append(backup)
+    if done:
+        log.warning("PromptScope: acknowledged the moved-aside seed-bandit database(s) %s; a new database starts "
+                    "in %s", ", ".join(map(str, done)), folder)  # fmt: skip
+    return done
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -265,6 +321,7 @@ class Store:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._identity: tuple[int, int] | None = None
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             conn = sqlite3.connect(
@@ -288,6 +345,7 @@ class Store:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn)
+            self._identity = self._file_identity()
             if checkpoint_seconds is not None:
                 self._checkpointer = _Checkpointer(self.path, float(checkpoint_seconds), busy_timeout_ms)
         except sqlite3.DatabaseError as exc:
@@ -316,6 +374,21 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def moved_away(self) -> bool:
+        """The file this store has open is no longer at its path (another process moved it aside)."""
+        return self._identity is not None and self._file_identity() != self._identity
+
     def _quarantine(self, detail: str) -> None:
         """Close, move the bad file (and its WAL/SHM) to a timestamped backup, raise StoreCorruptError."""
         self.close()
@@ -335,7 +408,9 @@ class Store:
                     os.replace(side, Path(str(backup) + suffix))
         except OSError:
             pass
-        raise StoreCorruptError(self.path, moved, detail)
+        err = StoreCorruptError(self.path, moved, detail)
+        log.error("PromptScope: %s", err)
+        raise err
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -19,8 +19,12 @@ from lib_ext.bandit.store import (
     NotFoundError,
     Store,
     StoreCorruptError,
+    StoreError,
     StoreVersionError,
+    acknowledge_backups,
+    backups,
     migrate,
+    unacknowledged_backups,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -179,6 +183,46 @@ def test_garbage_file_is_moved_aside_with_a_clear_message(tmp_path):
     # The caller decides to start again: a new, empty store.
     with Store(tmp_path) as store:
         assert store.list_sessions() == []
+
+
+def test_a_moved_aside_database_stays_unacknowledged_on_disk_until_acknowledged(tmp_path, caplog):
+    path = tmp_path / DB_FILENAME
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with caplog.at_level("ERROR", logger="promptscope"), pytest.raises(StoreCorruptError) as info:
+        Store(tmp_path)
+    backup = info.value.backup
+    assert str(backup) in caplog.text  # said in the console when it happens
+    Path(str(backup) + "-wal").write_bytes(b"junk")  # a moved -wal/-shm is not a backup of its own
+    assert backups(tmp_path) == unacknowledged_backups(tmp_path) == [backup]
+    with Store(tmp_path) as store:  # a new store opens; the fact that nobody saw the backup is still on disk
+        store.create_session("new")
+    assert unacknowledged_backups(tmp_path) == [backup]
+    assert acknowledge_backups(tmp_path) == [backup]
+    marker = Path(str(backup) + ".acknowledged")
+    assert backup.name in marker.read_text()
+    assert unacknowledged_backups(tmp_path) == [] and backups(tmp_path) == [backup]
+    assert acknowledge_backups(tmp_path) == []
+    assert backup.read_bytes() == b"this is not sqlite at all" * 100  # the backup itself is never touched
+    marker.unlink()  # e.g. a backup copied in from elsewhere: unseen again
+    assert unacknowledged_backups(tmp_path) == [backup]
+
+
+def test_acknowledging_in_a_read_only_folder_says_what_to_do(tmp_path, monkeypatch):
+    (tmp_path / f"{DB_FILENAME}.corrupt-20260101-000000").write_bytes(b"x")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(StoreError, match="cannot record the acknowledgement.*make the data folder writable"):
+        acknowledge_backups(tmp_path)
+
+
+def test_a_store_knows_when_its_file_was_moved_away(tmp_path):
+    with Store(tmp_path) as store:
+        assert not store.moved_away()
+        os.replace(tmp_path / DB_FILENAME, tmp_path / "elsewhere.sqlite3")
+        assert store.moved_away()
 
 
 def _rating_in_main_file(folder: Path, image_id: int, scratch: Path) -> bool:

@@ -17,6 +17,8 @@ from PIL import Image
 from lib_ext.app import page_scripts, panel_bandit
 from lib_ext.app.panels import PanelRegistry, TabContext
 from lib_ext.bandit import bandit_ref_from_infotext
+from lib_ext.bandit.routes import PREFIX
+from lib_ext.bandit.store import DB_FILENAME, Store, unacknowledged_backups
 from lib_ext.seam import GenerationRequest
 
 
@@ -102,3 +104,42 @@ def test_semantic_guidance_works_inside_the_sweep(host, tmp_path):
     )[0].image
     assert np.array_equal(np.asarray(again.convert("RGB")), guided)
     assert panel_bandit.sweep_features([GenerationRequest("a plain cat")]) == []
+
+
+def asgi(app: Any, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:7860") as c:
+            return await c.request(method, path, **kw)
+
+    return asyncio.run(go())
+
+
+def _app_on(host: Any, data_dir: Path) -> tuple[Any, Any]:
+    """The standalone app's page and its gradio (FastAPI) app with the bandit routes mounted, as `main` does."""
+    hooks: list = []
+    with gr.Blocks() as blocks:
+        panel_bandit.build(TabContext(host=host, data_dir=data_dir, app_hooks=hooks))
+    app = gr.routes.App.create_app(blocks)
+    for hook in hooks:
+        hook(blocks, app)
+    return blocks, app
+
+
+def test_a_damaged_database_stops_the_app_until_acknowledged(host, tmp_path):
+    data = tmp_path / "bandit"
+    with Store(data) as store:
+        store.create_session("rated for hours")
+    (data / DB_FILENAME).write_bytes(b"garbage " * 1000)
+    blocks, app = _app_on(host, data)  # the tab's start-up moves it aside
+    backup = unacknowledged_backups(data)[0]
+    notice = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "ps_bandit_store_notice")
+    assert notice.visible and str(backup) in notice.value
+    for _ in range(2):  # before: the second call got a new, empty database
+        r = asgi(app, "GET", f"{PREFIX}/sessions")
+        assert r.status_code == 503 and str(backup) in r.json()["detail"], r.text
+    assert asgi(app, "POST", f"{PREFIX}/images/1/rating", json={"rating": "like"}).status_code == 503
+    r = asgi(app, "POST", f"{PREFIX}/store/acknowledge")
+    assert r.status_code == 200 and r.json()["acknowledged"] == [str(backup)]
+    assert asgi(app, "GET", f"{PREFIX}/sessions").json() == []
+    hidden, button = handler(blocks, "ps_bandit_status")()  # the status line's change event
+    assert hidden["visible"] is False and button["visible"] is False
