@@ -7,6 +7,11 @@ a bad value (the service's message), 503 when the store cannot be used (corrupt 
 backup went; and, until the user acknowledges it with `POST …/store/acknowledge` or in the tab, every later call
 too). Image files are served only from inside the data folder or the host's output folders.
 
+Requests that change data (POST/PUT/PATCH/DELETE) from a web page of another origin are refused (403): gradio
+3.41 answers every origin with `Access-Control-Allow-Origin: *` (preflights included), so without this any page
+the user opens could rate or undo on 127.0.0.1. A router dependency, so both hosts get it and their other routes
+are untouched; clients that send no `Origin` (scripts, curl) are not browsers' cross-site requests and pass.
+
 No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time.
 """
 
@@ -14,8 +19,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -104,6 +110,48 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise HTTPException(status_code=503, detail=str(exc)) from None
 
 
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None if it is not a web origin."""
+    scheme = scheme.lower()
+    try:
+        parts = urlsplit(f"//{netloc}")
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a bad port
+        return None
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def server_origin(request: Request) -> tuple[str, str, int] | None:
+    """This server's origin as the browser addressed it: the Host header, with the scheme of the connection (or
+    of `X-Forwarded-Proto` from a TLS proxy; it cannot make another host or port match)."""
+    scheme = request.headers.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
+    return _origin_of(scheme, request.headers.get("host", ""))
+
+
+def same_origin_only(request: Request) -> None:
+    """Router dependency: 403 for a data-changing request whose `Origin` is not this server's own."""
+    origin = request.headers.get("origin")
+    if request.method not in MUTATING_METHODS or origin is None:
+        return
+    parts = urlsplit(origin) if origin != "null" else None
+    theirs = _origin_of(parts.scheme, parts.netloc) if parts else None
+    ours = server_origin(request)
+    if theirs is None or theirs != ours:
+        own = f"{ours[0]}://{ours[1]}:{ours[2]}" if ours else "(unknown: no Host header)"
+        raise HTTPException(
+            status_code=403,
+            detail=f"refused: this {request.method} comes from a web page of another origin ({origin}), not from "
+            f"this server ({own}); a page on another site must not change your seed-bandit data. Use the tab, or "
+            "call the API from a script (which sends no Origin header); behind a proxy, pass the Host header on.",
+        )
+
+
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
     for root in roots:
         try:
@@ -122,7 +170,7 @@ def make_router(
     """Routes under `prefix`. `service_factory()` returns the shared service (it may raise ValueError/StoreError
     when the data folder is unusable: 422/503). `allowed_roots()` lists folders besides the data folder that image
     files may be served from (the host's output folders)."""
-    router = APIRouter(prefix=prefix, tags=["PromptScope seed bandit"])
+    router = APIRouter(prefix=prefix, tags=["PromptScope seed bandit"], dependencies=[Depends(same_origin_only)])
 
     def svc() -> BanditService:
         return _call(service_factory)

@@ -138,3 +138,67 @@ def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fi
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
     assert (data / "seed_bandit.sqlite3").is_file()
+
+
+# A JSON POST: not a "simple" request, so Chromium asks with a CORS preflight first.
+RATE_JS = """
+  window.result = null;
+  fetch(%(url)s, {method: "POST", headers: {"Content-Type": "application/json"},
+                  body: JSON.stringify({rating: "like"})})
+    .then(async (r) => { window.result = {status: r.status, body: await r.text()}; })
+    .catch((e) => { window.result = {error: String(e)}; });
+"""
+
+
+@pytest.fixture
+def foreign_site(tmp_path):
+    """A second local web server (another origin: another port) serving pages written into its folder."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", _free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _image_to_rate(data: Path) -> int:
+    from lib_ext.bandit.store import Store
+
+    with Store(data) as store:  # beside the app's own connection (WAL), as a second tab would be
+        sid = store.create_session("target")
+        arm = store.add_arm(sid, "a red circle")
+        rnd = store.create_round(sid, "uniform", 1, False)
+        return store.add_image(sid, arm, rnd["id"], 1, "a red circle", "", [], str(data / "x.png"), "0" * 64)
+
+
+def test_a_page_on_another_origin_cannot_rate(app, browser, foreign_site):  # noqa: F811 (fixture)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, data = app
+    image_id = _image_to_rate(data)
+    rating_url = f"{url}promptscope/v1/bandit/images/{image_id}/rating"
+    root, site = foreign_site
+    script = RATE_JS % {"url": json.dumps(rating_url)}
+    (root / "attack.html").write_text(f"<!doctype html><title>another site</title><script>{script}</script>")
+    browser.get(site + "attack.html")
+    result = WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.result"))
+    # gradio answered the preflight with Access-Control-Allow-Origin: *, so the POST went out; the route refused it
+    assert result.get("status") == 403, result
+    assert "another origin" in result["body"] and site.rstrip("/") in result["body"]
+    assert _api(url, "/sessions/1/images")[0]["rating"] == "pending"
+    # the same request from the app's own page is accepted: the refusal is about the origin, not the request
+    browser.get(url)
+    browser.execute_script(script)
+    own = WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.result"))
+    assert own.get("status") == 200, own
+    assert _api(url, "/sessions/1/images")[0]["rating"] == "like"

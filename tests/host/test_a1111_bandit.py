@@ -226,3 +226,20 @@ def test_a_damaged_database_answers_503_until_acknowledged_in_the_tab(webui, tmp
     notice, button, status = acknowledge()
     assert not notice["visible"] and not button["visible"] and "Acknowledged" in status
     assert get(app2, "/sessions").json() == [] and backups[0].exists()
+
+
+def test_a_page_of_another_origin_cannot_change_bandit_data(webui, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    evil = {"origin": "http://evil.example"}
+    r = request(app, "POST", "/sessions", json={"name": "planted"}, headers=evil)
+    assert r.status_code == 403 and "another origin" in r.json()["detail"]
+    assert get(app, "/sessions").json() == []
+    own = request(app, "POST", "/sessions", json={"name": "mine"}, headers={"origin": "http://127.0.0.1:7860"})
+    assert own.status_code == 201
+    sid = own.json()["id"]
+    assert request(app, "POST", f"/sessions/{sid}/undo", headers=evil).status_code == 403
+    assert request(app, "PATCH", "/arms/1", json={"label": "x"}, headers=evil).status_code == 403
+    assert request(app, "POST", "/sessions", json={"name": "script"}).status_code == 201  # no Origin: a script
+    assert [s["name"] for s in get(app, "/sessions").json()] == ["mine", "script"]

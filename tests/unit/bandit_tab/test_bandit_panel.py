@@ -143,3 +143,28 @@ def test_a_damaged_database_stops_the_app_until_acknowledged(host, tmp_path):
     assert asgi(app, "GET", f"{PREFIX}/sessions").json() == []
     hidden, button = handler(blocks, "ps_bandit_status")()  # the status line's change event
     assert hidden["visible"] is False and button["visible"] is False
+
+
+def test_a_page_of_another_origin_cannot_rate_or_undo_through_the_app(host, tmp_path):
+    data = tmp_path / "bandit"
+    blocks, app = _app_on(host, data)
+    with Store(data, checkpoint_seconds=None) as store:  # an image to rate, written beside the app's connection
+        sid = store.create_session("s")
+        arm = store.add_arm(sid, "a red circle")
+        rnd = store.create_round(sid, "uniform", 1, False)
+        iid = store.add_image(sid, arm, rnd["id"], 7, "a red circle", "", [], str(data / "x.png"), "0" * 64)
+    rating = f"{PREFIX}/images/{iid}/rating"
+    evil = "http://evil.example:8000"
+    ask = {"origin": evil, "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    preflight = asgi(app, "OPTIONS", rating, headers=ask)
+    assert preflight.status_code == 200  # gradio 3.41's CORS middleware lets the browser send the POST…
+    assert preflight.headers["access-control-allow-origin"] in ("*", evil)
+    r = asgi(app, "POST", rating, json={"rating": "like"}, headers={"origin": evil})
+    assert r.status_code == 403 and evil in r.json()["detail"], r.text  # …and the route refuses it
+    simple = {"origin": evil, "content-type": "text/plain"}  # needs no preflight at all
+    assert asgi(app, "POST", f"{PREFIX}/sessions/{sid}/undo", content="{}", headers=simple).status_code == 403
+    other = asgi(app, "POST", "/reset", json={"session_hash": "x", "fn_index": 0}, headers={"origin": evil})
+    assert other.status_code != 403  # the host's own routes are left as they were (no app-wide middleware)
+    assert asgi(app, "GET", f"{PREFIX}/sessions/{sid}/images").json()[0]["rating"] == "pending"
+    own = asgi(app, "POST", rating, json={"rating": "like"}, headers={"origin": "http://127.0.0.1:7860"})
+    assert own.status_code == 200 and own.json()["rating"] == "like"

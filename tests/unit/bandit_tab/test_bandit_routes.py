@@ -239,3 +239,57 @@ def test_a_database_moved_aside_by_another_process_is_neither_served_nor_written
     assert client.get("/sessions").json() == []
     with Store(tmp / "data", filename=backup.name, checkpoint_seconds=None) as moved:
         assert [s["name"] for s in moved.list_sessions()] == ["old"] and sid == 1
+
+
+@pytest.mark.parametrize(
+    ("origin", "headers", "allowed"),
+    [
+        (None, {}, True),  # a script or curl: no browser, no cross-site request
+        ("http://test", {}, True),  # the server's own page
+        ("http://test:80", {}, True),
+        ("https://test", {"x-forwarded-proto": "https"}, True),  # behind a TLS proxy that passes Host on
+        ("https://test", {}, False),
+        ("http://evil.example", {}, False),
+        ("http://test.evil.example", {}, False),
+        ("http://test:8080", {}, False),
+        ("http://evil.example", {"x-forwarded-proto": "http"}, False),
+        ("null", {}, False),  # sandboxed frames, file:// pages
+        ("not a url", {}, False),
+    ],
+)
+def test_a_rating_from_a_page_of_another_origin_is_refused(setup, origin, headers, allowed):
+    client, provider, tmp = setup
+    sid = client.post("/sessions", json={"name": "s"}).json()["id"]
+    client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat"})
+    image = _round(provider, sid, tmp / "data" / "images", k=1)[0]
+    sent = {**headers, **({"origin": origin} if origin is not None else {})}
+    r = client.post(f"/images/{image['id']}/rating", json={"rating": "like"}, headers=sent)
+    rating = provider().get_image(image["id"])["rating"]
+    if allowed:
+        assert r.status_code == 200 and rating == "like", r.text
+    else:
+        assert r.status_code == 403 and rating == "pending", r.text
+        assert origin in r.json()["detail"] and "another origin" in r.json()["detail"]
+
+
+def test_every_route_that_changes_data_refuses_a_foreign_origin_and_reads_do_not(setup):
+    client, provider, tmp = setup
+    client.post("/sessions", json={"name": "s"})
+    client.post("/sessions/1/arms", json={"prompt": "a cat"})  # (stats of a session without arms is a 500: #13)
+    foreign = {"origin": "http://evil.example"}
+    checked = set()
+    for route in client.app.routes:
+        for method in sorted(getattr(route, "methods", None) or ()):
+            url = route.path.removeprefix(PREFIX).replace("{session_id}", "1").replace("{arm_id}", "1")
+            url = url.replace("{image_id}", "1").replace("{round_id}", "1")
+            if not route.path.startswith(PREFIX) or method in ("HEAD", "OPTIONS"):
+                continue
+            r = client.request(method, url, json={}, headers=foreign)
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                assert r.status_code == 403, (method, url, r.text)
+                checked.add((method, route.path))
+            else:
+                assert r.status_code != 403, (method, url, r.text)
+    assert len(checked) >= 7  # sessions, arms, arm patch, rating, undo, mark-rest, store/acknowledge
+    assert [s["name"] for s in client.get("/sessions").json()] == ["s"]  # nothing was created or changed
+    assert [a["prompt"] for a in client.get("/sessions/1/arms").json()] == ["a cat"]
