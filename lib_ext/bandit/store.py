@@ -141,8 +141,8 @@ class StoreCorruptError(StoreError):
         where = f"it was moved to {backup}" if backup else "it could not be moved aside"
         super().__init__(
             f"The seed-bandit database {path} is corrupt ({detail}); {where}. "
-            "Nothing was reset: open the store again to start a new, empty database, "
-            "or restore a backup copy into that path."
+            "Nothing was reset: acknowledge it to start a new, empty database (the Seed bandit tab's button, "
+            "or POST /promptscope/v1/bandit/store/acknowledge), or restore a backup copy into that path."
         )
 
 
