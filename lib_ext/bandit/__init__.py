@@ -7,7 +7,7 @@ service (the facade).
 """
 
 from .service import BanditService, ImageResult, Job, bandit_ref_from_infotext, generator_from_host
-from .store import NotFoundError, StoreCorruptError, StoreError, StoreVersionError
+from .store import NotFoundError, StoreCorruptError, StoreError, StoreQuarantinedError, StoreVersionError
 
 __all__ = [
     "BanditService",
@@ -16,6 +16,7 @@ __all__ = [
     "NotFoundError",
     "StoreCorruptError",
     "StoreError",
+    "StoreQuarantinedError",
     "StoreVersionError",
     "bandit_ref_from_infotext",
     "generator_from_host",

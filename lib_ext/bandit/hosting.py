@@ -1,7 +1,10 @@
 """What both hosts share around the service: one open service per data folder, and generation through a host.
 
 - `ServiceProvider`: the tab and the HTTP routes of one host ask it for the service, so they share one store
-  connection; the data folder may change (A1111 setting) and the service is reopened on the new folder.
+  connection; the data folder may change (A1111 setting) and the service is reopened on the new folder. While
+  the folder holds a damaged database that was moved aside and not yet acknowledged, it refuses
+  (`StoreQuarantinedError`, HTTP 503 naming the backup) instead of serving a new, empty database; `acknowledge()`
+  (the tab's button, `POST …/store/acknowledge`) lets it start the new one.
 - `host_generator`: `run_jobs` of the seam (`Host.run_jobs(requests, progress)`) → the `generate(jobs, progress)`
   the tab calls; images are written as PNG (infotext in the `parameters` chunk, as A1111 writes it) into the
   data folder's `images/session_<id>/`, unless the host already saved them; images the host attached to one
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -17,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from .service import BanditService, ImageResult, Job, generator_from_host
+from .store import DB_FILENAME, StoreCorruptError, StoreQuarantinedError, acknowledge_backups, unacknowledged_backups
+
+log = logging.getLogger("promptscope")
 
 Progress = Callable[[int, int, str], None]
 # Captions of word-heatmap grids start so (A1111's heatmap script and the standalone sweep write them alike).
 HEATMAP_CAPTION = "Attention heatmaps"
 GenerateFn = Callable[[list[Job], Progress | None], list[ImageResult]]
+HOW_TO_ACKNOWLEDGE = "press “Acknowledge” in the Seed bandit tab, or POST /promptscope/v1/bandit/store/acknowledge"
 
 
 def check_data_dir(path: str | os.PathLike) -> Path:
@@ -52,6 +60,7 @@ class ServiceProvider:
         self._lock = threading.Lock()
         self._service: BanditService | None = None
         self._folder: Path | None = None
+        self._reported: tuple[Path, ...] = ()  # the unacknowledged backups last said in the console
 
     def data_dir(self) -> Path:
         raw = self._data_dir() if callable(self._data_dir) else self._data_dir
@@ -60,20 +69,52 @@ class ServiceProvider:
     def __call__(self) -> BanditService:
         folder = self.data_dir()
         with self._lock:
-            if self._service is None or self._folder != folder:
-                if self._service is not None:
-                    self._service.close()
-                    self._service = None
-                self._service = BanditService(folder, **self._kwargs)
+            self._refuse_if_quarantined(folder)
+            if self._service is None or self._folder != folder or self._stale(self._service):
+                self._close_service()
+                try:
+                    self._service = BanditService(folder, **self._kwargs)
+                except StoreCorruptError as exc:
+                    if exc.backup is not None:  # moved aside just now: refuse as every later call will
+                        self._refuse_if_quarantined(folder)
+                    raise
                 self._folder = folder
             return self._service
 
+    @staticmethod
+    def _stale(service: BanditService) -> bool:
+        """Closed (a damaged file was moved aside mid-call) or its file moved by another process."""
+        return service.store.closed or service.store.moved_away()
+
+    def acknowledge(self) -> list[Path]:
+        """The user has seen that the database was moved aside: the next call opens a new, empty one."""
+        folder = self.data_dir()
+        with self._lock:
+            return acknowledge_backups(folder)
+
+    def _refuse_if_quarantined(self, folder: Path) -> None:
+        """StoreQuarantinedError while `folder` has unacknowledged backups; the open service (on a file that was
+        moved, perhaps by another process) is closed, so acknowledging reopens on the new database."""
+        pending = unacknowledged_backups(folder)
+        if not pending:
+            self._reported = ()
+            return
+        self._close_service()
+        err = StoreQuarantinedError(folder / DB_FILENAME, pending, HOW_TO_ACKNOWLEDGE)
+        if tuple(pending) != self._reported:  # once per new backup, not per request
+            self._reported = tuple(pending)
+            log.error("PromptScope: %s", err)
+        raise err
+
+    def _close_service(self) -> None:
+        if self._service is not None:
+            self._service.close()
+        self._service = None
+        self._folder = None
+
     def close(self) -> None:
         with self._lock:
-            if self._service is not None:
-                self._service.close()
-            self._service = None
-            self._folder = None
+            self._close_service()
 
 
 def save_png(image: Any, infotext: str, path: Path) -> Path:

@@ -6,8 +6,14 @@ pydantic 2 (Forge); unknown fields are rejected and types are strict (pydantic's
 and 5 as "5": a client bug should be a 422, not a guess); an integer is accepted where a number is expected.
 Errors are clear 4xx: 404 for an id that does not exist (any id beyond SQLite's range included), 422 for a bad
 value (the service's message; generation settings are checked against what the host can use), 503 when the store
-cannot be used (corrupt file: the message says where the backup went). Image files are served only from inside
-the data folder or the host's output folders.
+cannot be used (corrupt file: the message says where the backup went; and, until the user acknowledges it with
+`POST …/store/acknowledge` or in the tab, every later call too). Image files are served only from inside the data
+folder or the host's output folders.
+
+Requests that change data (POST/PUT/PATCH/DELETE) from a web page of another origin are refused (403): gradio
+3.41 answers every origin with `Access-Control-Allow-Origin: *` (preflights included), so without this any page
+the user opens could rate or undo on 127.0.0.1. A router dependency, so both hosts get it and their other routes
+are untouched; clients that send no `Origin` (scripts, curl) are not browsers' cross-site requests and pass.
 
 No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time.
 """
@@ -16,8 +22,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -26,8 +33,9 @@ try:
 except ImportError:  # pragma: no cover
     from typing import Literal
 
+from .hosting import ServiceProvider
 from .service import BanditService
-from .store import NotFoundError, StoreError
+from .store import DB_FILENAME, NotFoundError, StoreError, unacknowledged_backups
 
 PREFIX = "/promptscope/v1/bandit"
 PYDANTIC_V2 = hasattr(BaseModel, "model_fields")
@@ -127,6 +135,48 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise HTTPException(status_code=503, detail=str(exc)) from None
 
 
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None if it is not a web origin."""
+    scheme = scheme.lower()
+    try:
+        parts = urlsplit(f"//{netloc}")
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a bad port
+        return None
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def server_origin(request: Request) -> tuple[str, str, int] | None:
+    """This server's origin as the browser addressed it: the Host header, with the scheme of the connection (or
+    of `X-Forwarded-Proto` from a TLS proxy; it cannot make another host or port match)."""
+    scheme = request.headers.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
+    return _origin_of(scheme, request.headers.get("host", ""))
+
+
+def same_origin_only(request: Request) -> None:
+    """Router dependency: 403 for a data-changing request whose `Origin` is not this server's own."""
+    origin = request.headers.get("origin")
+    if request.method not in MUTATING_METHODS or origin is None:
+        return
+    parts = urlsplit(origin) if origin != "null" else None
+    theirs = _origin_of(parts.scheme, parts.netloc) if parts else None
+    ours = server_origin(request)
+    if theirs is None or theirs != ours:
+        own = f"{ours[0]}://{ours[1]}:{ours[2]}" if ours else "(unknown: no Host header)"
+        raise HTTPException(
+            status_code=403,
+            detail=f"refused: this {request.method} comes from a web page of another origin ({origin}), not from "
+            f"this server ({own}); a page on another site must not change your seed-bandit data. Use the tab, or "
+            "call the API from a script (which sends no Origin header); behind a proxy, pass the Host header on.",
+        )
+
+
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
     for root in roots:
         try:
@@ -145,7 +195,7 @@ def make_router(
     """Routes under `prefix`. `service_factory()` returns the shared service (it may raise ValueError/StoreError
     when the data folder is unusable: 422/503). `allowed_roots()` lists folders besides the data folder that image
     files may be served from (the host's output folders)."""
-    router = APIRouter(prefix=prefix, tags=["PromptScope seed bandit"])
+    router = APIRouter(prefix=prefix, tags=["PromptScope seed bandit"], dependencies=[Depends(same_origin_only)])
 
     def svc() -> BanditService:
         return _call(service_factory)
@@ -230,6 +280,27 @@ def make_router(
         if not path.is_file():
             raise HTTPException(status_code=404, detail=f"image {image_id}'s file is missing")
         return FileResponse(str(path))
+
+    def provider() -> ServiceProvider:
+        if not isinstance(service_factory, ServiceProvider):
+            raise HTTPException(status_code=501, detail="this host's seed-bandit service has no store routes")
+        return service_factory
+
+    @router.get("/store")
+    def store_status() -> dict[str, Any]:
+        """The database's path and the moved-aside (damaged) databases nobody has acknowledged yet; answers even
+        while those block every other route."""
+        folder = _call(provider().data_dir)
+        pending = unacknowledged_backups(folder)
+        return {"database": str(folder / DB_FILENAME), "unacknowledged_backups": [str(b) for b in pending]}
+
+    @router.post("/store/acknowledge")
+    def store_acknowledge() -> dict[str, Any]:
+        """The user has seen that the damaged database was moved aside (the backups stay): a new, empty one
+        starts. Returns the backups acknowledged now (none if there were none)."""
+        p = provider()
+        done = _call(p.acknowledge)
+        return {"acknowledged": [str(b) for b in done], "database": str(p.data_dir() / DB_FILENAME)}
 
     return router
 

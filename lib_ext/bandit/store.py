@@ -8,7 +8,13 @@ Guarantees, and how:
 - History is never deleted: a rating, an undo, "mark the rest as bad" all append events. The current rating of
   an image is its latest event ('pending' if it has none). Only like/dislike are observations for the model.
 - A corrupt file raises `StoreCorruptError` naming it, after moving it (and its -wal/-shm) to a timestamped
-  backup. Nothing is reset here: the caller decides to open a new, empty store.
+  backup. Nothing is reset here: the caller decides to open a new, empty store. A backup stays *unacknowledged*
+  until `acknowledge_backups` writes `<backup>.acknowledged` beside it: the fact lives in the data folder, not in
+  memory, so a restart still knows (a backup without that file, e.g. from an older version, counts as unseen).
+  The hosts' `ServiceProvider` refuses to serve a new, empty database while one is unacknowledged.
+- A committed rating reaches the main file within `checkpoint_seconds` (default 2 s): a background thread runs a
+  PASSIVE `wal_checkpoint` on its own connection after writes, so a damaged -wal file can lose at most the last
+  seconds of ratings, and a rating never waits for the checkpoint (PASSIVE blocks no reader or writer).
 - `PRAGMA user_version` holds the schema version; older files are migrated in one transaction, newer ones are
   refused (`StoreVersionError`) without being touched.
 """
@@ -18,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -27,7 +35,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("promptscope")
+
 DB_FILENAME = "seed_bandit.sqlite3"
+ACK_SUFFIX = ".acknowledged"  # beside a moved-aside database: the user has seen that it was moved
+_BACKUP_TAIL = re.compile(r"\.corrupt-\d{8}-\d{6}(-\d+)?")  # what `_quarantine` appends to the file name
+# A committed rating is copied from the -wal into the main file at most this long (plus the checkpoint's own
+# time) after its commit: what a damaged -wal can lose.
+CHECKPOINT_SECONDS = 2.0
 RATING_VALUES = ("like", "dislike", "skip")
 _EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo back to "not rated"
 
@@ -126,13 +141,26 @@ class StoreCorruptError(StoreError):
         where = f"it was moved to {backup}" if backup else "it could not be moved aside"
         super().__init__(
             f"The seed-bandit database {path} is corrupt ({detail}); {where}. "
-            "Nothing was reset: open the store again to start a new, empty database, "
-            "or restore a backup copy into that path."
+            "Nothing was reset: acknowledge it to start a new, empty database (the Seed bandit tab's button, "
+            "or POST /promptscope/v1/bandit/store/acknowledge), or restore a backup copy into that path."
         )
 
 
 class StoreVersionError(StoreError):
     pass
+
+
+class StoreQuarantinedError(StoreError):
+    """A damaged database was moved aside and the user has not acknowledged it yet (see `acknowledge_backups`)."""
+
+    def __init__(self, path: Path, backups: Sequence[Path], how_to_acknowledge: str):
+        self.path, self.backups = path, list(backups)
+        super().__init__(
+            f"The seed-bandit database {path} was damaged and moved aside to {', '.join(map(str, self.backups))} "
+            "(nothing was deleted: your earlier ratings are in that file). The seed bandit stays stopped until you "
+            f"acknowledge this ({how_to_acknowledge}); then it starts a new, empty database. To recover instead, "
+            f"stop the server and copy a backup back to {path}."
+        )
 
 
 class NotFoundError(ValueError):
@@ -145,6 +173,43 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def backups(folder: str | os.PathLike, filename: str = DB_FILENAME) -> list[Path]:
+    """The moved-aside copies of the database in `folder` (not their -wal/-shm or markers), oldest first."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [Path(folder) / n for n in sorted(names)
+            if n.startswith(filename) and _BACKUP_TAIL.fullmatch(n[len(filename):])]  # fmt: skip
+
+
+def unacknowledged_backups(folder: str | os.PathLike, filename: str = DB_FILENAME) -> list[Path]:
+    return [b for b in backups(folder, filename) if not Path(str(b) + ACK_SUFFIX).exists()]
+
+
+def acknowledge_backups(folder: str | os.PathLike, filename: str = DB_FILENAME) -> list[Path]:
+    """Mark every unacknowledged backup as seen (a file `<backup>.acknowledged`, synced); returns those marked.
+    The backups themselves stay: deleting them is the user's decision."""
+    done = []
+    for backup in unacknowledged_backups(folder, filename):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        try:
+            with open(str(backup) + ACK_SUFFIX, "w", encoding="utf-8") as f:
+                f.write(f"{when} UTC: the user acknowledged that the damaged seed-bandit database was moved to "
+                        f"{backup.name}; a new database was started.\n")  # fmt: skip
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise StoreError(
+                f"cannot record the acknowledgement beside {backup} ({exc}); make the data folder writable"
+            ) from None
+        done.append(backup)
+    if done:
+        log.warning("PromptScope: acknowledged the moved-aside seed-bandit database(s) %s; a new database starts "
+                    "in %s", ", ".join(map(str, done)), folder)  # fmt: skip
+    return done
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -178,6 +243,56 @@ def _row(cur: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cur.description, row)}
 
 
+class _Checkpointer:
+    """A thread that copies committed WAL frames into the main file `interval` s after a write (`notify`).
+
+    PASSIVE on its own connection: it never takes the store's lock and blocks no reader or writer, so a rating never
+    waits for it. Frames a reader still needs stay (busy): it tries again an interval later. `close` stops and
+    joins the thread and closes its connection."""
+
+    def __init__(self, path: Path, interval: float, busy_timeout_ms: int):
+        self.path, self.interval, self._timeout = path, interval, busy_timeout_ms / 1000
+        self.runs = 0  # checkpoints run (tests and benches read it)
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames checkpointed) of the last run
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"promptscope-checkpoint-{path.name}", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while self._wake.wait() and not self._stop.is_set():
+                if self._stop.wait(self.interval):  # a burst of ratings shares one checkpoint
+                    break
+                self._wake.clear()  # writes from here on wake the next round; this one includes them anyway
+                try:
+                    conn = conn or self._connect()
+                    self.last = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.runs += 1
+                except sqlite3.Error as exc:  # the store's own reads and writes report a damaged file
+                    log.warning("PromptScope: seed-bandit WAL checkpoint of %s failed: %s", self.path, exc)
+                    self.last = None
+                if self.last is None or self.last[0] or self.last[2] < self.last[1]:
+                    self._wake.set()  # not all copied (a reader held old frames, or it failed): again later
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: never create a file where the database was (another process may have moved it aside)
+        uri = self.path.resolve().as_uri() + "?mode=rw"
+        return sqlite3.connect(uri, uri=True, timeout=self._timeout, check_same_thread=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
 _STATE_JOIN = "LEFT JOIN image_state s ON s.image_id = i.id"
 _CURRENT = "COALESCE(s.value, 'pending')"
 
@@ -192,7 +307,10 @@ class Store:
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = 10_000,
         synchronous: str = "FULL",
+        checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
     ):
+        """`checkpoint_seconds`: how soon after a write its WAL frames are copied into the main file (None: only
+        SQLite's own checkpoint every 1000 pages and at the last close)."""
         if synchronous not in ("FULL", "EXTRA", "NORMAL"):
             # NORMAL (WAL): a commit survives kill -9 but not power loss; FULL/EXTRA survive both (≈5 ms fsync).
             raise ValueError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
@@ -202,6 +320,8 @@ class Store:
         self.clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
+        self._identity: tuple[int, int] | None = None
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             conn = sqlite3.connect(
@@ -225,6 +345,9 @@ class Store:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn)
+            self._identity = self._file_identity()
+            if checkpoint_seconds is not None:
+                self._checkpointer = _Checkpointer(self.path, float(checkpoint_seconds), busy_timeout_ms)
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):
                 self.close()
@@ -236,6 +359,10 @@ class Store:
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop the checkpoint thread, then close (the last connection to close copies the rest of the WAL)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -246,6 +373,21 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def moved_away(self) -> bool:
+        """The file this store has open is no longer at its path (another process moved it aside)."""
+        return self._identity is not None and self._file_identity() != self._identity
 
     def _quarantine(self, detail: str) -> None:
         """Close, move the bad file (and its WAL/SHM) to a timestamped backup, raise StoreCorruptError."""
@@ -266,7 +408,9 @@ class Store:
                     os.replace(side, Path(str(backup) + suffix))
         except OSError:
             pass
-        raise StoreCorruptError(self.path, moved, detail)
+        err = StoreCorruptError(self.path, moved, detail)
+        log.error("PromptScope: %s", err)
+        raise err
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -297,6 +441,9 @@ class Store:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+                checkpointer = self._checkpointer
+                if checkpointer is not None:
+                    checkpointer.notify()
             except sqlite3.DatabaseError as exc:
                 if _is_corruption(exc):
                     self._quarantine(str(exc))

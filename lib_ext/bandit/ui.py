@@ -7,6 +7,9 @@ updates, string choices only (no (label, value) tuples).
 Rating is one handler call per click or key: it commits the rating of the image on show (its id travels with the
 request, so what is rated is what was seen) and returns the next pending image. The statistics, plots and the
 round's gallery refresh in a chained event, so they never slow the rating down.
+
+A damaged database moved aside stops the bandit (every handler reports it) until the user presses
+“Acknowledge” in the notice at the top of the tab; the notice follows every change of the status line.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import gradio as gr
 
 from .hosting import GenerateFn
 from .service import BanditService
-from .store import StoreError
+from .store import StoreError, acknowledge_backups, unacknowledged_backups
 
 log = logging.getLogger("promptscope")
 
@@ -322,6 +325,40 @@ class BanditTab:
             return [None, self.caption(None, 0), ""]
         image, pending = self.next_pending(sid, round_id, after)
         return [self._image_or_none(image), self.caption(image, pending), "" if image is None else str(image["id"])]
+
+    # ---- a damaged database moved aside -------------------------------------------------------------------------
+    def pending_backups(self) -> list[Path]:
+        try:
+            return unacknowledged_backups(self.data_dir())
+        except (ValueError, OSError):  # an unusable data folder: the handlers say so in the status
+            return []
+
+    @staticmethod
+    def store_notice_html(backups: Sequence[Path]) -> str:
+        where = "".join(f"<li><code>{html.escape(str(b))}</code></li>" for b in backups)
+        return (
+            "<div class='ps-error'><b>⚠ The seed-bandit database was damaged and has been moved aside</b> to:"
+            f"<ul>{where}</ul>Nothing was deleted: your earlier ratings are in that file. The seed bandit (this tab "
+            "and its HTTP API) is stopped until you acknowledge this; then it starts a new, empty database. To "
+            "recover the old one instead, stop the server and copy the backup back over the database file.</div>"
+        )
+
+    def store_notice_view(self) -> list[Any]:
+        """[notice html, acknowledge button]: shown while a moved-aside database is unacknowledged."""
+        backups = self.pending_backups()
+        return [
+            gr.update(value=self.store_notice_html(backups) if backups else "", visible=bool(backups)),
+            gr.update(visible=bool(backups)),
+        ]
+
+    def acknowledge_store(self) -> list[Any]:
+        """The acknowledge button: [notice, button, status]."""
+        try:
+            done = acknowledge_backups(self.data_dir())
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), gr.update(), _err(str(exc))]
+        said = f"Acknowledged: {', '.join(map(str, done))} stays as a backup. " if done else ""
+        return [*self.store_notice_view(), _msg(f"{said}A new, empty database is in use; create a session.")]
 
     # ---- handlers --------------------------------------------------------------------------------------------------
     # Output lists; every handler's last output is the status HTML (A1111's wrap_gradio_gpu_call appends to it).
@@ -661,9 +698,14 @@ class BanditTab:
         except (ValueError, StoreError) as exc:
             sessions, startup_error = [], str(exc)
         choices = [session_choice(s) for s in sessions]
+        backups = self.pending_backups()
 
         with gr.Column(elem_id=p):
             gr.HTML(_css(p))
+            c["store_notice"] = gr.HTML(self.store_notice_html(backups) if backups else "", visible=bool(backups),
+                                        elem_id=f"{p}_store_notice")  # fmt: skip
+            c["store_ack"] = gr.Button("Acknowledge: keep the backup, start a new database", variant="stop",
+                                       visible=bool(backups), elem_id=f"{p}_store_ack")  # fmt: skip
             with gr.Row():
                 # No preset value: choosing a session (or creating one) fires `change`, which loads it.
                 c["session"] = gr.Dropdown(choices=choices, value=None, label="Session", elem_id=f"{p}_session",
@@ -808,6 +850,10 @@ class BanditTab:
                        *stats_out, c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["sess_epsilon"],
                        c["sess_confidence"], c["status"]]  # fmt: skip
         assert len(session_out) == self.N_SESSION_OUT
+        notice_out = [c["store_notice"], c["store_ack"]]
+        c["store_ack"].click(self.acknowledge_store, None, [*notice_out, c["status"]])
+        # Every handler ends in the status line: a database moved aside mid-session shows its notice then.
+        c["status"].change(self.store_notice_view, None, notice_out, queue=False)
         c["sess_save"].click(
             self.save_session_options,
             [c["session"], c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["sess_epsilon"],

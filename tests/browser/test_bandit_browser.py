@@ -7,11 +7,14 @@ the reason when missing). Leaves a screenshot in /tmp/bandit.png.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +28,13 @@ P = "ps_bandit"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def app(tmp_path):
+@contextlib.contextmanager
+def running_app(tmp_path: Path, data: Path) -> Iterator[str]:
+    """The standalone app on a free port with its bandit data in `data`; yields its URL."""
     port = _free_port()
     log = (tmp_path / "app.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
     env["no_proxy"] = "127.0.0.1,localhost"
-    data = tmp_path / "bandit-data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lib_ext.app", "--host", "127.0.0.1", "--port", str(port), "--threads", "1",
          "--data-dir", str(data)],
@@ -40,7 +43,7 @@ def app(tmp_path):
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_http(url, proc, timeout=180)
-        yield url, data
+        yield url
     finally:
         proc.terminate()
         try:
@@ -50,6 +53,13 @@ def app(tmp_path):
             proc.wait()
         log.close()
         print((tmp_path / "app.log").read_text()[-3000:])
+
+
+@pytest.fixture
+def app(tmp_path):
+    data = tmp_path / "bandit-data"
+    with running_app(tmp_path, data) as url:
+        yield url, data
 
 
 def _api(url: str, path: str) -> dict | list:
@@ -138,3 +148,106 @@ def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fi
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
     assert (data / "seed_bandit.sqlite3").is_file()
+
+
+# A JSON POST: not a "simple" request, so Chromium asks with a CORS preflight first.
+RATE_JS = """
+  window.result = null;
+  fetch(%(url)s, {method: "POST", headers: {"Content-Type": "application/json"},
+                  body: JSON.stringify({rating: "like"})})
+    .then(async (r) => { window.result = {status: r.status, body: await r.text()}; })
+    .catch((e) => { window.result = {error: String(e)}; });
+"""
+
+
+@pytest.fixture
+def foreign_site(tmp_path):
+    """A second local web server (another origin: another port) serving pages written into its folder."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", _free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _image_to_rate(data: Path) -> int:
+    from lib_ext.bandit.store import Store
+
+    with Store(data) as store:  # beside the app's own connection (WAL), as a second tab would be
+        sid = store.create_session("target")
+        arm = store.add_arm(sid, "a red circle")
+        rnd = store.create_round(sid, "uniform", 1, False)
+        return store.add_image(sid, arm, rnd["id"], 1, "a red circle", "", [], str(data / "x.png"), "0" * 64)
+
+
+def test_a_page_on_another_origin_cannot_rate(app, browser, foreign_site):  # noqa: F811 (fixture)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, data = app
+    image_id = _image_to_rate(data)
+    rating_url = f"{url}promptscope/v1/bandit/images/{image_id}/rating"
+    root, site = foreign_site
+    script = RATE_JS % {"url": json.dumps(rating_url)}
+    (root / "attack.html").write_text(f"<!doctype html><title>another site</title><script>{script}</script>")
+    browser.get(site + "attack.html")
+    result = WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.result"))
+    # gradio answered the preflight with Access-Control-Allow-Origin: *, so the POST went out; the route refused it
+    assert result.get("status") == 403, result
+    assert "another origin" in result["body"] and site.rstrip("/") in result["body"]
+    assert _api(url, "/sessions/1/images")[0]["rating"] == "pending"
+    # the same request from the app's own page is accepted: the refusal is about the origin, not the request
+    browser.get(url)
+    browser.execute_script(script)
+    own = WebDriverWait(browser, 30).until(lambda d: d.execute_script("return window.result"))
+    assert own.get("status") == 200, own
+    assert _api(url, "/sessions/1/images")[0]["rating"] == "like"
+
+
+def test_a_damaged_database_shows_the_notice_and_acknowledging_starts_a_new_one(tmp_path, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    data = tmp_path / "bandit-data"
+    data.mkdir()
+    (data / "seed_bandit.sqlite3").write_bytes(b"a damaged disk block " * 300)
+    with running_app(tmp_path, data) as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _api(url, "/sessions")
+        assert refused.value.code == 503
+        backup = next(data.glob("seed_bandit.sqlite3.corrupt-*"))
+        assert str(backup) in json.loads(refused.value.read())["detail"]
+        browser.get(url)
+        wait = WebDriverWait(browser, 120)
+        wait.until(
+            lambda d: next(iter(d.find_elements(By.XPATH, "//button[contains(., 'Seed bandit')]")), False)
+        ).click()
+        notice = wait.until(lambda d: d.find_element(By.ID, f"{P}_store_notice"))
+        wait.until(lambda d: notice.is_displayed() and backup.name in notice.text)
+        button = browser.find_element(By.ID, f"{P}_store_ack")
+        assert button.is_displayed()
+        button.click()
+        wait.until(lambda d: "Acknowledged" in d.find_element(By.CSS_SELECTOR, f"#{P}_status").text)
+        wait.until(lambda d: not d.find_element(By.ID, f"{P}_store_ack").is_displayed())
+        assert _api(url, "/sessions") == [] and backup.exists()
+        assert Path(str(backup) + ".acknowledged").exists()
+        # Moved aside while the page is open (as another process's quarantine does): the next action's status
+        # line brings the notice back.
+        later = data / "seed_bandit.sqlite3.corrupt-20260101-000000"
+        for suffix in ("", "-wal", "-shm"):
+            if Path(str(data / "seed_bandit.sqlite3") + suffix).exists():
+                os.replace(str(data / "seed_bandit.sqlite3") + suffix, str(later) + suffix)
+        browser.find_element(By.ID, f"{P}_refresh").click()
+        wait.until(lambda d: later.name in d.find_element(By.ID, f"{P}_store_notice").text)
+        assert browser.find_element(By.ID, f"{P}_store_ack").is_displayed()
+        assert later.name in browser.find_element(By.CSS_SELECTOR, f"#{P}_status").text

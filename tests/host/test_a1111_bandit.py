@@ -190,3 +190,56 @@ def test_semantic_guidance_works_inside_the_sweep(webui, sd_model, tmp_path):
             assert "Semantic guidance: sega" in info
         else:
             assert "Semantic guidance" not in info
+
+
+def request(app: Any, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:7860") as c:
+            return await c.request(method, PREFIX + path, **kw)
+
+    return asyncio.run(go())
+
+
+def test_a_damaged_database_answers_503_until_acknowledged_in_the_tab(webui, tmp_path, caplog):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    tab = b.current_tab
+    tab.create_session("rated for hours", "{}", None, None, 0, 4, False)
+    b.provider.close()
+    db = tmp_path / "bandit" / "seed_bandit.sqlite3"
+    db.write_bytes(b"a damaged disk block " * 300)
+    with caplog.at_level("WARNING", logger="promptscope"):
+        answers = [get(app, "/sessions"), get(app, "/sessions"), request(app, "POST", "/sessions", json={"name": "x"})]
+    backups = sorted(db.parent.glob("seed_bandit.sqlite3.corrupt-*"))
+    assert len(backups) == 1
+    for r in answers:  # before: only the first call failed; the next ones served a new, empty database
+        assert r.status_code == 503 and str(backups[0]) in r.json()["detail"], r.text
+    assert str(backups[0]) in caplog.text  # said in the WebUI's console
+    assert get(app, "/store").json()["unacknowledged_backups"] == [str(backups[0])]
+    demo2, app2 = m.initialize.restart_ui()  # a reload: the new provider still refuses (the fact is on disk)
+    b = sys.modules["promptscope_a1111.bandit_tab"]
+    assert get(app2, "/sessions").status_code == 503
+    tab = b.current_tab
+    assert tab.c["store_notice"].visible and str(backups[0]) in tab.c["store_notice"].value
+    acknowledge = handler(tabs_blocks(m), tab.c["store_ack"])
+    notice, button, status = acknowledge()
+    assert not notice["visible"] and not button["visible"] and "Acknowledged" in status
+    assert get(app2, "/sessions").json() == [] and backups[0].exists()
+
+
+def test_a_page_of_another_origin_cannot_change_bandit_data(webui, tmp_path):
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    evil = {"origin": "http://evil.example"}
+    r = request(app, "POST", "/sessions", json={"name": "planted"}, headers=evil)
+    assert r.status_code == 403 and "another origin" in r.json()["detail"]
+    assert get(app, "/sessions").json() == []
+    own = request(app, "POST", "/sessions", json={"name": "mine"}, headers={"origin": "http://127.0.0.1:7860"})
+    assert own.status_code == 201
+    sid = own.json()["id"]
+    assert request(app, "POST", f"/sessions/{sid}/undo", headers=evil).status_code == 403
+    assert request(app, "PATCH", "/arms/1", json={"label": "x"}, headers=evil).status_code == 403
+    assert request(app, "POST", "/sessions", json={"name": "script"}).status_code == 201  # no Origin: a script
+    assert [s["name"] for s in get(app, "/sessions").json()] == ["mine", "script"]

@@ -1,23 +1,31 @@
 """Store: WAL, migrations, corruption handling, rating events and undo, concurrent writers, kill -9."""
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from lib_ext.bandit.store import (
+    CHECKPOINT_SECONDS,
     DB_FILENAME,
     SCHEMA_VERSION,
     NotFoundError,
     Store,
     StoreCorruptError,
+    StoreError,
     StoreVersionError,
+    acknowledge_backups,
+    backups,
     migrate,
+    unacknowledged_backups,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -176,6 +184,126 @@ def test_garbage_file_is_moved_aside_with_a_clear_message(tmp_path):
     # The caller decides to start again: a new, empty store.
     with Store(tmp_path) as store:
         assert store.list_sessions() == []
+
+
+def test_a_moved_aside_database_stays_unacknowledged_on_disk_until_acknowledged(tmp_path, caplog):
+    path = tmp_path / DB_FILENAME
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with caplog.at_level("ERROR", logger="promptscope"), pytest.raises(StoreCorruptError) as info:
+        Store(tmp_path)
+    backup = info.value.backup
+    assert str(backup) in caplog.text  # said in the console when it happens
+    Path(str(backup) + "-wal").write_bytes(b"junk")  # a moved -wal/-shm is not a backup of its own
+    assert backups(tmp_path) == unacknowledged_backups(tmp_path) == [backup]
+    with Store(tmp_path) as store:  # a new store opens; the fact that nobody saw the backup is still on disk
+        store.create_session("new")
+    assert unacknowledged_backups(tmp_path) == [backup]
+    assert acknowledge_backups(tmp_path) == [backup]
+    marker = Path(str(backup) + ".acknowledged")
+    assert backup.name in marker.read_text()
+    assert unacknowledged_backups(tmp_path) == [] and backups(tmp_path) == [backup]
+    assert acknowledge_backups(tmp_path) == []
+    assert backup.read_bytes() == b"this is not sqlite at all" * 100  # the backup itself is never touched
+    marker.unlink()  # e.g. a backup copied in from elsewhere: unseen again
+    assert unacknowledged_backups(tmp_path) == [backup]
+
+
+def test_acknowledging_in_a_read_only_folder_says_what_to_do(tmp_path, monkeypatch):
+    (tmp_path / f"{DB_FILENAME}.corrupt-20260101-000000").write_bytes(b"x")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(StoreError, match="cannot record the acknowledgement.*make the data folder writable"):
+        acknowledge_backups(tmp_path)
+
+
+def test_a_store_knows_when_its_file_was_moved_away(tmp_path):
+    with Store(tmp_path) as store:
+        assert not store.moved_away()
+        os.replace(tmp_path / DB_FILENAME, tmp_path / "elsewhere.sqlite3")
+        assert store.moved_away()
+
+
+def _rating_in_main_file(folder: Path, image_id: int, scratch: Path) -> bool:
+    """Whether a copy of the main database file alone (no -wal) holds a rating of `image_id`."""
+    scratch.mkdir(exist_ok=True)
+    copy = scratch / "main-only.sqlite3"
+    shutil.copyfile(folder / DB_FILENAME, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM ratings WHERE image_id = ?", (image_id,)).fetchone()[0] > 0
+    except sqlite3.DatabaseError:  # no schema yet, or caught mid-checkpoint (the main file alone is not whole)
+        return False
+    finally:
+        conn.close()
+        copy.unlink()
+
+
+def _seconds_until_in_main_file(folder: Path, image_id: int, scratch: Path, limit: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if _rating_in_main_file(folder, image_id, scratch):
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    return None
+
+
+@pytest.mark.parametrize("interval", [None, 0.3, CHECKPOINT_SECONDS])
+def test_a_rating_reaches_the_main_file_within_the_checkpoint_interval(tmp_path, interval):
+    """What a damaged -wal can lose: without the checkpoint thread (None) a rating stays in the -wal (SQLite
+    checkpoints by itself only every 1000 pages); with it, it is in the main file an interval later (run with -s
+    to see the measured seconds)."""
+    data = tmp_path / "data"
+    store = Store(data, checkpoint_seconds=interval)
+    try:
+        sid, arm, rnd, imgs = _populate(store)
+        time.sleep((interval or 0.3) + 0.2)  # the set-up's own checkpoint, if any, is done
+        store.add_rating(imgs[0], "like")
+        seconds = _seconds_until_in_main_file(data, imgs[0], tmp_path / "scratch", limit=(interval or 1.5) + 2.0)
+        print(f"checkpoint_seconds={interval}: the rating was in the main file after {seconds} s")
+        if interval is None:
+            assert seconds is None
+        else:
+            # interval + the checkpoint's own time; the slack is for a busy 2-core test machine
+            assert seconds is not None and seconds <= interval + 1.5, seconds
+            assert store._checkpointer.last[2] == store._checkpointer.last[1]  # every frame copied
+    finally:
+        store.close()
+
+
+def test_a_reader_holding_old_frames_only_delays_the_checkpoint(tmp_path):
+    data = tmp_path / "data"
+    with Store(data, checkpoint_seconds=0.2) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        reader = sqlite3.connect(data / DB_FILENAME, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM ratings").fetchone()  # holds its snapshot: frames after it must stay
+        store.add_rating(imgs[0], "like")
+        assert _seconds_until_in_main_file(data, imgs[0], tmp_path / "scratch", limit=1.0) is None
+        reader.execute("COMMIT")
+        reader.close()
+        assert _seconds_until_in_main_file(data, imgs[0], tmp_path / "scratch", limit=3.0) is not None
+
+
+def test_closing_stops_the_checkpoint_thread(tmp_path):
+    def checkpoint_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("promptscope-checkpoint")]
+
+    before = len(checkpoint_threads())
+    store = Store(tmp_path, checkpoint_seconds=0.05)
+    assert len(checkpoint_threads()) == before + 1
+    _populate(store)
+    store.close()
+    assert len(checkpoint_threads()) == before
+    store.close()  # twice is fine
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / DB_FILENAME).write_bytes(b"not sqlite" * 500)
+    with pytest.raises(StoreCorruptError):
+        Store(tmp_path / "bad", checkpoint_seconds=0.05)
+    assert len(checkpoint_threads()) == before  # a store that failed to open leaves no thread
+    assert Store(tmp_path, checkpoint_seconds=None)._checkpointer is None
 
 
 def test_damaged_pages_are_detected(tmp_path):

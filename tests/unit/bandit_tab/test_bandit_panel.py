@@ -17,6 +17,8 @@ from PIL import Image
 from lib_ext.app import page_scripts, panel_bandit
 from lib_ext.app.panels import PanelRegistry, TabContext
 from lib_ext.bandit import bandit_ref_from_infotext
+from lib_ext.bandit.routes import PREFIX
+from lib_ext.bandit.store import DB_FILENAME, Store, unacknowledged_backups
 from lib_ext.seam import GenerationRequest
 
 
@@ -102,3 +104,67 @@ def test_semantic_guidance_works_inside_the_sweep(host, tmp_path):
     )[0].image
     assert np.array_equal(np.asarray(again.convert("RGB")), guided)
     assert panel_bandit.sweep_features([GenerationRequest("a plain cat")]) == []
+
+
+def asgi(app: Any, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:7860") as c:
+            return await c.request(method, path, **kw)
+
+    return asyncio.run(go())
+
+
+def _app_on(host: Any, data_dir: Path) -> tuple[Any, Any]:
+    """The standalone app's page and its gradio (FastAPI) app with the bandit routes mounted, as `main` does."""
+    hooks: list = []
+    with gr.Blocks() as blocks:
+        panel_bandit.build(TabContext(host=host, data_dir=data_dir, app_hooks=hooks))
+    app = gr.routes.App.create_app(blocks)
+    for hook in hooks:
+        hook(blocks, app)
+    return blocks, app
+
+
+def test_a_damaged_database_stops_the_app_until_acknowledged(host, tmp_path):
+    data = tmp_path / "bandit"
+    with Store(data) as store:
+        store.create_session("rated for hours")
+    (data / DB_FILENAME).write_bytes(b"garbage " * 1000)
+    blocks, app = _app_on(host, data)  # the tab's start-up moves it aside
+    backup = unacknowledged_backups(data)[0]
+    notice = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "ps_bandit_store_notice")
+    assert notice.visible and str(backup) in notice.value
+    for _ in range(2):  # before: the second call got a new, empty database
+        r = asgi(app, "GET", f"{PREFIX}/sessions")
+        assert r.status_code == 503 and str(backup) in r.json()["detail"], r.text
+    assert asgi(app, "POST", f"{PREFIX}/images/1/rating", json={"rating": "like"}).status_code == 503
+    r = asgi(app, "POST", f"{PREFIX}/store/acknowledge")
+    assert r.status_code == 200 and r.json()["acknowledged"] == [str(backup)]
+    assert asgi(app, "GET", f"{PREFIX}/sessions").json() == []
+    hidden, button = handler(blocks, "ps_bandit_status")()  # the status line's change event
+    assert hidden["visible"] is False and button["visible"] is False
+
+
+def test_a_page_of_another_origin_cannot_rate_or_undo_through_the_app(host, tmp_path):
+    data = tmp_path / "bandit"
+    blocks, app = _app_on(host, data)
+    with Store(data, checkpoint_seconds=None) as store:  # an image to rate, written beside the app's connection
+        sid = store.create_session("s")
+        arm = store.add_arm(sid, "a red circle")
+        rnd = store.create_round(sid, "uniform", 1, False)
+        iid = store.add_image(sid, arm, rnd["id"], 7, "a red circle", "", [], str(data / "x.png"), "0" * 64)
+    rating = f"{PREFIX}/images/{iid}/rating"
+    evil = "http://evil.example:8000"
+    ask = {"origin": evil, "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    preflight = asgi(app, "OPTIONS", rating, headers=ask)
+    assert preflight.status_code == 200  # gradio 3.41's CORS middleware lets the browser send the POST…
+    assert preflight.headers["access-control-allow-origin"] in ("*", evil)
+    r = asgi(app, "POST", rating, json={"rating": "like"}, headers={"origin": evil})
+    assert r.status_code == 403 and evil in r.json()["detail"], r.text  # …and the route refuses it
+    simple = {"origin": evil, "content-type": "text/plain"}  # needs no preflight at all
+    assert asgi(app, "POST", f"{PREFIX}/sessions/{sid}/undo", content="{}", headers=simple).status_code == 403
+    other = asgi(app, "POST", "/reset", json={"session_hash": "x", "fn_index": 0}, headers={"origin": evil})
+    assert other.status_code != 403  # the host's own routes are left as they were (no app-wide middleware)
+    assert asgi(app, "GET", f"{PREFIX}/sessions/{sid}/images").json()[0]["rating"] == "pending"
+    own = asgi(app, "POST", rating, json={"rating": "like"}, headers={"origin": "http://127.0.0.1:7860"})
+    assert own.status_code == 200 and own.json()["rating"] == "like"

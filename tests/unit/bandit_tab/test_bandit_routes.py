@@ -7,6 +7,7 @@ httpx's own ASGI transport.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from lib_ext.bandit.hosting import ServiceProvider
 from lib_ext.bandit.routes import PREFIX, make_router
 from lib_ext.bandit.service import ImageResult
+from lib_ext.bandit.store import DB_FILENAME, Store, unacknowledged_backups
 
 
 class Client:
@@ -186,3 +188,114 @@ def test_unusable_data_folder_is_reported_not_500(tmp_path):
     app.include_router(make_router(ServiceProvider(blocker)))
     r = Client(app).get("/sessions")
     assert r.status_code == 422 and "not a folder" in r.json()["detail"]
+
+
+def _damage(provider: ServiceProvider, folder: Path) -> None:
+    """Close the service and overwrite the database with garbage (what a failing disk leaves)."""
+    provider.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(folder / DB_FILENAME) + suffix).unlink(missing_ok=True)
+    (folder / DB_FILENAME).write_bytes(b"not a database, a damaged disk block " * 200)
+
+
+def test_a_moved_aside_database_answers_503_until_acknowledged(setup, caplog):
+    client, provider, tmp = setup
+    assert client.post("/sessions", json={"name": "rated for hours"}).status_code == 201
+    _damage(provider, tmp / "data")
+    with caplog.at_level("WARNING", logger="promptscope"):
+        first = client.get("/sessions")
+        again = [client.get("/sessions"), client.post("/sessions", json={"name": "x"}), client.get("/sessions/1")]
+    assert first.status_code == 503
+    backup = unacknowledged_backups(tmp / "data")[0]
+    assert str(backup) in first.json()["detail"] and "store/acknowledge" in first.json()["detail"]
+    for r in again:  # never a new, empty database while nobody has seen that the old one was moved aside
+        assert r.status_code == 503 and str(backup) in r.json()["detail"], r.text
+    assert str(backup) in caplog.text  # and the console said so
+    status = client.get("/store").json()
+    assert status["unacknowledged_backups"] == [str(backup)]
+    assert status["database"] == str((tmp / "data" / DB_FILENAME).resolve())
+
+    # a restart (a new provider on the same folder) still refuses: the fact is on disk
+    app2 = FastAPI()
+    provider2 = ServiceProvider(tmp / "data", seed=0)
+    app2.include_router(make_router(provider2))
+    assert Client(app2).get("/sessions").status_code == 503
+    provider2.close()
+
+    r = client.post("/store/acknowledge")
+    assert r.status_code == 200 and r.json()["acknowledged"] == [str(backup)]
+    assert client.get("/sessions").json() == []  # the new, empty database
+    assert client.get("/store").json()["unacknowledged_backups"] == []
+    assert client.post("/store/acknowledge").json()["acknowledged"] == []
+    assert backup.read_bytes().startswith(b"not a database")  # the backup stays for the user
+
+
+def test_a_database_moved_aside_by_another_process_is_neither_served_nor_written(setup):
+    client, provider, tmp = setup
+    sid = client.post("/sessions", json={"name": "old"}).json()["id"]
+    old = provider()
+    backup = tmp / "data" / f"{DB_FILENAME}.corrupt-20260101-000000"
+    for suffix in ("", "-wal", "-shm"):  # what another process's quarantine does
+        if Path(str(tmp / "data" / DB_FILENAME) + suffix).exists():
+            os.replace(str(tmp / "data" / DB_FILENAME) + suffix, str(backup) + suffix)
+    r = client.post("/sessions", json={"name": "would land in the backup"})
+    assert r.status_code == 503 and str(backup) in r.json()["detail"]
+    assert old.store.closed  # the service on the moved file is closed, not reused after the acknowledgement
+    assert client.post("/store/acknowledge").status_code == 200
+    assert client.get("/sessions").json() == []
+    with Store(tmp / "data", filename=backup.name, checkpoint_seconds=None) as moved:
+        assert [s["name"] for s in moved.list_sessions()] == ["old"] and sid == 1
+
+
+@pytest.mark.parametrize(
+    ("origin", "headers", "allowed"),
+    [
+        (None, {}, True),  # a script or curl: no browser, no cross-site request
+        ("http://test", {}, True),  # the server's own page
+        ("http://test:80", {}, True),
+        ("https://test", {"x-forwarded-proto": "https"}, True),  # behind a TLS proxy that passes Host on
+        ("https://test", {}, False),
+        ("http://evil.example", {}, False),
+        ("http://test.evil.example", {}, False),
+        ("http://test:8080", {}, False),
+        ("http://evil.example", {"x-forwarded-proto": "http"}, False),
+        ("null", {}, False),  # sandboxed frames, file:// pages
+        ("not a url", {}, False),
+    ],
+)
+def test_a_rating_from_a_page_of_another_origin_is_refused(setup, origin, headers, allowed):
+    client, provider, tmp = setup
+    sid = client.post("/sessions", json={"name": "s"}).json()["id"]
+    client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat"})
+    image = _round(provider, sid, tmp / "data" / "images", k=1)[0]
+    sent = {**headers, **({"origin": origin} if origin is not None else {})}
+    r = client.post(f"/images/{image['id']}/rating", json={"rating": "like"}, headers=sent)
+    rating = provider().get_image(image["id"])["rating"]
+    if allowed:
+        assert r.status_code == 200 and rating == "like", r.text
+    else:
+        assert r.status_code == 403 and rating == "pending", r.text
+        assert origin in r.json()["detail"] and "another origin" in r.json()["detail"]
+
+
+def test_every_route_that_changes_data_refuses_a_foreign_origin_and_reads_do_not(setup):
+    client, provider, tmp = setup
+    client.post("/sessions", json={"name": "s"})
+    client.post("/sessions/1/arms", json={"prompt": "a cat"})  # (stats of a session without arms is a 500: #13)
+    foreign = {"origin": "http://evil.example"}
+    checked = set()
+    for route in client.app.routes:
+        for method in sorted(getattr(route, "methods", None) or ()):
+            url = route.path.removeprefix(PREFIX).replace("{session_id}", "1").replace("{arm_id}", "1")
+            url = url.replace("{image_id}", "1").replace("{round_id}", "1")
+            if not route.path.startswith(PREFIX) or method in ("HEAD", "OPTIONS"):
+                continue
+            r = client.request(method, url, json={}, headers=foreign)
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                assert r.status_code == 403, (method, url, r.text)
+                checked.add((method, route.path))
+            else:
+                assert r.status_code != 403, (method, url, r.text)
+    assert len(checked) >= 7  # sessions, arms, arm patch, rating, undo, mark-rest, store/acknowledge
+    assert [s["name"] for s in client.get("/sessions").json()] == ["s"]  # nothing was created or changed
+    assert [a["prompt"] for a in client.get("/sessions/1/arms").json()] == ["a cat"]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from lib_ext.bandit.hosting import ServiceProvider, check_data_dir, image_path, save_png
 from lib_ext.bandit.service import ImageResult
+from lib_ext.bandit.store import DB_FILENAME, unacknowledged_backups
 from lib_ext.bandit.ui import MODE_LABELS, BanditTab, build_bandit_tab, parse_id
 
 
@@ -317,3 +318,55 @@ def test_a_failing_generator_is_reported_and_nothing_is_recorded(tab):
     out = tab.run_round(value, 2, None, False)
     assert "failed: RuntimeError: CUDA out of memory" in out[-1] and "ps-error" in out[-1]
     assert tab.svc.images(1) == []
+
+
+def _change_handler(blocks, component):
+    """The function of `component`'s change event (gradio 3: parallel lists; gradio 4: BlockFunction targets)."""
+    if hasattr(blocks, "dependencies"):
+        for dep, fn in zip(blocks.dependencies, blocks.fns):
+            targets = [t[0] if isinstance(t, list | tuple) else t for t in dep["targets"]]
+            if component._id in targets and dep.get("trigger", "change") == "change":
+                return fn.fn
+    for fn in getattr(blocks, "fns", {}).values():
+        if (component._id, "change") in [tuple(t) for t in fn.targets]:
+            return fn.fn
+    raise LookupError("no change event")
+
+
+def test_a_moved_aside_database_shows_a_notice_until_acknowledged_in_the_tab(tmp_path):
+    data = tmp_path / "d"
+    provider = ServiceProvider(data, seed=0)
+    with gr.Blocks() as blocks:
+        t = build_bandit_tab(provider, FakeGenerator(data / "images"), None, provider.data_dir, "ps_bandit")
+    value = session(t)
+    assert not t.c["store_notice"].visible
+    provider.close()
+    (data / DB_FILENAME).write_bytes(b"a damaged disk block " * 300)  # damaged while the page is open
+    status = t.load_session(value)[-1]
+    backup = unacknowledged_backups(data)[0]
+    assert "ps-error" in status and str(backup) in status
+    for handler_out in (t.rate(value, "1", "1", "like"), t.create_session("x", "{}", None, None, 0, 4, False)):
+        assert str(backup) in handler_out[-1]  # never a new, empty database behind the user's back
+    # the status line changed: its change event shows the notice and the button
+    notice, button = _change_handler(blocks, t.c["status"])()
+    assert notice["visible"] and str(backup) in notice["value"] and button["visible"]
+    notice, button, status = t.acknowledge_store()
+    assert not notice["visible"] and not button["visible"]
+    assert "Acknowledged" in status and str(backup) in status
+    assert "Created session 1" in t.create_session("fresh", "{}", None, None, 0, 4, False)[1]
+    assert backup.exists()
+    provider.close()
+
+
+def test_the_notice_is_on_the_page_when_it_starts_with_an_unacknowledged_backup(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / f"{DB_FILENAME}.corrupt-20260101-000000").write_bytes(b"old ratings")
+    provider = ServiceProvider(data)
+    with gr.Blocks():
+        t = build_bandit_tab(provider, None, None, provider.data_dir, "ps_bandit")
+    assert t.c["store_notice"].visible and t.c["store_ack"].visible
+    assert "corrupt-20260101-000000" in t.c["status"].value  # the start-up error names it too
+    assert "Acknowledged" in t.acknowledge_store()[-1]
+    assert provider().list_sessions() == []
+    provider.close()
