@@ -299,3 +299,12 @@ def test_every_route_that_changes_data_refuses_a_foreign_origin_and_reads_do_not
     assert len(checked) >= 7  # sessions, arms, arm patch, rating, undo, mark-rest, store/acknowledge
     assert [s["name"] for s in client.get("/sessions").json()] == ["s"]  # nothing was created or changed
     assert [a["prompt"] for a in client.get("/sessions/1/arms").json()] == ["a cat"]
+
+
+def test_stats_of_a_session_without_arms_is_plain_json(setup):
+    client, _provider, _tmp = setup
+    sid = client.post("/sessions", json={"name": "empty", "mode": "find_best"}).json()["id"]
+    r = client.get(f"/sessions/{sid}/stats")
+    assert r.status_code == 200, r.text
+    assert r.json()["stop"]["kind"] == "none" and r.json()["stop"]["more_ratings"] is None
+    assert r.json()["stop"]["reason"] == "no active arms"
