@@ -276,6 +276,25 @@ def calibration_suite(quick: bool) -> dict:
     }
 
 
+TIE_REACH = (("two equal, low rate", (0.1, 0.1)), ("three equal, lower rate", (0.05, 0.05, 0.05)))
+
+
+def tie_reach_suite(quick: bool) -> dict:
+    """Equal prompts reach "as good as each other" in finite ratings (find-best policy, EB prior), never a wrong or
+    crowned verdict: fraction of runs with a tie verdict within the budget and the median ratings to it."""
+    runs, budget = (30 if quick else 100), 40_000
+    out = []
+    for ti, (name, rates) in enumerate(TIE_REACH):
+        r = sv.simulate(np.asarray(rates), "t3c", runs, budget, [400 + ti, 0])
+        tie = r.kind == 3
+        out.append({
+            "scenario": name, "like_rates": list(rates), "tie_verdict_rate": float(tie.mean()),
+            "best_verdict_rate": float((r.kind == 2).mean()),
+            "median_ratings_to_tie": float(np.median(r.ratings[tie])) if tie.any() else None,
+        })  # fmt: skip
+    return {"tie_reach": out, "tie_reach_runs": runs, "tie_reach_budget": budget}
+
+
 def simulate(quick: bool) -> dict:
     likes, likes_per = likes_suite(quick)
     ratio = ratio_suite(quick)
@@ -285,6 +304,7 @@ def simulate(quick: bool) -> dict:
         "likes_ratio_vs_uniform": _gmean(likes),
         **ratio,
         **calibration_suite(quick),
+        **tie_reach_suite(quick),
         "find_best_policy": f"T3C, β = {FIND_BEST_BETA}",
         "stop_check": "after every rating (both policies), rounds of 8 planned at their start",
     }
@@ -421,6 +441,12 @@ def main(quick: bool = False) -> dict:
             for b in bins
         )
         print(f"shown P(best) → fraction really best ({prior} prior): {cells}")
+    for t in sim["tie_reach"]:
+        print(
+            f"{t['scenario']}: 'as good as each other' in {t['tie_verdict_rate']:.2f} of runs within "
+            f"{sim['tie_reach_budget']} ratings (median {t['median_ratings_to_tie']}), crowned "
+            f"{t['best_verdict_rate']:.2f}"
+        )
     lo, hi = sim["ratings_to_best_ratio_ci95"]
     print(
         f"likes ratio {sim['likes_ratio_vs_uniform']:.2f} (goal ≥ 1.3); ratings-to-verdict ratio "
