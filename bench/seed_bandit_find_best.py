@@ -160,13 +160,18 @@ def ratings_ratio(p: np.ndarray, policy: str, runs: int, budget: int, seed: int,
 
 
 def main(quick: bool = False) -> dict:
-    """Geometric-mean ratings ratio vs the uniform sweep on the tuning scenarios, per sampling rule."""
+    """Geometric-mean ratings ratio vs the uniform sweep per sampling rule: on the tuning scenarios (where the rule
+    was chosen) and, for the record, on the held-out ones (`bench seed_bandit`'s scenarios)."""
+    from bench.seed_bandit import SCENARIOS  # the held-out set (import here: seed_bandit imports this module)
+
     runs, budget = (60 if quick else 200), 20_000
-    scen = tuning_scenarios()
-    out: dict = {"tuning_scenarios": [p.tolist() for p in scen], "runs_per_scenario": runs}
+    sets = {"tuning": tuning_scenarios(), "held_out": [sc.p for sc in SCENARIOS]}
+    out: dict = {"tuning_scenarios": [p.tolist() for p in sets["tuning"]], "runs_per_scenario": runs}
     for policy, betas in (("t3c", ("ids", 0.4, 0.5)), ("ttts", (0.5,))):
         for beta in betas:
-            ratios = [ratings_ratio(p, policy, runs, budget, 7 + i, beta)[0] for i, p in enumerate(scen)]
-            out[f"{policy}_beta_{beta}"] = float(np.exp(np.mean(np.log(ratios))))
-            print(f"{policy} β={beta}: geometric-mean ratio {out[f'{policy}_beta_{beta}']:.3f}", flush=True)
+            for name, scen in sets.items():
+                ratios = [ratings_ratio(p, policy, runs, budget, 7 + i, beta)[0] for i, p in enumerate(scen)]
+                key = f"{name}_{policy}_beta_{beta}"
+                out[key] = float(np.exp(np.mean(np.log(ratios))))
+                print(f"{name:9s} {policy} β={beta}: geometric-mean ratio {out[key]:.3f}", flush=True)
     return out
