@@ -8,13 +8,19 @@ rater (low τ); a high-variance one (large σ) wins for a picky rater (high τ) 
 Metrics (last-line JSON):
 - likes_ratio_vs_uniform: likes in N ratings (rounds of k) with batched Thompson sampling / with a uniform sweep
   (the X/Y/Z-grid way), geometric mean over scenarios of the ratio of mean likes. Goal ≥ 1.3.
-- ratings_to_best_ratio_vs_uniform: ratings until the stopping rule names an arm (P(best) ≥ 0.95, checked after
-  every rating for both policies, as the tab's verdict is; rounds of k = 8 planned at their start), top-two TS /
-  uniform sweep, geometric mean over scenarios of the ratio of mean ratings. Goal ≤ 0.5.
-  Beside it, per scenario, the asymptotic ratio of the OPTIMAL allocation (Garivier & Kaufmann 2016): where even
-  that is above 0.5, no policy can reach the goal on that scenario.
-  best_arm_correct_fraction: top-two runs that stopped AND named the true best arm (a run hitting the budget
-  counts as wrong). Goal ≥ 0.95.
+- ratings_to_best_ratio_vs_uniform: ratings until the GLR verdict (`lib_ext/bandit/verdict.py`, confidence 0.95,
+  ε 0.03, checked after every rating for both policies, as the tab's verdict is; rounds of k = 8 planned at their
+  start), find-best policy (T3C with information-directed β) / uniform sweep, geometric mean over the four
+  scenarios of the ratio of mean ratings, 800 runs each, with a bootstrap 95 % CI. Goal ≤ 0.5.
+  ratio_vs_bound_max: per scenario, that ratio over the asymptotic ratio of the OPTIMAL allocation (Garivier &
+  Kaufmann 2016); goal ≤ 1.1. best_arm_correct_fraction: runs whose verdict named the true best arm.
+- wrong_stop_rate_max: over a calibration suite (exact ties of 2, 3 and 10 arms, near-ties around ε, the four
+  scenarios), 400 runs each, up to 1,000 ratings, with the EB prior, the uniform prior and the uniform sweep: the
+  fraction of runs whose verdict names an arm more than ε worse than the best (as the best, or in a tie). Goal
+  ≤ 0.05. crowned_in_exact_tie_rate_max: "best" verdicts among exactly equal arms.
+  p_best_calibration / p_best_reliability: the tab's P(best) (posterior, Monte Carlo) of each run's most probable
+  arm every 20 ratings, binned: the fraction of shown values ≥ 0.9 whose arm really is best (equal best counts).
+  tie_reach: equal arms reach "as good as each other" in finite ratings (fraction and median within 40,000).
 - rating_ms_p95: server time of one rating as the user meets it, the larger p95 of the tab's handler (commit +
   next image + caption) and of the HTTP API (`POST …/rating` through FastAPI), on a session of 5 arms with real
   512 px PNGs (300 images with --quick, 1,500 without; bench/seed_bandit_tab.py). Goal ≤ 20.
@@ -22,8 +28,9 @@ Metrics (last-line JSON):
 - lost_ratings_after_kill: a writer subprocess rates through BanditService.rate and prints each event id after
   rate() returned; it is killed with SIGKILL mid-loop; reported ids missing from the store afterwards. Must be 0.
 
-Policies are the library's (`policy.choose_arms`) on the library's posteriors (empirical-Bayes prior, as the
-service uses by default); the simulation only replaces image generation and the human.
+Policies are the library's (`policy.choose_arms`, `policy.top_two_glr_arms`, `policy.uniform_arms_batch`) on the
+library's posteriors (empirical-Bayes prior, as the service uses by default) and verdict; the simulation only
+replaces image generation and the human (bench/seed_bandit_find_best.py runs many simulated users in lock step).
 """
 
 from __future__ import annotations
