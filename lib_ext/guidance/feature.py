@@ -72,22 +72,24 @@ def prepare_prompts(prompts: Sequence[str], tagged_prompts: Sequence[str] | None
         tagged = tagged_prompts[i] if tagged_prompts is not None else prompt
         tree = None
         if uses_guidance(prompt) or uses_guidance(tagged):
-            tree, warning = safe_parse(prompt)
-            warn(warning)
+            tree, notes = safe_parse(prompt)
             if tree is not None and tagged != prompt:
-                tagged_tree, warning = safe_parse(tagged)
-                warn(warning)
+                tagged_tree, tagged_notes = safe_parse(tagged)
                 if tagged_tree is None:
-                    tree = None
+                    tree, notes = None, tagged_notes
                 elif _shape(tagged_tree) != _shape(tree):
-                    warn(f"semantic guidance ignored the <sega:...> settings of {tagged!r}: the prompt reads "
-                         "differently without its extra-network tags")  # fmt: skip
-                else:
-                    tree_for_host, tree = tree, tagged_tree
-                    host_prompts.append(flatten_for_host(tree_for_host))
+                    notes.append(f"semantic guidance ignored the <sega:...> settings of {tagged!r}: the prompt reads "
+                                 "differently without its extra-network tags")  # fmt: skip
+                else:  # the same tree with the settings of the typed text; its notes point into the typed text
+                    host_prompts.append(flatten_for_host(tree))
+                    tree, notes = tagged_tree, tagged_notes
                     trees.append(tree)
                     active = True
+                    for note in notes:
+                        warn(note)
                     continue
+            for note in notes:
+                warn(note)
         if tree is None:
             host_prompts.append(prompt)
             trees.append(host_tree(prompt))
