@@ -281,3 +281,45 @@ def test_prompt_helper_line(webui):
     assert append_keyword_line("a castle", "AND_TOPK", "snowy", 0.4) == "a castle\nAND_TOPK snowy :0.4"
     assert append_keyword_line("", "AND_PERP", "(glasses:1.2)", -1) == "AND_PERP (glasses:1.2) :-1"
     assert append_keyword_line("x", "AND_TOPK", "  ", 1) == "x"
+
+
+def _edits_per_call(m, monkeypatch, sampler: str, steps: int, settings: dict) -> list[tuple[int, int, bool]]:
+    """(model call, sampler step, SEGA edit non-zero) for every call of one generation."""
+    import sys
+
+    combine_module = sys.modules["promptscope_lib_ext.guidance.combine"]
+    original = combine_module._GroupCombination._sega_edit
+    seen: list[tuple[int, int, bool]] = []
+    calls = {"n": 0}
+
+    def probe(self, concepts, path):
+        edit = original(self, concepts, path)
+        seen.append((calls["n"], self.step.step, bool(edit.abs().max() > 0)))
+        calls["n"] += 1
+        return edit
+
+    monkeypatch.setattr(combine_module._GroupCombination, "_sega_edit", probe)
+    p = make_p(m, sampler_name=sampler, steps=steps, prompt="a cat AND_TOPK red :3")
+    s = script(m)
+    p.script_args[s.args_from : s.args_to] = [{"enabled": "on", "mode": "sega", "threshold": 0.0, "momentum": 0.0,
+                                               **settings}] + [None] * 8  # fmt: skip
+    processed = m.processing.process_images(p)
+    assert "Semantic guidance: sega" in processed.infotexts[0]
+    return seen
+
+
+@pytest.mark.parametrize("warmup", ["2", "50%"])
+def test_sega_warmup_counts_sampler_steps_with_a_two_call_sampler(webui, sd_model, monkeypatch, warmup):
+    """Heun calls the model twice per step (once for the last): A1111's denoiser counts 7 calls for 4 steps.
+    Warm-up 2 (or 50%) must start the edit at the third sampler STEP, i.e. the fifth model call."""
+    heun = _edits_per_call(webui, monkeypatch, "Heun", 4, {"warmup": warmup})
+    assert [c for c, _, _ in heun] == list(range(7))
+    assert [s for _, s, _ in heun] == [0, 0, 1, 1, 2, 2, 3]
+    assert [on for _, _, on in heun] == [False] * 4 + [True] * 3
+
+
+def test_sega_cooldown_counts_sampler_steps_and_one_call_samplers_are_unchanged(webui, sd_model, monkeypatch):
+    heun = _edits_per_call(webui, monkeypatch, "Heun", 4, {"warmup": 0, "cooldown": 3})
+    assert [on for _, _, on in heun] == [True] * 6 + [False]  # step 3 (the last call) is cooled down
+    euler = _edits_per_call(webui, monkeypatch, "Euler", 4, {"warmup": 1, "cooldown": 3})
+    assert euler == [(0, 0, False), (1, 1, True), (2, 2, True), (3, 3, False)]
