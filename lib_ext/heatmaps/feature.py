@@ -103,13 +103,17 @@ class HeatmapFeature:
             step_range=s.step_range(ctx.job.steps),
             max_map_side=s.max_map_side,
         )
-        capture = Capture(ctx.current_rows, options)
-        capture.begin_pass(ctx.job.pass_name)
-        capture.set_step(0)
         sites = find_cross_attention(ctx.unet)
         if not sites:
             self._message(ctx, "this model has no cross-attention (attn2) modules: no heatmaps")
             return
+        # As DAAM (castorini/daam: UNetCrossAttentionLocator hooks the up and down blocks only), the middle block stays
+        # out of the word maps; SD1.5's is 8×8 and dropped anyway, SDXL's sits at 32×32 and would count. Per-layer
+        # maps (per_layer on) still show it.
+        options.sum_exclude = frozenset(site.short_name for site in sites if site.block == "mid")
+        capture = Capture(ctx.current_rows, options)
+        capture.begin_pass(ctx.job.pass_name)
+        capture.set_step(0)
         # Per-layer maps are keyed by the block labels users know (IN01, MID, OUT05; SDXL's several transformer
         # blocks of one block sum together).
         try:
