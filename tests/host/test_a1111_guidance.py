@@ -323,3 +323,15 @@ def test_sega_cooldown_counts_sampler_steps_and_one_call_samplers_are_unchanged(
     assert [on for _, _, on in heun] == [True] * 6 + [False]  # step 3 (the last call) is cooled down
     euler = _edits_per_call(webui, monkeypatch, "Euler", 4, {"warmup": 1, "cooldown": 3})
     assert euler == [(0, 0, False), (1, 1, True), (2, 2, True), (3, 3, False)]
+
+
+def test_prompts_neutral_prompt_accepts_are_guided_with_a_note_and_nan_is_refused(webui, sd_model):
+    empty, sizes = rows_seen(webui, make_p(webui, prompt="a cat :1.0 AND_PERP AND red :2.0"))
+    assert sizes[0] == 3 + 1  # "a cat", the empty concept, "red" (+ uncond): guidance on, as in neutral-prompt
+    assert "Semantic guidance: neutral (auto)" in empty.infotexts[0]
+    assert "AND_PERP at character 11 has no text" in empty.comments
+    big, sizes = rows_seen(webui, make_p(webui, prompt="a cat AND_TOPK red :1001"))
+    assert sizes[0] == 3 and "weight 1001 at character" in big.comments
+    nan, sizes = rows_seen(webui, make_p(webui, prompt="a cat AND_TOPK red :nan"))
+    assert sizes[0] == 2  # A1111's own reading of the prompt
+    assert "semantic guidance off for this prompt: weight nan at character 20 is not a finite number" in nan.comments
