@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..attention_sites import find_cross_attention
-from ..seam import DenoiseStep, JobInfo, PromptTokens, SamplingContext
+from ..seam import DenoiseStep, JobInfo, PromptTokens, SamplingContext, sampler_step_of
 from .aggregate import MODES, Mode, combine_mode, normalize_minmax, word_map
 from .capture import Capture, CaptureOptions, ImageMaps
 from .render import COLORMAPS, export_safetensors, word_grid
@@ -264,7 +264,12 @@ class HeatmapFeature:
 
 
 def _advance_step(capture: Capture, step: DenoiseStep) -> None:
-    capture.set_step(step.step + 1)
+    """The step of the next model call, in the sampler's steps (what time focus is a fraction of): Heun's two calls
+    of one step share it."""
+    if step.sampler_steps:
+        capture.set_step(sampler_step_of(step.step + 1, step.sampler_steps, step.total_steps)["sampler_step"])
+    else:
+        capture.set_step(step.step + 1)
     return None
 
 

@@ -125,6 +125,17 @@ def test_time_focus_and_per_layer(host):
     assert all(m.shape == (32, 32) for m in circle.layers.values())
 
 
+def test_time_focus_counts_sampler_steps_with_heun(host):
+    """Heun calls the model twice per step (once for the last): the second half of 4 steps is 3 model calls."""
+    from lib_ext.attention_sites import find_cross_attention
+
+    kept = sum(site.block != "mid" for site in find_cross_attention(host.unet))
+    feature = HeatmapFeature(HeatmapSettings(time_focus=(0.5, 1.0), words=("circle",)))
+    host.txt2img("a red circle", seed=5, steps=4, sampler_name="Heun", features=[feature])
+    (r,) = feature.take_results()
+    assert r.maps.calls[0] == 3 * kept
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="time focus"):
         HeatmapFeature(HeatmapSettings(time_focus=(0.6, 0.2)))
