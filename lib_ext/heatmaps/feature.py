@@ -38,6 +38,7 @@ class HeatmapSettings:
     alpha: float = 0.5
     colormap: str = "jet"
     max_map_side: int = 64
+    middle_block: bool = False  # also sum the UNet middle block into the word maps (DAAM, and the default, do not)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -110,7 +111,8 @@ class HeatmapFeature:
         # As DAAM (castorini/daam: UNetCrossAttentionLocator hooks the up and down blocks only), the middle block stays
         # out of the word maps; SD1.5's is 8×8 and dropped anyway, SDXL's sits at 32×32 and would count. Per-layer
         # maps (per_layer on) still show it.
-        options.sum_exclude = frozenset(site.short_name for site in sites if site.block == "mid")
+        if not s.middle_block:
+            options.sum_exclude = frozenset(site.short_name for site in sites if site.block == "mid")
         capture = Capture(ctx.current_rows, options)
         capture.begin_pass(ctx.job.pass_name)
         capture.set_step(0)
