@@ -3,7 +3,9 @@
 - ``miou_shape`` / ``miou_color``: toy-world generations (Euler, 20 steps, CFG 7, random 1–2 object captions) through
   the standalone host with :class:`lib_ext.heatmaps.feature.HeatmapFeature`; per colour / shape word, its map
   (min-max normalised, DAAM's τ = 0.4) against the mask of the object the judge found for the word's phrase
-  (union when a word names several); mean over the words whose objects were all found.
+  (union when a word names several); mean over the words whose objects were all found. The word maps leave the UNet
+  middle block out, as DAAM; ``miou_*_with_middle_block`` score the same generations with it summed in (the toy UNet's
+  middle block sits at 4×, as SDXL's; SD1.5's is 8× and dropped in both).
 - ``capture_time_ratio``: wall time of UNet forwards with capture / without on the SD1.5-shaped random UNet
   (``bench/sd15_unet.py``, SDP attention, CFG batch of 2, 64×64 latent), alternated, median of each (full run only;
   ``--quick`` gives None). ``attn2_capture_extra_seconds_per_step``: the capture's own cost per step, timed on the
@@ -74,19 +76,27 @@ def accuracy(n_captions: int) -> dict:
     source = path or host.model_name
     rng = np.random.default_rng(CAPTION_SEED)
     captions = [caption_for(random_specs(rng, (1, 2))) for _ in range(n_captions)]
-    scores: dict[str, list[float]] = {"color": [], "shape": []}
+    scores: dict[str, list[float]] = {"color": [], "shape": [], "color_mid": [], "shape_mid": []}
     asked = 0
     for start in range(0, len(captions), BATCH):
         chunk = captions[start : start + BATCH]
         feature = HeatmapFeature(HeatmapSettings())
+        with_mid = HeatmapFeature(HeatmapSettings(middle_block=True))  # the same images: features only observe
         processed = host.txt2img(
-            chunk, seed=IMAGE_SEED + start, steps=STEPS, cfg_scale=CFG_SCALE, sampler_name=SAMPLER, features=[feature]
+            chunk,
+            seed=IMAGE_SEED + start,
+            steps=STEPS,
+            cfg_scale=CFG_SCALE,
+            sampler_name=SAMPLER,
+            features=[feature, with_mid],
         )
+        mid_results = {r.image: r for r in with_mid.take_results()}
         for result in feature.take_results():
             caption = chunk[result.image]
             image = np.asarray(processed.images[result.image].convert("RGB"))
             truth = _word_truth(judge(image), caption)
             heat = {w.word: w.heat for w in result.words}
+            heat_mid = {w.word: w.heat for w in mid_results[result.image].words}
             for word, mask in truth.items():
                 asked += 1
                 if mask is None or heat.get(word) is None:
@@ -94,6 +104,7 @@ def accuracy(n_captions: int) -> dict:
                 kind = "color" if word in COLORS else "shape" if word in SHAPES else None
                 if kind is not None:
                     scores[kind].append(iou(threshold_mask(heat[word], TAU), torch.from_numpy(mask)))
+                    scores[f"{kind}_mid"].append(iou(threshold_mask(heat_mid[word], TAU), torch.from_numpy(mask)))
 
     def mean(xs: list[float]) -> float | None:
         return float(np.mean(xs)) if xs else None
@@ -101,6 +112,8 @@ def accuracy(n_captions: int) -> dict:
     return {
         "miou_shape": mean(scores["shape"]),
         "miou_color": mean(scores["color"]),
+        "miou_shape_with_middle_block": mean(scores["shape_mid"]),
+        "miou_color_with_middle_block": mean(scores["color_mid"]),
         "words_scored": len(scores["shape"]) + len(scores["color"]),
         "words_asked": asked,
         "n_generations": len(captions),
@@ -269,6 +282,8 @@ def main(quick: bool = False) -> dict:
     for key in (
         "miou_shape",
         "miou_color",
+        "miou_shape_with_middle_block",
+        "miou_color_with_middle_block",
         "words_scored",
         "capture_time_ratio",
         "forward_seconds",

@@ -76,6 +76,17 @@ class BatchLayout:
         return out
 
 
+def sampler_step_of(call: int, steps: int, total_calls: int) -> dict[str, int]:
+    """`sampler_step` / `sampler_steps` for model call number `call` (from 0) of a sampler that takes `steps` steps
+    and is expected to call the model `total_calls` times (A1111's `total_steps`: 2 × steps for second-order samplers,
+    whose steps call the model twice, the last one once, since k-diffusion ends with an Euler step to σ = 0).
+    Call c belongs to step c // (total_calls // steps). {} when the counts are unknown."""
+    if steps <= 0 or total_calls <= 0:
+        return {}
+    per_step = max(1, total_calls // steps)
+    return {"sampler_step": min(max(call, 0) // per_step, steps - 1), "sampler_steps": steps}
+
+
 @dataclass
 class DenoiseStep:
     """One sampling step as the host's CFG denoiser sees it, after the UNet ran and before it combines.
@@ -84,6 +95,11 @@ class DenoiseStep:
     noisy input row for row; `sigma` is per image (k-diffusion sigma, or the timestep for timestep samplers).
     When the host skipped the unconditional rows (NGMS, skip early CFG) `uncond_skipped` is True and the uncond
     rows of `x_out` are copies of each image's first cond row; the host then combines with `cond_scale` 1.
+
+    `step` / `total_steps` count model calls, as the host's CFG denoiser does (A1111: `denoiser.step`, and
+    `total_steps` = 2 × steps for second-order samplers such as Heun, DPM2, DPM++ 2S a, DPM++ SDE). `sampler_step` /
+    `sampler_steps`, when the host knows them, count the sampler's own steps (the sampler loop's index `i`; every
+    model call of one step shares it), which is what "step" means in the SEGA paper and in diffusers.
     """
 
     x_in: torch.Tensor
@@ -97,9 +113,17 @@ class DenoiseStep:
     pass_name: PassName = "first"
     uncond_skipped: bool = False
     job: JobInfo | None = None
+    sampler_step: int | None = None
+    sampler_steps: int | None = None
 
     def uncond(self) -> torch.Tensor:
         return self.x_out[-self.layout.n_images :]
+
+    def steps(self) -> tuple[int, int]:
+        """(this call's sampler step, the number of sampler steps): the sampler's count when known, else the calls."""
+        if self.sampler_step is not None and self.sampler_steps:
+            return int(self.sampler_step), int(self.sampler_steps)
+        return int(self.step), int(self.total_steps)
 
     def default_combine(self) -> torch.Tensor:
         """The host's own combination: uncond + Σ w·s·(cond − uncond) per image."""

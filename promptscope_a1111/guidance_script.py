@@ -1,9 +1,14 @@
 """Semantic guidance in A1111: the accordion, arguments, infotext, settings and X/Y/Z axes.
 
-Per generation: `process` reads the arguments (UI, API or pasted infotext) and X/Y/Z overrides into
-`GuidanceSettings`, and activates a `GuidanceFeature` for this job; `process_batch` hands the host the flattened
-prompts (one cond row per leaf) of this batch, for both passes of hires fix; the sampling session then lets the
-feature replace the CFG combination. Nothing is parsed or kept outside the job (neutral-prompt #44).
+Per generation: `process` reads the arguments (UI, API or pasted infotext) and X/Y/Z overrides into a switch and
+`GuidanceSettings`. The switch is a radio, auto / on / off. "auto" (its default, so also what API calls that leave the
+argument out get) turns guidance on when a prompt uses AND_PERP / AND_SALT / AND_TOPK, as neutral-prompt does with
+its default setting; API booleans mean on / off. The infotext records which: `Semantic guidance: neutral (auto)`,
+`Semantic guidance: neutral` (on), `Semantic guidance: off` (switched off although the prompt uses the keywords), and
+a paste sets the radio back (no key: auto). Without keywords (and switched off or auto) nothing of ours runs and
+nothing is written. When guidance is on it activates a `GuidanceFeature` for this job; `process_batch` hands the
+host the flattened prompts (one cond row per leaf) of this batch, for both passes of hires fix; the sampling session
+then lets the feature replace the CFG combination. Nothing is parsed or kept outside the job (neutral-prompt #44).
 """
 
 from __future__ import annotations
@@ -12,16 +17,16 @@ from typing import Any
 
 import gradio as gr
 from modules import extensions, scripts
-from promptscope_lib_ext.arguments import as_bool
 from promptscope_lib_ext.guidance import GuidanceSettings
 from promptscope_lib_ext.guidance.controls import (  # noqa: F401  (KEYWORDS, append_keyword_line: re-exported)
     KEYWORDS,
     append_keyword_line,
     build_controls,
     settings_from_values,
+    switch_from_value,
 )
-from promptscope_lib_ext.guidance.feature import GuidanceFeature, disabled_warning, uses_guidance
-from promptscope_lib_ext.guidance.settings import SETTING_KEYS
+from promptscope_lib_ext.guidance.feature import GuidanceFeature, decide, disabled_warning
+from promptscope_lib_ext.guidance.settings import INFOTEXT_AUTO, INFOTEXT_MODE, SETTING_KEYS, infotext_switch
 
 from .host import add_infotext, rewrite_batch_prompts
 from .sampling import activate
@@ -80,15 +85,16 @@ def default_settings() -> dict[str, Any]:
     base = GuidanceSettings().to_dict()
     base["mode"] = option(OPT_MODE, base["mode"])
     base["topk_ratio"] = float(option(OPT_TOPK, base["topk_ratio"]))
-    return {"enabled": False, **base}
+    return {"enabled": "auto", **base}
 
 
-def settings_from_args(args: tuple[Any, ...], extra: dict[str, Any] | None = None) -> tuple[bool, GuidanceSettings]:
-    """(enabled, settings) from script args (+ X/Y/Z overrides); ValueError with a clear message when bad."""
+def settings_from_args(args: tuple[Any, ...], extra: dict[str, Any] | None = None) -> tuple[str, GuidanceSettings]:
+    """(switch "auto"/"on"/"off", settings) from script args (+ X/Y/Z overrides); ValueError with a clear message
+    when bad. The switch: the accordion's radio, or an API value (true = on, false = off, left out = auto)."""
     values = api_args(args, ARG_NAMES, default_settings())
     values.update(extra or {})
-    enabled = as_bool("enabled", values.pop("enabled"))
-    return enabled, settings_from_values(values)
+    switch = switch_from_value(values.pop("enabled"))
+    return switch, settings_from_values(values)
 
 
 class SemanticGuidanceScript(scripts.Script):
@@ -118,8 +124,8 @@ class SemanticGuidanceScript(scripts.Script):
         threshold, warmup, cooldown, momentum, beta = c.threshold, c.warmup, c.cooldown, c.momentum, c.beta
         controls = [enabled, mode, cfg_rescale, topk, threshold, warmup, cooldown, momentum, beta]
         self.infotext_fields = [
-            (enabled, lambda params: "Semantic guidance" in params),
-            (mode, "Semantic guidance"),
+            (enabled, infotext_switch),
+            (mode, _mode_field),
             (cfg_rescale, "Semantic guidance CFG rescale phi"),
             (topk, "Semantic guidance top-k"),
             (threshold, lambda params: _sega_field(params, "threshold")),
@@ -133,25 +139,23 @@ class SemanticGuidanceScript(scripts.Script):
     def process(self, p: Any, *args: Any) -> None:
         p.__dict__.pop(FEATURE_ATTR, None)
         try:
-            enabled, settings = settings_from_args(args, overrides(p, FEATURE))
+            switch, settings = settings_from_args(args, overrides(p, FEATURE))
         except ValueError as exc:
             tell_user(p, f"semantic guidance arguments rejected: {exc}. Generating without it.")
             return
         prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
-        if not enabled:
-            warning = disabled_warning(prompts) if we_handle_keywords() else None
-            if warning:
-                tell_user(p, warning)
+        prompts += list(getattr(p, "all_hr_prompts", None) or [])
+        action = decide(switch, prompts)
+        if action is None or not we_handle_keywords():  # no keyword (or neutral-prompt's): as without us
             return
-        if not we_handle_keywords():
+        feature = GuidanceFeature(settings, enabled=action != "off", auto=action == "auto")
+        for key, value in feature.infotext().items():
+            add_infotext(p, key, value)
+        if action == "off":
+            tell_user(p, disabled_warning(prompts) or "semantic guidance is off")
             return
-        if not any(uses_guidance(x) for x in prompts + list(getattr(p, "all_hr_prompts", None) or [])):
-            return
-        feature = GuidanceFeature(settings)
         p.__dict__[FEATURE_ATTR] = feature
         activate(p, feature)
-        for key, value in settings.to_infotext().items():
-            add_infotext(p, key, value)
 
     def process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
         feature = p.__dict__.get(FEATURE_ATTR)
@@ -164,10 +168,21 @@ class SemanticGuidanceScript(scripts.Script):
             add_to_processed(processed, feature.messages)
 
 
+def _mode_field(params: dict[str, str]) -> Any:
+    """The mode from `Semantic guidance: sega` or `... (auto)`; None (leave the radio) for `off` or no key."""
+    if infotext_switch(params) == "off" or INFOTEXT_MODE not in params:
+        return None
+    mode = str(params[INFOTEXT_MODE]).strip()
+    return mode[: -len(INFOTEXT_AUTO)] if mode.endswith(INFOTEXT_AUTO) else mode
+
+
 def _sega_field(params: dict[str, str], name: str) -> Any:
-    settings = GuidanceSettings.from_infotext(params) if "Semantic guidance" in params else None
+    try:
+        settings = GuidanceSettings.from_infotext(params)
+    except ValueError:
+        settings = None
     if settings is None:
-        return gr.update()
+        return None
     value = settings.to_dict()[name]
     return "" if value is None else value
 

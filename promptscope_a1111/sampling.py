@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from promptscope_lib_ext.seam import BatchLayout, DenoiseStep, Feature, JobInfo
+from promptscope_lib_ext.seam import BatchLayout, DenoiseStep, Feature, JobInfo, sampler_step_of
 from promptscope_lib_ext.session import SamplingSession
 
 from .host import job_info, tokenizer_for, unet_of
@@ -128,6 +128,7 @@ def _wrap_denoiser(session: SamplingSession, denoiser: Any, job: JobInfo) -> Non
                 pass_name=job.pass_name,
                 uncond_skipped=session.rows_run() <= layout.n_cond_rows,
                 job=job,
+                **sampler_steps(denoiser),
             )
             out = session.combine(step)
             return original(x_out, conds_list, uncond, cond_scale) if out is None else out
@@ -136,6 +137,17 @@ def _wrap_denoiser(session: SamplingSession, denoiser: Any, job: JobInfo) -> Non
 
     session.patches.wrap_method(denoiser, "forward", make_forward)
     session.patches.wrap_method(denoiser, "combine_denoised", make_combine)
+
+
+def sampler_steps(denoiser: Any) -> dict[str, int]:
+    """The sampler step of the current model call, from A1111's counters: `denoiser.step` counts model calls,
+    `denoiser.steps` the sampler's steps (`launch_sampling`) and `denoiser.total_steps` the expected calls
+    (`SamplerData.total_steps`: 2 × steps for second-order samplers). {} when the counters are missing."""
+    try:
+        call, steps, total = int(denoiser.step), int(denoiser.steps), int(denoiser.total_steps)
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    return sampler_step_of(call, steps, total)
 
 
 def rebind_open_sessions(sd_model: Any) -> None:

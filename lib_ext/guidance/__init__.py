@@ -1,8 +1,8 @@
 """Semantic guidance: neutral-prompt's `AND_PERP` / `AND_SALT` / `AND_TOPK` grammar and maths, and a SEGA mode.
 
 Host wiring, per generation (never in module globals):
-1. For each image's prompt: `tree, warning = safe_parse(prompt)` (read `<sega:...>` tags before the host strips
-   extra networks); on a warning show it once and leave that batch to the host.
+1. For each image's prompt: `tree, notes = safe_parse(prompt)` (read `<sega:...>` tags before the host strips
+   extra networks); show each note once under the image; a None tree leaves that prompt to the host.
 2. Give the host `flatten_for_host(tree)` instead of the prompt, so it computes one cond row per leaf.
 3. Create one `GuidanceState()` per sampling pass; at each denoiser step build a `GuidanceStep` and replace the
    host's combination by `combine(step, trees, settings, state)` (fall back to the host's own on
@@ -15,6 +15,7 @@ from .parser import (
     flatten_for_host,
     has_keywords,
     keyword_line,
+    parse_prompt,
     parse_root,
     parse_sega_args,
     safe_parse,
@@ -41,6 +42,7 @@ __all__ = [
     "flatten_leaves",
     "has_keywords",
     "keyword_line",
+    "parse_prompt",
     "parse_root",
     "parse_sega_args",
     "safe_parse",

@@ -194,6 +194,8 @@ class _GroupCombination:
         sum 1) and added without momentum. Always: γ = Σ ψ_c + s_m·ν, ν ← β·ν + (1−β)·γ (momentum builds during
         warm-up); γ is added once every concept is warm. Momentum is kept per concept (ν = Σ ν_c, identical to
         the reference when concepts share s_m and β) in eps space, so it survives σ changing between steps.
+        Steps are the sampler's (`GuidanceStep.step`): with a two-call sampler (Heun) both calls of a step see the
+        same warm-up/cooldown state and the momentum the step began with; ν is updated once per step.
         """
         step = self.step
         # eps-difference = f · output-difference, per image of the group
@@ -241,12 +243,12 @@ class _GroupCombination:
             s_m = float(p.momentum or 0.0)
             if use_momentum and s_m > 0:
                 keys = [(image, path, child_index) for image in self.images]
-                nu = torch.stack([self.state.get_momentum(key, g[0]) for key in keys])
+                nu = torch.stack([self.state.get_momentum(key, g[0], i) for key in keys])
                 g = g + s_m * nu
                 beta = float(p.beta or 0.0)
                 new_nu = beta * nu + (1 - beta) * g
                 for key, value in zip(keys, new_nu):
-                    self.state.set_momentum(key, value)
+                    self.state.set_momentum(key, value, i)
             gamma += g
         if n_warm == n:
             edit += gamma

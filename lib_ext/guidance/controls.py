@@ -11,13 +11,37 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import GuidanceSettings
+from .settings import SWITCHES, GuidanceSettings, Switch
 
 KEYWORDS = ("AND_TOPK", "AND_PERP", "AND_SALT", "AND")
 MODES = ("neutral", "sega")
 # The settings controls in the order hosts pass their values (A1111's script args after "enabled").
 SETTINGS_ORDER = ("mode", "cfg_rescale", "topk_ratio", "threshold", "warmup", "cooldown", "momentum", "beta")
-ENABLE_LABEL = "Enable semantic guidance (AND_TOPK / AND_PERP / AND_SALT)"
+ENABLE_LABEL = "Semantic guidance (auto: on when the prompt uses AND_TOPK / AND_PERP / AND_SALT)"
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def switch_from_value(value: Any) -> Switch:
+    """The "enabled" argument as "auto", "on" or "off".
+
+    The control is a radio (auto / on / off; auto is its default, so API calls that leave the argument out get it).
+    Older callers pass a checkbox value: true means on, false means off — an explicit choice, as before. None (an
+    argument the API left unset) is auto. Anything else is a ValueError naming the argument.
+    """
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float) and value in (0, 1):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in SWITCHES:
+            return word  # type: ignore[return-value]
+        if word in _TRUE + _FALSE:
+            return "on" if word in _TRUE else "off"
+    raise ValueError(f"enabled must be one of {', '.join(SWITCHES)} (or true / false), not {value!r}")
 
 
 def append_keyword_line(prompt: str, keyword: str, text: str, weight: float) -> str:
@@ -31,8 +55,8 @@ def append_keyword_line(prompt: str, keyword: str, text: str, weight: float) -> 
 
 
 def default_values() -> dict[str, Any]:
-    """The UI's initial values: `enabled` off plus `GuidanceSettings()` as a flat dict."""
-    return {"enabled": False, **GuidanceSettings().to_dict()}
+    """The UI's initial values: `enabled` "auto" plus `GuidanceSettings()` as a flat dict."""
+    return {"enabled": "auto", **GuidanceSettings().to_dict()}
 
 
 def settings_from_values(values: Mapping[str, Any]) -> GuidanceSettings:
@@ -82,7 +106,7 @@ def build_controls(
 
     d = {**default_values(), **(defaults or {})}
     with gr.Accordion(title, open=False, elem_id=elem_id, elem_classes=list(elem_classes)):
-        enabled = gr.Checkbox(value=bool(d["enabled"]), label=ENABLE_LABEL)
+        enabled = gr.Radio(list(SWITCHES), value=switch_from_value(d["enabled"]), label=ENABLE_LABEL)
         with gr.Row():
             mode = gr.Radio(list(MODES), value=d["mode"], label="Mode (neutral = neutral-prompt's numbers)")
             cfg_rescale = gr.Slider(0.0, 1.0, step=0.05, value=d["cfg_rescale"], label="CFG rescale φ")

@@ -25,7 +25,7 @@ from ..prompt_multicond import split_and
 from ..seam import TAGGED_PROMPTS_KEY, DenoiseStep, SamplingContext
 from .combine import GuidanceLayoutError, combine
 from .parser import SEGA_TAG_NAME, flatten_for_host, has_keywords, safe_parse
-from .settings import GuidanceSettings
+from .settings import INFOTEXT_MODE, INFOTEXT_OFF, GuidanceSettings
 from .state import GuidanceState
 from .step import GuidanceStep
 from .tree import CompositePrompt, LeafPrompt, leaf_count
@@ -72,22 +72,24 @@ def prepare_prompts(prompts: Sequence[str], tagged_prompts: Sequence[str] | None
         tagged = tagged_prompts[i] if tagged_prompts is not None else prompt
         tree = None
         if uses_guidance(prompt) or uses_guidance(tagged):
-            tree, warning = safe_parse(prompt)
-            warn(warning)
+            tree, notes = safe_parse(prompt)
             if tree is not None and tagged != prompt:
-                tagged_tree, warning = safe_parse(tagged)
-                warn(warning)
+                tagged_tree, tagged_notes = safe_parse(tagged)
                 if tagged_tree is None:
-                    tree = None
+                    tree, notes = None, tagged_notes
                 elif _shape(tagged_tree) != _shape(tree):
-                    warn(f"semantic guidance ignored the <sega:...> settings of {tagged!r}: the prompt reads "
-                         "differently without its extra-network tags")  # fmt: skip
-                else:
-                    tree_for_host, tree = tree, tagged_tree
-                    host_prompts.append(flatten_for_host(tree_for_host))
+                    notes.append(f"semantic guidance ignored the <sega:...> settings of {tagged!r}: the prompt reads "
+                                 "differently without its extra-network tags")  # fmt: skip
+                else:  # the same tree with the settings of the typed text; its notes point into the typed text
+                    host_prompts.append(flatten_for_host(tree))
+                    tree, notes = tagged_tree, tagged_notes
                     trees.append(tree)
                     active = True
+                    for note in notes:
+                        warn(note)
                     continue
+            for note in notes:
+                warn(note)
         if tree is None:
             host_prompts.append(prompt)
             trees.append(host_tree(prompt))
@@ -110,7 +112,7 @@ def _shape(tree: CompositePrompt) -> list:
 
 
 def disabled_warning(prompts: Sequence[str]) -> str | None:
-    """The one-line warning for a generation with the feature off but guidance keywords typed."""
+    """The one-line warning for a generation with the feature switched off but guidance keywords typed."""
     if any(has_keywords(p) for p in prompts):
         return (
             "semantic guidance is off, but the prompt uses AND_PERP / AND_SALT / AND_TOPK: the host reads them as "
@@ -119,13 +121,38 @@ def disabled_warning(prompts: Sequence[str]) -> str | None:
     return None
 
 
+def decide(switch: str, prompts: Sequence[str]) -> str | None:
+    """What a generation does with guidance: "on" / "auto" (guide the prompts that use the grammar), "off" (only
+    warn), or None (nothing at all: the host behaves as without us).
+
+    switch "auto" (the default) turns guidance on when a prompt uses AND_PERP / AND_SALT / AND_TOPK, as neutral-prompt
+    does; a `<sega:...>` tag alone does not (A1111 drops it as an unknown extra network). "on" also guides prompts
+    whose only sign is a `<sega:...>` tag. "off" with keywords warns and records `Semantic guidance: off`.
+    """
+    if switch == "off":
+        return "off" if any(has_keywords(p) for p in prompts) else None
+    if switch == "auto":
+        return "auto" if any(has_keywords(p) for p in prompts) else None
+    if switch == "on":
+        return "on" if any(uses_guidance(p) for p in prompts) else None
+    raise ValueError(f"unknown guidance switch {switch!r}")
+
+
 class GuidanceFeature:
     name = "semantic_guidance"
 
-    def __init__(self, settings: GuidanceSettings | None = None, enabled: bool = True) -> None:
+    def __init__(self, settings: GuidanceSettings | None = None, enabled: bool = True, auto: bool = False) -> None:
         self.settings = (settings or GuidanceSettings()).validated()
         self.enabled = enabled
+        self.auto = auto  # the keywords turned it on (the user chose neither on nor off)
         self.messages: list[str] = []
+
+    def infotext(self) -> dict[str, str]:
+        """The infotext keys of this generation: the settings, `(auto)` when the keywords turned guidance on, or
+        `Semantic guidance: off` when switched off (so a paste restores the same behaviour)."""
+        if not self.enabled:
+            return {INFOTEXT_MODE: INFOTEXT_OFF}
+        return self.settings.to_infotext(auto=self.auto)
 
     def rewrite_prompts(self, prompts: Sequence[str], tagged_prompts: Sequence[str] | None = None) -> list[str]:
         """The prompts the host should compute its cond rows from (unchanged when off or unused)."""

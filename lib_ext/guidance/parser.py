@@ -19,7 +19,8 @@ Grammar (the facts of ljleb/sd-webui-neutral-prompt's `neutral_prompt_parser.py`
 One deliberate difference: neutral-prompt drops whitespace-only pieces from the leaf text too, so `[b] [c]` reaches
 A1111 as `[b][c]`, which A1111 reads as the single word "bc". We keep leaf text as the exact slice of the prompt
 (`[b] [c]`). Structure, weights and conciliations are identical; leaf texts differ only by that whitespace
-(tests/unit/guidance/test_guidance_parser_props.py checks this against an independent port on generated prompts).
+(tests/unit/guidance/test_guidance_vs_neutral_prompt.py checks this against neutral-prompt's own parser and runs its
+parser tests on ours, when PROMPTSCOPE_NEUTRAL_PROMPT names a checkout of it).
 
 Inline SEGA settings: `<sega:threshold=0.9,warmup=20%,cooldown=30,momentum=0.3,beta=0.6>` (also `topk=0.1`,
 meaning threshold 0.9), written anywhere inside an AND_TOPK sub-prompt, e.g.
@@ -41,9 +42,11 @@ neutral-prompt accepts:
 The host must read the tags before it strips extra networks (A1111: from `p.prompts` in `before_process_batch`), or
 parse both texts: tags removed, both give the same tree apart from `sega`.
 
-Malformed input: `parse_root` raises only `PromptSyntaxError` (NaN/infinite/huge weights, an AND_PERP/AND_SALT/
-AND_TOPK with no text, bad or misplaced `<sega:...>` tags, groups nested deeper than `MAX_GROUP_DEPTH`).
-Unbalanced brackets and `:abc` are text, as in neutral-prompt and A1111. `safe_parse` never raises.
+What neutral-prompt accepts, we accept, with the same tree: empty sub-prompts (`a AND_PERP AND b`, a leading
+keyword), any finite weight (`:1001`), misplaced or malformed `<sega:...>` tags (ignored, as A1111 ignores them). Each
+such oddity gives a note (`parse_prompt(...).notes`, shown under the image). `parse_root` / `parse_prompt` raise only
+`PromptSyntaxError`, and only for what would break the image or the parser: a NaN or infinite weight (`:nan`,
+`:1e400`), groups nested deeper than `MAX_GROUP_DEPTH`, a prompt that is not text. `safe_parse` never raises.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ from .tree import (
     format_plain_float,
 )
 
-MAX_ABS_WEIGHT = 1000.0
+LARGE_WEIGHT = 1000.0  # above this a weight gets a note (the image is likely saturated); it is still used
+FLOAT32_MAX = 3.4028234663852886e38  # a weight beyond this is infinite in the model's tensors: refused like inf
 MAX_GROUP_DEPTH = 128  # neutral-prompt's own tests nest 100 groups; Python's stack allows a few hundred
 
 _KEYWORD_RE = "|".join(rf"\b{k}\b" for k in KEYWORDS)
@@ -118,10 +122,11 @@ def _is_float(text: str) -> bool:
 
 @dataclass(frozen=True)
 class _Tag:
-    params: SegaParams
+    params: SegaParams | None  # None when the tag could not be read (`error` says why)
     at: int  # offset in the text with the tags removed
     source: str  # the tag as written
     source_at: int  # offset in the original text
+    error: str | None = None
 
 
 def _strip_sega_tags(text: str) -> tuple[str, list[_Tag]]:
@@ -130,14 +135,11 @@ def _strip_sega_tags(text: str) -> tuple[str, list[_Tag]]:
         if m.group(1) != SEGA_TAG_NAME:
             continue
         out.append(text[last : m.start()])
-        tags.append(
-            _Tag(
-                parse_sega_args(m.group(2), where=f"{m.group(0)!r} at character {m.start()}"),
-                m.start() - removed,
-                m.group(0),
-                m.start(),
-            )
-        )
+        try:
+            params, error = parse_sega_args(m.group(2), where=f"{m.group(0)!r} at character {m.start()}"), None
+        except PromptSyntaxError as e:
+            params, error = None, str(e)
+        tags.append(_Tag(params, m.start() - removed, m.group(0), m.start(), error))
         removed += m.end() - m.start()
         last = m.end()
     out.append(text[last:])
@@ -314,33 +316,51 @@ class _Parser:
 # -- public API ---------------------------------------------------------------------------------------------------
 
 
-def parse_root(text: str, *, strict: bool = True) -> CompositePrompt:
-    """Parse a whole prompt. Raises only PromptSyntaxError.
+@dataclass
+class ParsedPrompt:
+    tree: CompositePrompt
+    notes: list[str]  # what is odd in the prompt (one line each, for under the image); the tree is still used
 
-    strict=False skips the checks neutral-prompt does not make (finite, bounded weights; keyword text present;
-    tags on AND_TOPK only) and returns exactly the tree neutral-prompt builds (leaf whitespace aside).
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Parse a whole prompt into neutral-prompt's tree, with notes on odd input. Raises only PromptSyntaxError, for
+    what would break the image: NaN / infinite weights, nesting deeper than MAX_GROUP_DEPTH, non-text."""
+    tree, notes = _parse(text, check=True)
+    return ParsedPrompt(tree, notes)
+
+
+def parse_root(text: str, *, strict: bool = True) -> CompositePrompt:
+    """The tree of a whole prompt (notes dropped). Raises only PromptSyntaxError.
+
+    strict=False also returns trees with non-finite weights: exactly the tree neutral-prompt builds (leaf whitespace
+    aside), for comparisons.
     """
+    return _parse(text, check=strict)[0]
+
+
+def _parse(text: str, *, check: bool) -> tuple[CompositePrompt, list[str]]:
     if not isinstance(text, str):
         raise PromptSyntaxError(f"prompt must be text, not {type(text).__name__}")
+    notes: list[str] = []
     try:
         stripped, tags = _strip_sega_tags(text)
         parser = _Parser(stripped)
         tree = parser.parse()
-        if strict or tags:
-            _attach_and_check(tree, parser, tags, text, strict=strict)
+        _attach_and_check(tree, parser, tags, notes, check=check)
     except RecursionError:
         raise PromptSyntaxError("prompt is nested too deeply to parse") from None
-    return tree
+    return tree, notes
 
 
-def safe_parse(text: str) -> tuple[CompositePrompt | None, str | None]:
-    """(tree, None), or (None, one-line warning) when the prompt cannot be used; never raises."""
+def safe_parse(text: str) -> tuple[CompositePrompt | None, list[str]]:
+    """(tree, notes), or (None, [the one-line reason]) when the prompt cannot be used; never raises."""
     try:
-        return parse_root(text), None
+        parsed = parse_prompt(text)
     except PromptSyntaxError as e:
-        return None, f"semantic guidance off for this prompt: {e}"
+        return None, [f"semantic guidance off for this prompt: {e}"]
     except Exception as e:  # a parser bug must not break the host's generation
-        return None, f"semantic guidance off for this prompt (internal parser error: {type(e).__name__}: {e})"
+        return None, [f"semantic guidance off for this prompt (internal parser error: {type(e).__name__}: {e})"]
+    return parsed.tree, [f"semantic guidance: {note}" for note in parsed.notes]
 
 
 def flatten_for_host(tree: CompositePrompt) -> str:
@@ -365,8 +385,8 @@ def keyword_line(keyword: str, text: str, weight: float, sega: SegaParams | None
     if _SPLIT_RE.search(text.replace("[", "").replace("]", "").replace(":", "")) or _EXTRA_NETWORK_RE.search(text):
         raise PromptSyntaxError(f"the concept text {text!r} contains a keyword or a <...:...> tag")
     weight = float(weight)
-    if not math.isfinite(weight) or abs(weight) > MAX_ABS_WEIGHT:
-        raise PromptSyntaxError(f"weight {weight} must be a finite number in [-{MAX_ABS_WEIGHT:g}, {MAX_ABS_WEIGHT:g}]")
+    if not math.isfinite(weight):
+        raise PromptSyntaxError(f"weight {weight} must be a finite number")
     tag = sega.to_tag() if sega is not None else ""
     if tag and keyword != Conciliation.TOPK.value:
         raise PromptSyntaxError("SEGA settings apply to AND_TOPK only")
@@ -381,7 +401,7 @@ def has_keywords(text: str) -> bool:
 # -- checks -------------------------------------------------------------------------------------------------------
 
 
-def _attach_and_check(tree: CompositePrompt, parser: _Parser, tags: list[_Tag], original: str, *, strict: bool):
+def _attach_and_check(tree: CompositePrompt, parser: _Parser, tags: list[_Tag], notes: list[str], *, check: bool):
     leaves = flatten_leaves(tree)
     infos = [parser.info[id(leaf)] for leaf in leaves]
 
@@ -392,59 +412,82 @@ def _attach_and_check(tree: CompositePrompt, parser: _Parser, tags: list[_Tag], 
                 shift += len(tag.source)
         return at + shift
 
+    if check:  # refusals first: nothing else matters for a prompt we do not use
+        for leaf, info in zip(leaves, infos):
+            if not _usable(leaf.weight):
+                where = f" at character {orig_at(info.weight_at)}" if info.weight_at is not None else ""
+                raise PromptSyntaxError(f"weight {leaf.weight:g}{where} is not a finite number{_f32(leaf.weight)}")
+        for node in _groups(tree):
+            if not _usable(node.weight):
+                raise PromptSyntaxError(f"group weight {node.weight:g} is not a finite number{_f32(node.weight)}")
+
+    ignored = "ignored (A1111 removes it from the prompt like any extra-network tag)"
     for tag in tags:
+        if tag.params is None:
+            notes.append(f"{tag.error}; the tag is {ignored}")
+            continue
         owner = next((leaf for leaf, info in zip(leaves, infos) if info.span[0] <= tag.at <= info.span[1]), None)
         if owner is None:
-            raise PromptSyntaxError(
-                f"{tag.source!r} at character {tag.source_at} is not inside a sub-prompt: put it in the AND_TOPK "
-                "concept's text, e.g. 'AND_TOPK glasses <sega:topk=0.1> :0.5'"
-            )
-        if strict and owner.conciliation is not Conciliation.TOPK:
+            notes.append(f"{tag.source!r} at character {tag.source_at} is not inside a sub-prompt, so it is "
+                         f"{ignored}; put it in the AND_TOPK concept's text, e.g. "
+                         "'AND_TOPK glasses <sega:topk=0.1> :0.5'")  # fmt: skip
+            continue
+        if owner.conciliation is not Conciliation.TOPK:
             kind = owner.conciliation.value if owner.conciliation else "AND"
-            raise PromptSyntaxError(
-                f"{tag.source!r} at character {tag.source_at} belongs to an {kind} sub-prompt; SEGA settings apply "
-                "to AND_TOPK concepts only"
-            )
+            notes.append(f"{tag.source!r} at character {tag.source_at} belongs to an {kind} sub-prompt; SEGA settings "
+                         f"apply to AND_TOPK concepts only, so it is {ignored}")  # fmt: skip
+            continue
         if owner.sega is None:
             owner.sega = tag.params
+        elif any(
+            getattr(tag.params, f) is not None and getattr(owner.sega, f) is not None
+            for f in ("threshold", "warmup", "cooldown", "momentum", "beta")
+        ):
+            notes.append(f"{tag.source!r} at character {tag.source_at} repeats a SEGA setting of its concept; "
+                         "the first value is used")  # fmt: skip
+            owner.sega = owner.sega.merged_over(tag.params)
         else:
-            merged = tag.params.merged_over(owner.sega)
-            if any(
-                getattr(tag.params, f) is not None and getattr(owner.sega, f) is not None
-                for f in ("threshold", "warmup", "cooldown", "momentum", "beta")
-            ):
-                raise PromptSyntaxError(f"{tag.source!r} at character {tag.source_at} repeats a SEGA setting")
-            owner.sega = merged
+            owner.sega = tag.params.merged_over(owner.sega)
 
-    if not strict:
-        return
-    for leaf, info in zip(leaves, infos):
-        if leaf.conciliation is not None and not leaf.prompt.strip():
-            at = orig_at(info.keyword_at) if info.keyword_at is not None else 0
-            raise PromptSyntaxError(
-                f"{leaf.conciliation.value} at character {at} has no text: write the concept after the keyword, "
-                f"e.g. '{leaf.conciliation.value} glasses :0.5'"
-            )
-        _check_weight(leaf.weight, info.weight_at, orig_at)
-    _check_group_weights(tree)
-
-
-def _check_weight(weight: float, at: int | None, orig_at) -> None:
-    where = f" at character {orig_at(at)}" if at is not None else ""
-    if not math.isfinite(weight):
-        raise PromptSyntaxError(f"weight {weight}{where} is not a finite number")
-    if abs(weight) > MAX_ABS_WEIGHT:
-        raise PromptSyntaxError(f"weight {weight:g}{where} is outside [-{MAX_ABS_WEIGHT:g}, {MAX_ABS_WEIGHT:g}]")
+    for index, (leaf, info) in enumerate(zip(leaves, infos)):
+        if not leaf.prompt.strip():
+            if leaf.conciliation is not None:
+                at = orig_at(info.keyword_at) if info.keyword_at is not None else 0
+                notes.append(f"{leaf.conciliation.value} at character {at} has no text, so it guides towards the "
+                             "empty prompt (as in neutral-prompt)")  # fmt: skip
+            elif index == 0 and len(leaves) > 1:
+                notes.append("the prompt starts with a keyword, so its first sub-prompt is empty (the empty prompt, "
+                             "as in neutral-prompt)")  # fmt: skip
+            elif len(leaves) > 1:
+                at = orig_at(info.keyword_at) if info.keyword_at is not None else orig_at(info.span[0])
+                notes.append(f"the AND sub-prompt at character {at} has no text (the empty prompt, as in "
+                             "neutral-prompt)")  # fmt: skip
+        if math.isfinite(leaf.weight) and abs(leaf.weight) > LARGE_WEIGHT:
+            where = f" at character {orig_at(info.weight_at)}" if info.weight_at is not None else ""
+            notes.append(f"weight {leaf.weight:g}{where} is beyond ±{LARGE_WEIGHT:g}; it is used "
+                         "as written, expect a saturated image")  # fmt: skip
+    for node in _groups(tree):
+        if math.isfinite(node.weight) and abs(node.weight) > LARGE_WEIGHT:
+            notes.append(f"group weight {node.weight:g} is beyond ±{LARGE_WEIGHT:g}; it is used as "
+                         "written, expect a saturated image")  # fmt: skip
 
 
-def _check_group_weights(tree: CompositePrompt) -> None:
+def _usable(weight: float) -> bool:
+    """Finite, also once the model's 32-bit tensors hold it (1e39 would be inf there)."""
+    return math.isfinite(weight) and abs(weight) <= FLOAT32_MAX
+
+
+def _f32(weight: float) -> str:
+    return " in the model's 32-bit tensors (at most ±3.4e38)" if math.isfinite(weight) else ""
+
+
+def _groups(tree: CompositePrompt) -> list[CompositePrompt]:
+    """The nested groups (not the root), iteratively (trees may be deep)."""
+    out: list[CompositePrompt] = []
     stack: list[PromptNode] = list(tree.children)
     while stack:
         node = stack.pop()
         if isinstance(node, CompositePrompt):
-            if not math.isfinite(node.weight) or abs(node.weight) > MAX_ABS_WEIGHT:
-                raise PromptSyntaxError(
-                    f"group weight {node.weight:g} is not a finite number in "
-                    f"[-{MAX_ABS_WEIGHT:g}, {MAX_ABS_WEIGHT:g}]"
-                )
+            out.append(node)
             stack.extend(node.children)
+    return out

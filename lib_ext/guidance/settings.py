@@ -10,6 +10,8 @@ from typing import Literal
 from .tree import SegaParams, StepCount, format_plain_float
 
 Mode = Literal["neutral", "sega"]
+Switch = Literal["auto", "on", "off"]
+SWITCHES: tuple[Switch, ...] = ("auto", "on", "off")
 
 
 def default_sega_params() -> SegaParams:
@@ -127,9 +129,10 @@ class GuidanceSettings:
         )
         return settings.validated()
 
-    def to_infotext(self) -> dict[str, str]:
-        """Infotext keys (values hold no comma, colon or newline, so A1111 writes them unquoted)."""
-        out = {INFOTEXT_MODE: self.mode}
+    def to_infotext(self, auto: bool = False) -> dict[str, str]:
+        """Infotext keys (values hold no comma, colon or newline, so A1111 writes them unquoted). `auto`: the
+        guidance came on because the prompt uses the keywords (`Semantic guidance: neutral (auto)`)."""
+        out = {INFOTEXT_MODE: self.mode + (INFOTEXT_AUTO if auto else "")}
         if self.cfg_rescale:
             out[INFOTEXT_PHI] = format_plain_float(self.cfg_rescale)
         if self.mode == "neutral":
@@ -141,9 +144,10 @@ class GuidanceSettings:
     @classmethod
     def from_infotext(cls, params: Mapping[str, str]) -> GuidanceSettings | None:
         """Settings from pasted infotext keys; None when the image was made without semantic guidance."""
-        if INFOTEXT_MODE not in params:
+        if infotext_switch(params) == "off" or INFOTEXT_MODE not in params:
             return None
-        values: dict[str, object] = {"mode": str(params[INFOTEXT_MODE]).strip()}
+        mode = str(params[INFOTEXT_MODE]).strip()
+        values: dict[str, object] = {"mode": mode[: -len(INFOTEXT_AUTO)] if mode.endswith(INFOTEXT_AUTO) else mode}
         if INFOTEXT_PHI in params:
             values["cfg_rescale"] = params[INFOTEXT_PHI]
         if INFOTEXT_TOPK in params:
@@ -160,9 +164,20 @@ class GuidanceSettings:
 
 SETTING_KEYS = ("mode", "cfg_rescale", "topk_ratio", "threshold", "warmup", "cooldown", "momentum", "beta")
 INFOTEXT_MODE = "Semantic guidance"
+INFOTEXT_AUTO = " (auto)"  # suffix of the mode when the keywords turned the guidance on by themselves
+INFOTEXT_OFF = "off"  # the mode key's value when the user switched guidance off although the prompt uses keywords
 INFOTEXT_PHI = "Semantic guidance CFG rescale phi"
 INFOTEXT_TOPK = "Semantic guidance top-k"
 INFOTEXT_SEGA = "Semantic guidance SEGA"
+
+
+def infotext_switch(params: Mapping[str, str]) -> Switch:
+    """How the image's guidance was switched: `... (auto)` or no key → "auto" (no key: made without PromptScope's
+    guidance, e.g. by neutral-prompt, or without keywords), `off` → "off", a mode → "on"."""
+    value = str(params.get(INFOTEXT_MODE, "")).strip()
+    if not value or value.endswith(INFOTEXT_AUTO):
+        return "auto"
+    return "off" if value == INFOTEXT_OFF else "on"
 
 
 def _step_value(sc: StepCount | None) -> object:

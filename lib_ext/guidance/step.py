@@ -21,7 +21,8 @@ class GuidanceStep:
     x_in: the noisy input rows, same layout (only needed to express single outputs, not differences, in eps).
     sigma: per image (k-diffusion sigma; ignored for eps predictions).
     conds_list: per image, (row index, weight) per sub-prompt, in the image's leaf order.
-    step / total_steps: the denoiser's call counter and expected number of calls.
+    step / total_steps: the sampler's step (every model call of one step shares it: Heun calls the model twice) and
+      its number of steps, as in the SEGA paper and diffusers; the host's call counter when it cannot tell.
     uncond_skipped: the host skipped the uncond rows this step (NGMS, "skip early CFG") and put copies of each
       image's first cond row there; it then combines with cond_scale 1. Momentum is neither used nor updated.
     """
@@ -52,15 +53,16 @@ class GuidanceStep:
 
     @classmethod
     def from_denoise_step(cls, ds) -> GuidanceStep:
-        """From the host seam's `DenoiseStep` (lib_ext/seam.py)."""
+        """From the host seam's `DenoiseStep` (lib_ext/seam.py): sampler steps where the host knows them."""
+        step, total_steps = ds.steps() if hasattr(ds, "steps") else (int(ds.step), int(ds.total_steps))
         return cls(
             x_out=ds.x_out,
             x_in=ds.x_in,
             sigma=ds.sigma,
             conds_list=[list(c) for c in ds.layout.conds],
             cond_scale=float(ds.cond_scale),
-            step=int(ds.step),
-            total_steps=int(ds.total_steps),
+            step=step,
+            total_steps=total_steps,
             prediction=ds.prediction,
             uncond_skipped=bool(getattr(ds, "uncond_skipped", False)),
         )

@@ -26,8 +26,10 @@ default: DAAM's 64×64 for a 512² SD1.5 image) in ONE ``interpolate`` call over
 into ONE running fp32 sum ``[L, H, W]`` per (pass, image, sub-prompt), plus one per image for the negative prompt's
 rows when asked. The sum therefore runs over heads, layers and steps; DAAM's mean
 differs only by a constant factor, which the per-word normalisation removes. Like DAAM, 8× downsampled layers (the
-SD1.5 middle block) are skipped by default (``skip_factors``). A word's map is the mean of its tokens' maps, min-max
-normalised (``aggregate.word_map``); DAAM's threshold τ = 0.4 turns it into a mask.
+SD1.5 middle block) are skipped by default (``skip_factors``), and the host can keep named layers out of the sums
+(``sum_exclude``: the heatmap feature passes the UNet middle block, which DAAM never hooks — SDXL's sits at 4×).
+A word's map is the mean of its tokens' maps, min-max normalised (``aggregate.word_map``); DAAM's threshold τ = 0.4
+turns it into a mask.
 
 Memory: the held maps never grow with the number of steps (one sum per key, :meth:`Capture.map_bytes`); they stay on
 the device during sampling and move to the CPU once per image (:meth:`Capture.finish_image` or :meth:`Capture.collect`).
@@ -68,6 +70,8 @@ class CaptureOptions:
     step_range: tuple[int, int] | None = None  # time focus: capture steps start <= step < end (see set_step)
     max_map_side: int = 64  # longer side of the common map size
     skip_factors: frozenset[int] = frozenset({8})  # downsampling factors not summed (DAAM drops 8×8 maps)
+    sum_exclude: frozenset[str] = frozenset()  # layer names kept out of the word maps (DAAM: the UNet mid block);
+    # with group_by they still get their own per-layer / per-resolution sums
     max_block_elements: int = 1 << 24  # bound on one transient rows×heads×queries×keys score block
     strict: bool = False  # re-raise errors from the hooks instead of recording them
 
@@ -355,6 +359,8 @@ class Capture:
 
     def _before(self, state: _LayerState, _module: nn.Module, _args: tuple) -> None:
         state.clear()
+        if state.name in self.options.sum_exclude and self.options.group_by is None:
+            return  # nothing of this layer is kept: do not even hold its q/k
         step_range = self.options.step_range
         if step_range is not None and self.step is not None and not (step_range[0] <= self.step < step_range[1]):
             return
@@ -457,11 +463,13 @@ class Capture:
                 scores = torch.matmul(qb[:, :, q0 : q0 + queries_per_block], kt).mul_(scale)
                 maps[:, q0 : q0 + queries_per_block] = scores.softmax(dim=-1).sum(dim=1)
             native = maps.transpose(1, 2).reshape(len(block), n_keys, h, w)
-            common = upsample_maps(native, size)
+            in_sum = name not in self.options.sum_exclude
+            common = upsample_maps(native, size) if in_sum else None
             for j, (_, role) in enumerate(block):
                 subprompt = -1 if role.is_uncond else max(0, role.subprompt)
                 key = MapKey(self.pass_name, role.image, subprompt, role.is_uncond)
-                self._sums.setdefault(key, _RunningSum()).add(common[j])
+                if common is not None:
+                    self._sums.setdefault(key, _RunningSum()).add(common[j])
                 if self.options.group_by is not None and not role.is_uncond:
                     group = name if self.options.group_by == "layer" else f"{h}x{w}"
                     self._group_sums.setdefault((key, group), _RunningSum()).add(native[j])

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..attention_sites import find_cross_attention
-from ..seam import DenoiseStep, JobInfo, PromptTokens, SamplingContext
+from ..seam import DenoiseStep, JobInfo, PromptTokens, SamplingContext, sampler_step_of
 from .aggregate import MODES, Mode, combine_mode, normalize_minmax, word_map
 from .capture import Capture, CaptureOptions, ImageMaps
 from .render import COLORMAPS, export_safetensors, word_grid
@@ -38,6 +38,7 @@ class HeatmapSettings:
     alpha: float = 0.5
     colormap: str = "jet"
     max_map_side: int = 64
+    middle_block: bool = False  # also sum the UNet middle block into the word maps (DAAM, and the default, do not)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -103,13 +104,18 @@ class HeatmapFeature:
             step_range=s.step_range(ctx.job.steps),
             max_map_side=s.max_map_side,
         )
-        capture = Capture(ctx.current_rows, options)
-        capture.begin_pass(ctx.job.pass_name)
-        capture.set_step(0)
         sites = find_cross_attention(ctx.unet)
         if not sites:
             self._message(ctx, "this model has no cross-attention (attn2) modules: no heatmaps")
             return
+        # As DAAM (castorini/daam: UNetCrossAttentionLocator hooks the up and down blocks only), the middle block stays
+        # out of the word maps; SD1.5's is 8×8 and dropped anyway, SDXL's sits at 32×32 and would count. Per-layer
+        # maps (per_layer on) still show it.
+        if not s.middle_block:
+            options.sum_exclude = frozenset(site.short_name for site in sites if site.block == "mid")
+        capture = Capture(ctx.current_rows, options)
+        capture.begin_pass(ctx.job.pass_name)
+        capture.set_step(0)
         # Per-layer maps are keyed by the block labels users know (IN01, MID, OUT05; SDXL's several transformer
         # blocks of one block sum together).
         try:
@@ -260,7 +266,12 @@ class HeatmapFeature:
 
 
 def _advance_step(capture: Capture, step: DenoiseStep) -> None:
-    capture.set_step(step.step + 1)
+    """The step of the next model call, in the sampler's steps (what time focus is a fraction of): Heun's two calls
+    of one step share it."""
+    if step.sampler_steps:
+        capture.set_step(sampler_step_of(step.step + 1, step.sampler_steps, step.total_steps)["sampler_step"])
+    else:
+        capture.set_step(step.step + 1)
     return None
 
 

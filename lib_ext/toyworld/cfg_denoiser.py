@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..seam import BatchLayout, DenoiseStep, JobInfo, Prediction
+from ..seam import BatchLayout, DenoiseStep, JobInfo, Prediction, sampler_step_of
 from ..session import SamplingSession
 from .cfg import batch_cond_uncond
 
@@ -70,12 +70,14 @@ class ToyCFGDenoiser(torch.nn.Module):
         should_interrupt: Callable[[], bool] = lambda: False,
         on_step: Callable[[int, int], None] | None = None,
         alphas_cumprod: torch.Tensor | None = None,
+        sampler_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.inner_model = inner_model
         self.prediction: Prediction = prediction
         self.empty_chunk = empty_chunk  # (1, 77, D)
-        self.total_steps = total_steps
+        self.total_steps = total_steps  # expected model calls (A1111: 2 × steps for second-order samplers)
+        self.sampler_steps = sampler_steps  # the sampler's steps (None: one call per step)
         self.session = session
         self.job = job
         self.should_interrupt = should_interrupt
@@ -120,6 +122,7 @@ class ToyCFGDenoiser(torch.nn.Module):
             pass_name="first",
             uncond_skipped=False,
             job=self.job,
+            **sampler_step_of(self.step, self.sampler_steps or self.total_steps, self.total_steps),
         )
         replaced = self.session.combine(step) if self.session is not None else None
         denoised = step.default_combine() if replaced is None else replaced

@@ -274,6 +274,29 @@ def sample_euler_ancestral(
 
 
 @torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """Heun's method (Karras et al. 2022, Algorithm 1 without churn): an Euler step, then the model again at the
+    step's end and the average of the two slopes; the step to σ = 0 is a plain Euler step (one model call).
+    So N steps call the model 2N − 1 times, as k-diffusion's sample_heun under A1111."""
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    for i in _steps(len(sigmas) - 1, disable):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        d = to_d(x, sigmas[i], denoised)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
+            d_2 = to_d(x_2, sigmas[i + 1], denoised_2)
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+@torch.no_grad()
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """DPM-Solver++(2M): a second-order multistep solver in t = −log σ on the data prediction.
 
@@ -363,12 +386,18 @@ class SamplerInfo:
     scheduler: str | None  # A1111's "Automatic" schedule: None = the denoiser's own get_sigmas, or "karras"
     timesteps: bool = False  # a timestep sampler (model returns ε on integer timesteps)
     ancestral: bool = False  # takes eta/s_noise/noise_sampler
+    second_order: bool = False  # two model calls per step (A1111's SamplerData option: total_steps = 2 × steps)
+
+    def model_calls(self, steps: int) -> int:
+        """A1111's `SamplerData.total_steps`: the expected model calls (the denoiser's `total_steps`)."""
+        return steps * 2 if self.second_order else steps
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
     "Euler": SamplerInfo("Euler", sample_euler, None),
     "Euler a": SamplerInfo("Euler a", sample_euler_ancestral, None, ancestral=True),
     "DPM++ 2M": SamplerInfo("DPM++ 2M", sample_dpmpp_2m, "karras"),
+    "Heun": SamplerInfo("Heun", sample_heun, None, second_order=True),
     "DDIM": SamplerInfo("DDIM", sample_ddim, None, timesteps=True),
 }
 

@@ -30,11 +30,12 @@ def test_heatmaps_and_guidance_panels_generate_into_the_gallery(app_url, browser
     seed.clear()
     seed.send_keys("7")
 
-    def open_panel(elem_id: str) -> None:
+    def open_panel(elem_id: str, tick: bool = True) -> None:
         browser.find_element(By.CSS_SELECTOR, f"#{elem_id} .label-wrap").click()
-        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"#{elem_id} input[type=checkbox]"))).click()
+        if tick:
+            wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"#{elem_id} input[type=checkbox]"))).click()
 
-    open_panel("ps_guidance")
+    open_panel("ps_guidance", tick=False)  # left on "auto": the keyword the helper adds switches guidance on
     concept = browser.find_element(By.CSS_SELECTOR, "#ps_guidance textarea[placeholder^='e.g.']")
     concept.send_keys("blue")
     browser.find_element(By.CSS_SELECTOR, "#ps_guidance_add").click()
@@ -57,6 +58,6 @@ def test_heatmaps_and_guidance_panels_generate_into_the_gallery(app_url, browser
     ]
     assert sizes[0] == [256, 256] and sizes[1][0] > 256  # the image, then its grid (one 256-px tile per word)
     info = browser.find_element(By.CSS_SELECTOR, "#ps_infotext textarea").get_attribute("value")
-    assert info.startswith("a red circle\nAND_TOPK blue :0.4\n") and "Semantic guidance: neutral" in info
+    assert info.startswith("a red circle\nAND_TOPK blue :0.4\n") and "Semantic guidance: neutral (auto)" in info
     assert "Error" not in browser.find_element(By.CSS_SELECTOR, "#ps_status").text
     browser.save_screenshot(str(SCREENSHOT))

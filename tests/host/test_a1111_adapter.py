@@ -425,8 +425,9 @@ def test_rewritten_prompts_give_rows_while_features_and_infotext_keep_the_users(
     runner.alwayson_scripts.insert(0, rewriter)
     runner.scripts.insert(0, rewriter)
     probe = Probe()
-    p = txt2img(
+    p = make_txt2img(
         webui,
+        {"PromptScope: Semantic guidance": ["off"]},  # the keyword would switch our guidance on by itself
         prompt="a cat AND_TOPK red :0.5",
         enable_hr=True,
         hr_scale=2,

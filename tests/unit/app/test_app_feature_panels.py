@@ -69,7 +69,7 @@ def test_the_app_discovers_both_panels_before_its_tabs(host):
 def test_guidance_panel_reads_the_prompt_box_and_the_shared_controls(host):
     panel, ctx, defaults = built(host, panel_guidance)
     assert panel.inputs[0] is ctx.prompt and len(panel.inputs) == 10
-    assert defaults[1] is False and defaults[2] == "neutral"
+    assert defaults[1] == "auto" and defaults[2] == "neutral"
 
 
 def test_guidance_prompt_helper_appends_a_keyword_line_to_the_prompt_box(host):
@@ -98,7 +98,16 @@ def test_guidance_make_feature_on_off_and_bad_settings(host):
     assert make(*guidance_values(d, "a red circle", False)) is None
     warn = make(*guidance_values(d, GUIDED, False))
     assert isinstance(warn, GuidanceFeature) and warn.enabled is False  # only warns
+    assert warn.infotext() == {"Semantic guidance": "off"}
     assert make(*guidance_values(d, "a red circle", True)) is None  # nothing to guide: the host's own behaviour
+    for switch in ("auto", "on", "off"):
+        assert make(*guidance_values(d, "a red circle", switch)) is None
+    auto = make(*guidance_values(d, GUIDED, "auto"))
+    assert auto.enabled and auto.auto and auto.infotext()["Semantic guidance"] == "neutral (auto)"
+    assert make(*guidance_values(d, "a red circle <sega:topk=0.1>", "auto")) is None  # only keywords switch it on
+    assert make(*guidance_values(d, "a red circle <sega:topk=0.1>", "on")).enabled
+    with pytest.raises(ValueError, match="enabled must be one of auto, on, off"):
+        make(*guidance_values(d, GUIDED, "maybe"))
     on = make(*guidance_values(d, GUIDED, True, mode="sega", warmup="2", cooldown="none"))
     assert on.enabled and on.settings.mode == "sega" and on.settings.sega.cooldown is None
     assert on.settings.sega.warmup.value == 2 and not on.settings.sega.warmup.relative
@@ -127,7 +136,10 @@ def test_guidance_changes_the_image_and_writes_its_infotext(host):
     on = generate(host, [("guidance", panel, guidance_values(d, GUIDED, True))], GUIDED)
     off = generate(host, [("guidance", panel, guidance_values(d, GUIDED, False))], GUIDED)
     assert "Semantic guidance: neutral" in on[1] and "Semantic guidance top-k: 0.05" in on[1]
-    assert "Semantic guidance" not in off[1]
+    assert "Semantic guidance: off" in off[1] and "top-k" not in off[1]
+    auto = generate(host, [("guidance", panel, guidance_values(d, GUIDED, "auto"))], GUIDED)
+    assert "Semantic guidance: neutral (auto)" in auto[1]
+    assert np.array_equal(np.asarray(auto[0][0]), np.asarray(on[0][0]))
     assert not np.array_equal(np.asarray(on[0][0]), np.asarray(off[0][0]))
     assert "semantic guidance is off" in off[2] and "semantic guidance is off" not in on[2]
     sega = generate(host, [("guidance", panel, guidance_values(d, GUIDED, True, mode="sega", warmup="0"))], GUIDED)

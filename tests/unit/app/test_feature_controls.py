@@ -17,7 +17,7 @@ def test_guidance_controls_in_argument_order_with_the_defaults():
     labels = [getattr(v, "label", None) for v in c.values]
     assert labels[0] == gc.ENABLE_LABEL and labels[1].startswith("Mode") and labels[2] == "CFG rescale φ"
     assert len(c.values) == 1 + len(gc.SETTINGS_ORDER) == 9
-    assert [v.value for v in c.values] == [False, "sega", 0.0, 0.1, 0.9, "40%", "", 0.1, 0.4]
+    assert [v.value for v in c.values] == ["auto", "sega", 0.0, 0.1, 0.9, "40%", "", 0.1, 0.4]
     assert c.helper_keyword.value == "AND_TOPK" and list(gc.KEYWORDS)[-1] == "AND"
 
 

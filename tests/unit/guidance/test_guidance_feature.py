@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lib_ext.guidance import GuidanceSettings, GuidanceState, GuidanceStep, combine, parse_root
+from lib_ext.guidance import GuidanceSettings, GuidanceState, GuidanceStep, SegaParams, combine, parse_root
 from lib_ext.guidance.feature import GuidanceFeature, disabled_warning, host_tree, prepare_prompts
 from lib_ext.guidance.tree import flatten_leaves
 from lib_ext.patches import PatchSet
@@ -168,9 +168,20 @@ def test_tagged_prompt_that_reads_differently_is_ignored_with_a_warning():
     assert prepared.active
 
 
-def test_bad_sega_tag_falls_back_to_the_host():
-    tagged = ["a AND_TOPK b <sega:warmup=abc> :0.5"]
+def test_bad_sega_tag_is_ignored_with_a_note_and_the_prompt_guided():
+    tagged = ["a AND_TOPK b <sega:warmup=abc> <sega:momentum=0.5> :0.5"]
     stripped = [strip_extra_networks(p) for p in tagged]
     prepared = prepare_prompts(stripped, tagged)
-    assert prepared.host_prompts == stripped
-    assert not prepared.active and "warmup" in prepared.warnings[0]
+    assert prepared.active and prepared.host_prompts == [" a :1 AND b :0.5 "]
+    assert prepared.warnings == ["semantic guidance: '<sega:warmup=abc>' at character 13: warmup='abc' is not a "
+                                 "number; the tag is ignored (A1111 removes it from the prompt like any extra-network "
+                                 "tag)"]  # fmt: skip
+    assert prepared.trees[0].children[1].sega == SegaParams(momentum=0.5)
+
+
+def test_non_finite_weight_falls_back_to_the_host():
+    prompts = ["a AND_TOPK b :nan"]
+    prepared = prepare_prompts(prompts)
+    assert prepared.host_prompts == prompts and not prepared.active
+    assert prepared.warnings == ["semantic guidance off for this prompt: weight nan at character 14 is not a finite "
+                                 "number"]  # fmt: skip

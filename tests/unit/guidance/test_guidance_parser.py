@@ -8,11 +8,12 @@ import re
 import pytest
 
 from lib_ext.guidance.parser import (
-    MAX_ABS_WEIGHT,
+    LARGE_WEIGHT,
     MAX_GROUP_DEPTH,
     PromptSyntaxError,
     flatten_for_host,
     has_keywords,
+    parse_prompt,
     parse_root,
     parse_sega_args,
     safe_parse,
@@ -147,19 +148,22 @@ def test_erroneous_syntax():
     root = parse_root("hello :1.0 AND_PERP a [ goodbye :2.0")
     assert (root.children[1].prompt, root.children[1].weight) == (" a [ goodbye ", 2.0)
 
-    # neutral-prompt accepts an empty AND_PERP here; we refuse it (strict) and match it otherwise
-    root = parse_root("hello :1.0 AND_PERP AND goodbye :2.0", strict=False)
+    # neutral-prompt accepts an empty AND_PERP here; so do we, with a note for under the image
+    parsed = parse_prompt("hello :1.0 AND_PERP AND goodbye :2.0")
+    root = parsed.tree
     assert root.children[0].weight == 1.0
-    assert root.children[1].prompt == ""
+    assert (root.children[1].prompt, root.children[1].conciliation) == ("", Conciliation.PERP)
     assert root.children[2].prompt == " goodbye "
-    with pytest.raises(PromptSyntaxError, match="AND_PERP at character 11 has no text"):
-        parse_root("hello :1.0 AND_PERP AND goodbye :2.0")
+    assert parsed.notes == [
+        "AND_PERP at character 11 has no text, so it guides towards the empty prompt (as in neutral-prompt)"
+    ]
 
 
 def test_huge_number_of_prompt_parts():
-    root = parse_root(" AND ".join(f"hello{i} :{i}" for i in range(10**4)), strict=False)  # weights > 1000
-    assert len(root.children) == 10**4
-    assert root.children[9999].weight == 9999.0
+    parsed = parse_prompt(" AND ".join(f"hello{i} :{i}" for i in range(10**4)))
+    assert len(parsed.tree.children) == 10**4
+    assert parsed.tree.children[9999].weight == 9999.0
+    assert len(parsed.notes) == 10**4 - 1 - int(LARGE_WEIGHT)  # weights beyond 1000 are used, with a note each
 
 
 def test_prompt_ending_with_weight():
@@ -215,10 +219,10 @@ def test_odd_prompts_parse(prompt):
     "prompt",
     ["hello :1.0 AND_PERP :2.0 AND [goodbye]", "hello :1.0 AND_PERP AND_PERP AND_PERP AND_PERP goodbye :2.0"],
 )
-def test_odd_prompts_with_empty_keywords_are_refused_clearly(prompt):
-    assert flatten_leaves(parse_root(prompt, strict=False))
-    with pytest.raises(PromptSyntaxError, match="has no text"):
-        parse_root(prompt)
+def test_odd_prompts_with_empty_keywords_are_used_with_a_note(prompt):
+    parsed = parse_prompt(prompt)
+    assert parsed.tree == parse_root(prompt, strict=False)
+    assert parsed.notes and all("has no text" in note for note in parsed.notes)
 
 
 # -- grammar facts from the design note -----------------------------------------------------------------------
@@ -298,14 +302,33 @@ def test_exponential_backtracking_is_avoided():
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
-        ("a :nan", "not a finite number"),
-        ("a AND_TOPK b :inf", "not a finite number"),
-        ("a AND_TOPK b :-1e309", "not a finite number"),
-        ("a AND_TOPK b :1e6", "outside"),
-        ("a AND [b AND c] :1e9", "group weight"),
-        ("a AND_TOPK :0.4", "AND_TOPK at character 2 has no text"),
+        ("a :nan", "weight nan at character 3 is not a finite number"),
+        ("a AND_TOPK b :inf", "weight inf at character 14 is not a finite number"),
+        ("a AND_TOPK b :-1e309", "weight -inf at character 14 is not a finite number"),
+        ("a AND_TOPK b :1e39", "is not a finite number in the model's 32-bit tensors"),
+        ("a AND [b AND_PERP c] :1e400", "group weight inf is not a finite number"),
+    ],
+)
+def test_non_finite_weights_are_refused_clearly(prompt, message):
+    with pytest.raises(PromptSyntaxError, match=re.escape(message)):
+        parse_root(prompt)
+    tree, notes = safe_parse(prompt)
+    assert tree is None and len(notes) == 1
+    assert notes[0].startswith("semantic guidance off for this prompt: ") and message in notes[0]
+    assert parse_root(prompt, strict=False)  # neutral-prompt's tree, which would put inf/NaN into the image
+
+
+@pytest.mark.parametrize(
+    ("prompt", "note"),
+    [
+        ("a AND_TOPK b :1e6", "weight 1e+06 at character 14 is beyond ±1000; it is used as written"),
+        ("a AND_TOPK b :1001", "weight 1001 at character 14 is beyond ±1000"),
+        ("a AND [b AND_PERP c] :1e9", "group weight 1e+09 is beyond ±1000"),
+        ("a AND_TOPK :0.4", "AND_TOPK at character 2 has no text, so it guides towards the empty prompt"),
         ("a AND_TOPK", "AND_TOPK at character 2 has no text"),
         ("a AND_SALT    AND b", "AND_SALT at character 2 has no text"),
+        ("AND_TOPK b", "the prompt starts with a keyword, so its first sub-prompt is empty"),
+        ("a AND  AND_TOPK b", "the AND sub-prompt at character 2 has no text"),
         ("a AND_TOPK b <sega:bogus=1>", "unknown setting 'bogus'"),
         ("a AND_TOPK b <sega:threshold=2>", "between 0 and 1"),
         ("a AND_TOPK b <sega:warmup=2.5>", "whole number"),
@@ -314,25 +337,39 @@ def test_exponential_backtracking_is_avoided():
         ("a AND_TOPK b <sega:topk=0.1,threshold=0.5>", "either threshold or topk"),
         ("a <sega:topk=0.1> AND_TOPK b", "belongs to an AND sub-prompt"),
         ("a AND_PERP b <sega:topk=0.1>", "belongs to an AND_PERP"),
-        ("a AND_TOPK b <sega:topk=0.1> <sega:topk=0.2>", "repeats"),
+        ("a AND_TOPK b <sega:topk=0.1> <sega:topk=0.2>", "repeats a SEGA setting of its concept; the first value"),
     ],
 )
-def test_malformed_raises_clear_syntax_error(prompt, message):
-    with pytest.raises(PromptSyntaxError, match=re.escape(message)):
-        parse_root(prompt)
-    tree, warning = safe_parse(prompt)
-    assert tree is None
-    assert message in warning
+def test_odd_input_is_used_as_neutral_prompt_reads_it_with_a_note(prompt, note):
+    parsed = parse_prompt(prompt)
+    assert any(note in n for n in parsed.notes), parsed.notes
+    stripped = re.sub(r"<sega:[^>]+>", "", prompt)
+    bare = parse_root(stripped, strict=False)
+    assert _shape(parsed.tree) == _shape(bare)  # the tree neutral-prompt builds from what A1111 hands it
+    tree, notes = safe_parse(prompt)
+    assert tree == parsed.tree and notes == [f"semantic guidance: {n}" for n in parsed.notes]
 
 
-def test_weight_limit_is_inclusive():
-    assert parse_root(f"a AND_TOPK b :{MAX_ABS_WEIGHT:g}").children[1].weight == MAX_ABS_WEIGHT
+def _shape(node):
+    if isinstance(node, LeafPrompt):
+        return ("leaf", node.weight, node.conciliation, node.prompt.strip())
+    return ("group", node.weight, node.conciliation, [_shape(c) for c in node.children])
+
+
+def test_bad_or_misplaced_tags_are_ignored_and_good_ones_kept():
+    root = parse_root("a <sega:topk=0.1> AND_TOPK b <sega:bogus=1> <sega:warmup=3> :0.5")
+    assert root.children[0].sega is None
+    assert root.children[1].sega == SegaParams(warmup=StepCount(3))
+    root = parse_root("a AND_TOPK b <sega:topk=0.1> <sega:topk=0.2,warmup=2>")
+    assert root.children[1].sega == SegaParams(threshold=pytest.approx(0.9), warmup=StepCount(2))
 
 
 def test_error_position_counts_the_typed_text():
-    # the tag before the keyword is removed before parsing; the error still points into what the user typed
-    with pytest.raises(PromptSyntaxError, match="AND_TOPK at character 34 has no text"):
-        parse_root("a AND_TOPK b <sega:topk=0.1> :0.5 AND_TOPK")
+    # the tag before the keyword is removed before parsing; the note still points into what the user typed
+    notes = parse_prompt("a AND_TOPK b <sega:topk=0.1> :0.5 AND_TOPK").notes
+    assert notes == [
+        "AND_TOPK at character 34 has no text, so it guides towards the empty prompt (as in neutral-prompt)"
+    ]
 
 
 def test_too_deep_nesting_is_a_syntax_error():
@@ -345,8 +382,8 @@ def test_too_deep_nesting_is_a_syntax_error():
 
 def test_safe_parse_survives_anything():
     assert safe_parse(None)[0] is None  # type: ignore[arg-type]
-    tree, warning = safe_parse("a AND_TOPK b :0.5")
-    assert warning is None and tree is not None
+    tree, notes = safe_parse("a AND_TOPK b :0.5")
+    assert notes == [] and tree is not None
 
 
 # -- SEGA tags ------------------------------------------------------------------------------------------------
@@ -458,6 +495,7 @@ def test_keyword_line_parses_back():
         (("AND_TOPK", "x AND y", 1), "contains a keyword"),
         (("AND_TOPK", "<lora:x:1>", 1), "contains a keyword"),
         (("AND_TOPK", "x", float("nan")), "finite"),
+        (("AND_TOPK", "x", float("inf")), "finite"),
     ]:
         with pytest.raises(PromptSyntaxError, match=match):
             keyword_line(*args)

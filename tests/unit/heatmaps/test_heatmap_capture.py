@@ -511,3 +511,31 @@ def test_layers_finer_than_the_common_size_are_area_averaged():
     assert maps.size == (8, 6)
     ref = naive_maps(attn, hidden, context)[0].reshape(77, 16, 12).float()
     torch.testing.assert_close(maps.positive[0], F.avg_pool2d(ref, 2), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("group_by", [None, "layer"])
+def test_excluded_layers_stay_out_of_the_word_maps_exactly(group_by):
+    """`sum_exclude` (the UNet middle block, which DAAM never hooks): the sums are those of a capture that never
+    hooked the layer; per-layer groups still hold it."""
+    unet = FakeUNet("sdxl")
+    named = [(f"L{i}", m) for i, m in enumerate(unet.attn2_modules())]  # SDXL: 2×, 4×, 4× (the "mid"), 2×
+    excluded = strict(sum_exclude=frozenset({"L2"}), group_by=group_by)
+    cap = Capture(lambda: cfg_rows(1), excluded)
+    cap.attach(named, unet=unet)
+    generate(unet, cap, 2, ctx_dim=2048)
+    cap.detach()
+    ref = Capture(lambda: cfg_rows(1), strict(group_by=group_by))
+    ref.attach([n for n in named if n[0] != "L2"], unet=unet)
+    generate(unet, ref, 2, ctx_dim=2048)
+    ref.detach()
+    (got,), (want,) = cap.collect(), ref.collect()
+    assert got.calls[0] == want.calls[0] == 2 * 3
+    assert torch.equal(got.positive[0], want.positive[0])
+    if group_by == "layer":
+        assert set(got.groups) == {"L0", "L1", "L2", "L3"} and set(want.groups) == {"L0", "L1", "L3"}
+    full = Capture(lambda: cfg_rows(1), strict())
+    full.attach(named, unet=unet)
+    generate(unet, full, 2, ctx_dim=2048)
+    full.detach()
+    (everything,) = full.collect()
+    assert not torch.allclose(everything.positive[0], got.positive[0])  # the 4× middle layer does count otherwise

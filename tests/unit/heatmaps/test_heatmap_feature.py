@@ -39,10 +39,15 @@ def test_feature_in_the_toy_host_matches_the_models_own_probabilities(host):
         for row, key in enumerate([(0, 0), (0, 1)]):
             reference[key] = reference.get(key, 0) + maps[row].clamp_min(0)
 
+    from lib_ext.attention_sites import find_cross_attention
+
+    middle = {id(site.module) for site in find_cross_attention(host.unet) if site.block == "mid"}
+    assert middle  # left out of the word maps, as DAAM hooks the down and up blocks only
     handles = []
     for _name, module in sites:
         module.store_probs = True
-        handles.append(module.register_forward_hook(keep))
+        if id(module) not in middle:
+            handles.append(module.register_forward_hook(keep))
     feature = HeatmapFeature(HeatmapSettings(words=("red", "square", "giraffe", "a")))
     try:
         processed = host.txt2img(
@@ -72,7 +77,8 @@ def test_feature_in_the_toy_host_matches_the_models_own_probabilities(host):
     a0 = word_map(reference[(0, 0)], find_word(host.tokenize("a red circle"), "a"), normalize=False)
     a1 = word_map(reference[(0, 1)], find_word(host.tokenize("a blue square"), "a"), normalize=False)
     torch.testing.assert_close(by_word["a"].raw, (a0 + a1) / 2, rtol=1e-3, atol=1e-4)
-    assert first.maps.calls == {0: 2 * len(sites), 1: 2 * len(sites)}
+    kept = len(sites) - len(middle)
+    assert first.maps.calls == {0: 2 * kept, 1: 2 * kept}
     grid = feature.render(first, processed.images[0])
     assert grid is not None and grid.width == 2 * 32  # 4 tiles: giraffe's shows its message
     only_missing = HeatmapFeature(HeatmapSettings(words=("giraffe",)))
@@ -107,14 +113,27 @@ def test_time_focus_and_per_layer(host):
     feature = HeatmapFeature(HeatmapSettings(time_focus=(0.5, 1.0), per_layer=True, words=("circle",)))
     host.txt2img("a red circle", seed=5, steps=4, features=[feature])
     (r,) = feature.take_results()
-    n_layers = len(host.unet.cross_attention_modules())
-    assert r.maps.calls[0] == 2 * n_layers  # steps 2 and 3 of 4
-    (circle,) = r.words
     from lib_ext.attention_sites import find_cross_attention
 
-    labels = {site.short_name for site in find_cross_attention(host.unet)}
-    assert set(circle.layers) == labels and {"MID", "IN01", "OUT05"} <= labels
+    sites = find_cross_attention(host.unet)
+    n_mid = sum(site.block == "mid" for site in sites)
+    assert n_mid >= 1 and len(sites) == len(host.unet.cross_attention_modules())
+    assert r.maps.calls[0] == 2 * (len(sites) - n_mid)  # steps 2 and 3 of 4; the middle block is left out (DAAM)
+    (circle,) = r.words
+    labels = {site.short_name for site in sites}
+    assert set(circle.layers) == labels and {"MID", "IN01", "OUT05"} <= labels  # per-layer maps still show MID
     assert all(m.shape == (32, 32) for m in circle.layers.values())
+
+
+def test_time_focus_counts_sampler_steps_with_heun(host):
+    """Heun calls the model twice per step (once for the last): the second half of 4 steps is 3 model calls."""
+    from lib_ext.attention_sites import find_cross_attention
+
+    kept = sum(site.block != "mid" for site in find_cross_attention(host.unet))
+    feature = HeatmapFeature(HeatmapSettings(time_focus=(0.5, 1.0), words=("circle",)))
+    host.txt2img("a red circle", seed=5, steps=4, sampler_name="Heun", features=[feature])
+    (r,) = feature.take_results()
+    assert r.maps.calls[0] == 3 * kept
 
 
 def test_settings_are_validated():

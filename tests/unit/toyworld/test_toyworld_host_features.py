@@ -77,3 +77,43 @@ def test_plain_prompt_matches_the_bare_sampling_pipeline(host, sampler):
             sigma_denoiser=S.DiscreteEpsDenoiser(model_fn, host.alphas_cumprod),
         )
     assert torch.allclose(out.samples, bare, atol=1e-5)
+
+
+def test_sega_warmup_and_cooldown_count_sampler_steps_with_heun(host, monkeypatch):
+    """Heun calls the model 2N − 1 times for N steps; SEGA's warm-up/cooldown count the N steps (paper, diffusers)."""
+    import importlib
+
+    from lib_ext.guidance.feature import GuidanceFeature
+    from lib_ext.guidance.settings import GuidanceSettings
+    from lib_ext.guidance.tree import SegaParams, StepCount
+
+    combine_module = importlib.import_module("lib_ext.guidance.combine")
+    original = combine_module._GroupCombination._sega_edit
+    seen: list[tuple[int, bool]] = []
+
+    def probe(self, concepts, path):
+        edit = original(self, concepts, path)
+        seen.append((self.step.step, bool(edit.abs().max() > 0)))
+        return edit
+
+    monkeypatch.setattr(combine_module._GroupCombination, "_sega_edit", probe)
+    sega = SegaParams(threshold=0.0, warmup=StepCount(2), cooldown=StepCount(4), momentum=0.0, beta=0.4)
+    feature = GuidanceFeature(GuidanceSettings(mode="sega", sega=sega))
+    calls = []
+    host.txt2img("a red circle AND_TOPK blue :2", features=[feature], seed=3, steps=5, cfg_scale=5.0,
+                 sampler_name="Heun", progress=lambda done, total, _text: calls.append((done, total)))  # fmt: skip
+    assert len(seen) == 9 and calls[-1] == (9, 10)  # 2 × 5 − 1 model calls; A1111's total_steps is 10
+    assert seen == [(0, False), (0, False), (1, False), (1, False), (2, True), (2, True), (3, True), (3, True),
+                    (4, False)]  # fmt: skip
+
+
+def test_heun_on_the_toy_host_is_second_order(host):
+    """With the same steps, Heun lands nearer a fine Euler solution of the same ODE than Euler does."""
+    from lib_ext.toyworld import sampling as S
+
+    assert S.SAMPLERS["Heun"].model_calls(5) == 10 and S.SAMPLERS["Euler"].model_calls(5) == 5
+    kw = {"seed": 3, "cfg_scale": 5.0}
+    fine = host.txt2img("a red circle", sampler_name="Euler", steps=120, **kw).samples
+    heun = host.txt2img("a red circle", sampler_name="Heun", steps=8, **kw).samples
+    euler = host.txt2img("a red circle", sampler_name="Euler", steps=8, **kw).samples
+    assert (heun - fine).abs().mean() < 0.5 * (euler - fine).abs().mean()

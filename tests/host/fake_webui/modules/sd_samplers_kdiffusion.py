@@ -1,6 +1,6 @@
 """k-diffusion samplers (``modules.sd_samplers_kdiffusion``): the denoiser returns x0 (``CFGDenoiserKDiffusion``).
 
-The sampler loops (Euler, Euler a, DPM++ 2M) and the CompVis sigma wrapper are small re-implementations of the
+The sampler loops (Euler, Euler a, DPM++ 2M, Heun) and the CompVis sigma wrapper are small re-implementations of the
 ``k_diffusion`` package functions A1111 calls, with the same call pattern: ``model(x, sigma * s_in, **extra_args)``
 then ``callback({"x", "i", "sigma", "sigma_hat", "denoised"})`` once per step.
 """
@@ -150,11 +150,35 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     return x
 
 
-# (label, function, aliases, options) as listed by the WebUI for these three samplers
+@torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise=None):
+    """k-diffusion's Heun (churn 0): two model calls per step, one for the last (an Euler step to σ = 0); the
+    callback comes after the step's first call."""
+    extra_args = extra_args or {}
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma_hat = sigmas[i]
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d = to_d(x, sigma_hat * s_in, denoised)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
+            d_2 = to_d(x_2, sigmas[i + 1] * s_in, denoised_2)
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+# (label, function, aliases, options) as listed by the WebUI for these samplers
 samplers_k_diffusion = [
     ("DPM++ 2M", sample_dpmpp_2m, ["k_dpmpp_2m"], {"scheduler": "karras"}),
     ("Euler a", sample_euler_ancestral, ["k_euler_a", "k_euler_ancestral"], {"uses_ensd": True}),
     ("Euler", sample_euler, ["k_euler"], {}),
+    ("Heun", sample_heun, ["k_heun"], {"second_order": True}),
 ]
 
 samplers_data_k_diffusion = [
