@@ -9,15 +9,23 @@ tooltip reads its value; clicking a legend entry keeps only that arm in view.
 
 Each function takes the service's plain data (`posterior_curves`, `history`) and the arms' labels, and returns an
 `alt.Chart` (or layered chart); the title names the view (pooled, or a rater's).
+
+gradio 4.40 does not require altair (only matplotlib and pandas; `gr.LinePlot` needs altair too), so a Forge
+install may lack it: then the same plots are matplotlib figures (static images; labels in a CJK font when one is
+installed, e.g. Noto Sans CJK), which `gr.Plot` shows on both gradio versions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import altair as alt
 import pandas as pd
+
+try:
+    import altair as alt
+except ImportError:  # gradio 4 without altair: matplotlib figures instead
+    alt = None
 
 WIDTH, HEIGHT = 420, 240  # Vega-Lite view size; gr.Plot scales it to its container
 
@@ -66,6 +74,51 @@ def _arm_lines(df: pd.DataFrame, x: str, y: str, x_title: str, y_title: str, tit
     return alt.layer(lines, points).properties(title=title, width=WIDTH, height=HEIGHT)
 
 
+# Fonts with Japanese/Chinese/Korean glyphs, tried after matplotlib's default (DejaVu Sans has none of them).
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic",
+             "VL Gothic", "Yu Gothic", "Meiryo", "MS Gothic", "Hiragino Sans", "Hiragino Kaku Gothic ProN",
+             "Noto Sans CJK SC", "WenQuanYi Zen Hei", "Droid Sans Fallback", "Arial Unicode MS")  # fmt: skip
+
+
+def _fallback_fonts() -> list[str]:
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in CJK_FONTS if name in have)]
+
+
+def _mpl_figure(
+    series: Sequence[tuple[str, Sequence[float], Sequence[float], str]], title: str, x_title: str, y_title: str
+) -> Any:
+    """A matplotlib figure (no pyplot: thread-safe) of (name, xs, ys, style) lines; style "line" or "dots"."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    with rc_context({"font.family": _fallback_fonts(), "font.size": 9}):
+        fig = Figure(figsize=(5.6, 3.2), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        for name, xs, ys, style in series:
+            if style == "dots" or len(xs) == 1:
+                ax.plot(xs, ys, "o", label=name, markersize=4)
+            else:
+                ax.plot(xs, ys, label=name, linewidth=2)
+        ax.set_title(title)
+        ax.set_xlabel(x_title)
+        ax.set_ylabel(y_title)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no ratings yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+        fig.canvas.draw()  # lay the text out now, inside the font context
+    return fig
+
+
+def _mpl_arm_lines(df: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str) -> Any:
+    series = [(arm, list(g[x]), list(g[y]), "line") for arm, g in df.groupby("arm", sort=False)]
+    return _mpl_figure(series, title, x_title, y_title)
+
+
 def density_chart(curves: Mapping[str, Any], labels: Mapping[int, str]) -> Any:
     """Posterior density of every arm's like-rate (`BanditService.posterior_curves`)."""
     xs = list(curves.get("x", []))
@@ -76,9 +129,11 @@ def density_chart(curves: Mapping[str, Any], labels: Mapping[int, str]) -> Any:
         for i in range(0, len(xs), step)
     ]
     df = pd.DataFrame(rows, columns=["arm", "arm_id", "like_rate", "density"])
+    title = f"Posterior of each arm's like-rate ({_view_name(curves.get('view'))})"
+    if alt is None:
+        return _mpl_arm_lines(df, "like_rate", "density", title, "like-rate", "posterior density")
     tip = [alt.Tooltip("arm:N"), alt.Tooltip("like_rate:Q", format=".2f", title="like-rate"),
            alt.Tooltip("density:Q", format=".2f")]  # fmt: skip
-    title = f"Posterior of each arm's like-rate ({_view_name(curves.get('view'))})"
     return _arm_lines(df, "like_rate", "density", "like-rate", "posterior density", title, tip, "density")
 
 
@@ -90,9 +145,11 @@ def history_chart(history: Mapping[str, Any], labels: Mapping[int, str]) -> Any:
             rows.append({"arm": labels.get(int(a), f"arm {a}"), "arm_id": int(a), "round": r["round"],
                          "mean": v["mean"], "likes": v["likes"], "dislikes": v["dislikes"]})  # fmt: skip
     df = pd.DataFrame(rows, columns=["arm", "arm_id", "round", "mean", "likes", "dislikes"])
+    title = f"Posterior mean like-rate by round ({_view_name(history.get('view'))})"
+    if alt is None:
+        return _mpl_arm_lines(df, "round", "mean", title, "round", "posterior mean like-rate")
     tip = [alt.Tooltip("arm:N"), alt.Tooltip("round:Q"), alt.Tooltip("mean:Q", format=".3f", title="mean like-rate"),
            alt.Tooltip("likes:Q"), alt.Tooltip("dislikes:Q")]  # fmt: skip
-    title = f"Posterior mean like-rate by round ({_view_name(history.get('view'))})"
     chart = _arm_lines(df, "round", "mean", "round", "posterior mean like-rate", title, tip, "history")
     return chart.configure_axisX(tickMinStep=1) if len(df) else chart
 
@@ -107,6 +164,11 @@ def likes_chart(history: Mapping[str, Any], window: int = 100) -> Any:
         rows.append({"round": p["round"], "series": f"latest {window} ratings", "per_100": p["window_per_100"],
                      "likes": round(p["window_per_100"] * p["window"] / 100), "ratings": p["window"]})  # fmt: skip
     df = pd.DataFrame(rows, columns=["round", "series", "per_100", "likes", "ratings"])
+    title = f"Is the sweep learning? Likes per 100 ratings ({_view_name(history.get('view'))})"
+    if alt is None:
+        series = [(name, list(g["round"]), list(g["per_100"]), "dots" if name == "this round" else "line")
+                  for name, g in df.groupby("series", sort=False)]  # fmt: skip
+        return _mpl_figure(series, title, "round", "likes per 100 ratings")
     tip = [alt.Tooltip("series:N"), alt.Tooltip("round:Q"), alt.Tooltip("per_100:Q", format=".1f",
            title="likes per 100"), alt.Tooltip("likes:Q"), alt.Tooltip("ratings:Q")]  # fmt: skip
     colour = alt.Color("series:N", title="", sort=["this round", f"latest {window} ratings"],
@@ -117,12 +179,11 @@ def likes_chart(history: Mapping[str, Any], window: int = 100) -> Any:
     )  # fmt: skip
     dots = base.transform_filter(alt.datum.series == "this round").mark_circle(size=45)
     line = base.transform_filter(alt.datum.series != "this round").mark_line(point=True, strokeWidth=3)
-    title = f"Is the sweep learning? Likes per 100 ratings ({_view_name(history.get('view'))})"
     return alt.layer(dots, line).properties(title=title, width=WIDTH, height=HEIGHT)
 
 
 def chart_data(chart: Any) -> list[dict[str, Any]]:
-    """The rows a chart draws (tests and the browser test read them)."""
+    """The rows an altair chart draws (tests read them)."""
     spec = chart.to_dict()
     datasets = spec.get("datasets", {})
     return [row for rows in datasets.values() for row in rows]

@@ -450,3 +450,25 @@ def test_plots_are_interactive_altair_charts_with_any_script_in_labels(tab):
     this_round = [r for r in rows if r["series"] == "this round"]
     assert this_round == [{"round": 1, "series": "this round", "per_100": 50.0, "likes": 2, "ratings": 4}]
     assert tab.svc.history(1)["likes_per_100"][0]["window_per_100"] == 50.0
+
+
+def test_without_altair_the_plots_are_matplotlib_figures_for_gr_plot(tab, monkeypatch):
+    """gradio 4.40 does not require altair: where it is missing (a Forge install) the same plots come as matplotlib
+    figures, which gr.Plot shows on both gradio versions."""
+    from matplotlib.figure import Figure
+
+    from lib_ext.bandit import plots
+
+    value = session(tab, mode="uniform")
+    tab.svc.edit_arm(1, label="猫")
+    out = tab.run_round(value, 4, None, False)
+    for im in tab.svc.images(1):
+        tab.rate(value, str(im["id"]), out[3], "like" if im["arm_id"] == 1 else "dislike")
+    monkeypatch.setattr(plots, "alt", None)
+    _v, _t, density, history, _s, likes, _r, _view = tab.stats_view(1)
+    for fig in (density, history, likes):
+        assert isinstance(fig, Figure) and gr.Plot().postprocess(fig)["type"] == "matplotlib"
+    legend = [t.get_text() for t in density.axes[0].get_legend().get_texts()]
+    assert legend == ["1 猫", "2 a {red|blue} dog"]
+    assert [line.get_label() for line in likes.axes[0].get_lines()] == ["this round", "latest 100 ratings"]
+    assert list(likes.axes[0].get_lines()[0].get_ydata()) == [50.0]
