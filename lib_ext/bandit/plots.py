@@ -55,13 +55,22 @@ def _add_params(chart: Any, *params: Any) -> Any:
     return chart.add_params(*params) if hasattr(chart, "add_params") else chart.add_selection(*params)  # altair 4
 
 
-def _arm_lines(df: pd.DataFrame, x: str, y: str, x_title: str, y_title: str, title: str, tooltip: list, key: str):
+def _round_x(rounds: Sequence[int]) -> Any:
+    """An x axis of round numbers, not starting at zero: a tick per round while they are few, else whole-number
+    ticks chosen by Vega (tickMinStep alone still gives 1.5 on a short axis)."""
+    few = sorted(set(int(r) for r in rounds))
+    axis = alt.Axis(values=few, format="d") if len(few) <= 12 else alt.Axis(tickMinStep=1, format="d")
+    return alt.X("round:Q", title="round", axis=axis, scale=alt.Scale(zero=False))
+
+
+def _arm_lines(df: pd.DataFrame, x: Any, y: str, x_title: str, y_title: str, title: str, tooltip: list, key: str):
     """One line per arm (colour by arm label, in the arms' order), a hovered arm drawn thicker with its points and
-    a tooltip, the legend clickable."""
+    a tooltip, the legend clickable. `x`: a field name (quantitative) or an `alt.X`."""
     order = list(dict.fromkeys(df["arm"])) if len(df) else []
     colour = alt.Color("arm:N", title="arm", sort=order, legend=alt.Legend(labelLimit=260, symbolType="stroke"))
     hover, pick = _hover(f"{key}_hover"), _legend_pick(f"{key}_legend")
-    base = alt.Chart(df).encode(x=alt.X(f"{x}:Q", title=x_title), y=alt.Y(f"{y}:Q", title=y_title), color=colour)
+    x_enc = alt.X(f"{x}:Q", title=x_title) if isinstance(x, str) else x
+    base = alt.Chart(df).encode(x=x_enc, y=alt.Y(f"{y}:Q", title=y_title), color=colour)
     lines = base.mark_line().encode(
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
         strokeWidth=alt.condition(hover, alt.value(4), alt.value(2)),
@@ -150,8 +159,7 @@ def history_chart(history: Mapping[str, Any], labels: Mapping[int, str]) -> Any:
         return _mpl_arm_lines(df, "round", "mean", title, "round", "posterior mean like-rate")
     tip = [alt.Tooltip("arm:N"), alt.Tooltip("round:Q"), alt.Tooltip("mean:Q", format=".3f", title="mean like-rate"),
            alt.Tooltip("likes:Q"), alt.Tooltip("dislikes:Q")]  # fmt: skip
-    chart = _arm_lines(df, "round", "mean", "round", "posterior mean like-rate", title, tip, "history")
-    return chart.configure_axisX(tickMinStep=1) if len(df) else chart
+    return _arm_lines(df, _round_x(df["round"]), "mean", "round", "posterior mean like-rate", title, tip, "history")
 
 
 def likes_chart(history: Mapping[str, Any], window: int = 100) -> Any:
@@ -174,7 +182,7 @@ def likes_chart(history: Mapping[str, Any], window: int = 100) -> Any:
     colour = alt.Color("series:N", title="", sort=["this round", f"latest {window} ratings"],
                        scale=alt.Scale(range=["#9e9e9e", "#d62728"]))  # fmt: skip
     base = alt.Chart(df).encode(
-        x=alt.X("round:Q", title="round"), y=alt.Y("per_100:Q", title="likes per 100 ratings"), color=colour,
+        x=_round_x(df["round"]), y=alt.Y("per_100:Q", title="likes per 100 ratings"), color=colour,
         tooltip=tip,
     )  # fmt: skip
     dots = base.transform_filter(alt.datum.series == "this round").mark_circle(size=45)
