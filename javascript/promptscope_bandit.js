@@ -67,6 +67,38 @@
         return res;
     };
 
+    // The Rater box: who rates in this browser, remembered in localStorage. On page load the stored name is put
+    // into the box (an "input" event tells gradio, whose change event then shows the next image pending for that
+    // rater); every edit is stored. Watched by a timer because gradio renders (and may re-render) the box late.
+    const RATER_KEY = "promptscope.bandit.rater";
+
+    function storage() {
+        try {
+            return window.localStorage;
+        } catch (error) {
+            return null; // storage blocked (private mode, file://): the box still works, it is just not remembered
+        }
+    }
+
+    function watchRater() {
+        const box = root().querySelector("#" + PREFIX + "_rater input, #" + PREFIX + "_rater textarea");
+        if (!box || box.dataset.promptscopeRater) return;
+        box.dataset.promptscopeRater = "1";
+        const store = storage();
+        const saved = store ? store.getItem(RATER_KEY) : null;
+        if (saved && !box.value) {
+            box.value = saved;
+            box.dispatchEvent(new Event("input", { bubbles: true }));
+        }
+        box.addEventListener("input", function () {
+            const s = storage();
+            if (s) s.setItem(RATER_KEY, box.value.trim());
+        });
+    }
+
+    setInterval(watchRater, 500);
+    window.promptscopeBanditRaterKey = RATER_KEY;
+
     // promptscope.js normally loads first (A1111 sorts scripts by name); wait for it otherwise.
     if (!bind()) {
         const timer = setInterval(function () {

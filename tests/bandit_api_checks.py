@@ -44,6 +44,9 @@ def seed_session(api: Api, settings: dict[str, Any]) -> tuple[int, int]:
 # Every route that takes an id, with the id in the path or the query ({id}); {sid} is an existing session.
 ID_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/sessions/{id}", None),
+    ("PATCH", "/sessions/{id}", {"learn_from": "ann"}),
+    ("GET", "/sessions/{id}/raters", None),
+    ("GET", "/sessions/{id}/stats?rater=ann", None),
     ("GET", "/sessions/{id}/arms", None),
     ("POST", "/sessions/{id}/arms", {"prompt": "x"}),
     ("GET", "/arms/{id}", None),
@@ -115,6 +118,14 @@ def check_bodies_are_strict(api: Api, sid: int, arm: int) -> None:
         ("POST", f"/images/{image}/rating", {"rating": "like", "client": 7}),
         ("POST", f"/sessions/{sid}/undo", {"client": 7}),
         ("POST", "/rounds/1/mark-rest", {"client": True}),
+        ("POST", f"/images/{image}/rating", {"rating": "like", "rater": 7}),
+        ("POST", f"/images/{image}/rating", {"rating": "like", "rater": None}),
+        ("POST", f"/sessions/{sid}/undo", {"rater": ["ann"]}),
+        ("POST", "/rounds/1/mark-rest", {"rater": False}),
+        ("POST", "/sessions", {"name": "x", "learn_from": 1}),
+        ("PATCH", f"/sessions/{sid}", {"learn_from": True}),
+        ("PATCH", f"/sessions/{sid}", {"round_size": "8"}),
+        ("PATCH", f"/sessions/{sid}", {"rater": "ann"}),
     ]
     for method, url, body in cases:
         r = api.request(method, url, json=body)
@@ -233,3 +244,64 @@ def check_bodies_never_500(api: Api, sid: int, arm: int) -> None:
         for value in [*EXTREMES, {"alpha": 10**400}, {"cfg_rescale": 10**400}, {"words": [10**400]}]:
             r = api.request("POST", "/sessions", json={"name": "n", "settings": {key: value}})
             assert r.status_code < 500, (key, value, r.status_code, r.text)
+
+
+def check_raters(api: Api, sid: int, images: list[int], round_id: int) -> None:
+    """Issue 14: ratings name their rater; each rater's own rating, filter and undo; "disagree"; the views of the
+    statistics; `learn_from`; agreement. `images`: at least three pending images of session `sid`'s round."""
+    a, b, c = images[:3]
+
+    def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = api.request("POST", url, json=body)
+        assert r.status_code == 200, (url, body, r.status_code, r.text)
+        return r.json()
+
+    def get(url: str) -> Any:
+        r = api.request("GET", url)
+        assert r.status_code == 200, (url, r.status_code, r.text)
+        return r.json()
+
+    assert post(f"/images/{a}/rating", {"rating": "like", "rater": "ann"})["rater"] == "ann"
+    post(f"/images/{a}/rating", {"rating": "dislike", "rater": "bob", "client": "script"})
+    assert post(f"/images/{b}/rating", {"rating": "like"})["rater"] == ""  # the unnamed rater
+    post(f"/images/{b}/rating", {"rating": "like", "rater": "bob", "client": "script"})
+    post(f"/images/{b}/rating", {"rating": "like", "rater": "ann"})
+    shown = get(f"/sessions/{sid}/images?rating=disagree")
+    assert [i["id"] for i in shown] == [a] and shown[0]["ratings"] == {"ann": "like", "bob": "dislike"}
+    assert [i["id"] for i in get(f"/sessions/{sid}/images?rating=like&rater=ann")] == [a, b]
+    assert [i["id"] for i in get(f"/sessions/{sid}/images?rating=like")] == [b]  # the unnamed rater's
+    assert c in [i["id"] for i in get(f"/sessions/{sid}/images?rating=pending&rater=bob")]
+    # views of the statistics; the session learns from every rater until told otherwise
+    st = get(f"/sessions/{sid}/stats")
+    assert st["view"] == "pooled" and sum(r["likes"] for r in st["arms"]) == 4
+    assert sum(r["dislikes"] for r in st["arms"]) == 1
+    assert get(f"/sessions/{sid}/stats?rater=bob")["view"] == "bob"
+    assert sum(r["likes"] for r in get(f"/sessions/{sid}/stats?rater=ann")["arms"]) == 2
+    assert sum(r["likes"] for r in get(f"/sessions/{sid}/stats?rater=")["arms"]) == 1  # empty: the unnamed rater
+    r = api.request("PATCH", f"/sessions/{sid}", json={"learn_from": "bob"})
+    assert r.status_code == 200 and r.json()["options"]["learn_from"] == "bob", r.text
+    assert get(f"/sessions/{sid}/stats")["view"] == "bob"
+    assert get(f"/sessions/{sid}/history")["view"] == "bob"
+    info = get(f"/sessions/{sid}/raters")
+    assert [x["rater"] for x in info["raters"]] == ["", "ann", "bob"] and info["disagreements"] == 1
+    pair = next(p for p in info["agreement"] if (p["a"], p["b"]) == ("ann", "bob"))
+    assert pair["n"] == 2 and pair["counts"] == {"both_like": 1, "a_only": 1, "b_only": 0, "both_dislike": 0}
+    # bob's undo (same client as nobody else) takes back only bob's last rating
+    undone = post(f"/sessions/{sid}/undo", {"client": "script", "rater": "bob"})["undone"]
+    assert undone == [{"image_id": b, "value": "pending", "rater": "bob"}]
+    assert get(f"/sessions/{sid}/images?rating=like&rater=ann")[1]["ratings"] == {"": "like", "ann": "like"}
+    marked = post(f"/rounds/{round_id}/mark-rest", {"rater": "ann"})
+    assert a not in marked["image_ids"] and c in marked["image_ids"] and marked["rater"] == "ann"
+    # bad values: 422 naming the field
+    for method, url, body, field in [
+        ("POST", f"/images/{a}/rating", {"rating": "like", "rater": "pooled"}, "rater"),
+        ("POST", f"/images/{a}/rating", {"rating": "like", "rater": "x" * 101}, "rater"),
+        ("PATCH", f"/sessions/{sid}", {"learn_from": "a\nb"}, "learn_from"),
+        ("GET", f"/sessions/{sid}/images?rater=pooled", None, "rater"),
+        ("GET", f"/sessions/{sid}/images?rating=argue", None, "rating"),
+        ("GET", f"/sessions/{sid}/stats?rater=" + "y" * 101, None, "rater"),
+    ]:
+        r = api.request(method, url, json=body)
+        assert r.status_code == 422 and field in r.text, (method, url, body, r.status_code, r.text)
+    r = api.request("PATCH", f"/sessions/{sid}", json={"learn_from": "pooled", "name": "renamed"})
+    assert r.status_code == 200 and r.json()["options"]["learn_from"] == "pooled" and r.json()["name"] == "renamed"

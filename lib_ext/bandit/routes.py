@@ -89,6 +89,23 @@ class SessionIn(_Body):
     confidence: Number | None = None
     epsilon: Number | None = None
     p_best_threshold: Number | None = None  # earlier name of `confidence`
+    learn_from: StrictStr | None = Field(None, max_length=100)  # "pooled" or a rater's name
+    check_settings_object = _before("settings")(_json_object)
+
+
+class SessionPatch(_Body):
+    """Change a session's name, shared settings or options (the fields sent; the others stay)."""
+
+    name: StrictStr | None = Field(None, min_length=1, max_length=200)
+    settings: dict[str, Any] | None = None
+    mode: Literal["more_good", "find_best", "uniform"] | None = None
+    shared_seeds: StrictBool | None = None
+    half_life_hours: Number | None = None
+    prior: Literal["empirical", "uniform"] | None = None
+    round_size: StrictInt | None = None
+    confidence: Number | None = None
+    epsilon: Number | None = None
+    learn_from: StrictStr | None = Field(None, max_length=100)
     check_settings_object = _before("settings")(_json_object)
 
 
@@ -112,15 +129,18 @@ class ArmPatch(_Body):
 class RatingIn(_Body):
     rating: Literal["like", "dislike", "skip"]
     client: StrictStr | None = Field(None, max_length=200)
+    rater: StrictStr = Field("", max_length=100)  # "" the unnamed rater
 
 
 class ClientIn(_Body):
     client: StrictStr | None = Field(None, max_length=200)
+    rater: StrictStr | None = Field(None, max_length=100)  # None: whoever rated last (of this client)
 
 
 class MarkRestIn(_Body):
     rating: Literal["like", "dislike", "skip"] = "dislike"
     client: StrictStr | None = Field(None, max_length=200)
+    rater: StrictStr = Field("", max_length=100)
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -214,6 +234,12 @@ def make_router(
     def get_session(session_id: int) -> dict[str, Any]:
         return _call(svc().get_session, session_id)
 
+    @router.patch("/sessions/{session_id}")
+    def patch_session(session_id: int, body: SessionPatch) -> dict[str, Any]:
+        data = _dump(body)
+        name, settings = data.pop("name", None), data.pop("settings", None)
+        return _call(svc().update_session, session_id, name, settings, **data)
+
     @router.get("/sessions/{session_id}/arms")
     def list_arms(session_id: int, include_retired: bool = True) -> list[dict[str, Any]]:
         return _call(svc().list_arms, session_id, include_retired)
@@ -240,34 +266,47 @@ def make_router(
         return arm
 
     @router.get("/sessions/{session_id}/stats")
-    def stats(session_id: int, draws: int = Query(20_000, ge=100, le=200_000)) -> dict[str, Any]:
-        return _call(svc().stats, session_id, draws)
+    def stats(
+        session_id: int, draws: int = Query(20_000, ge=100, le=200_000), rater: str | None = Query(None, max_length=100)
+    ) -> dict[str, Any]:
+        """`rater`: the view ("pooled", or a rater's name; empty: the unnamed rater); absent: what the session
+        learns from."""
+        return _call(svc().stats, session_id, draws, rater)
 
     @router.get("/sessions/{session_id}/history")
-    def history(session_id: int) -> dict[str, Any]:
-        return _call(svc().history, session_id)
+    def history(session_id: int, rater: str | None = Query(None, max_length=100)) -> dict[str, Any]:
+        return _call(svc().history, session_id, rater)
+
+    @router.get("/sessions/{session_id}/raters")
+    def raters(session_id: int) -> dict[str, Any]:
+        """Who rated, each rater's and the pooled posterior per arm, Cohen's κ per pair of raters."""
+        return _call(svc().raters, session_id)
 
     @router.get("/sessions/{session_id}/images")
     def images(
         session_id: int,
         arm_id: int | None = None,
         round_id: int | None = None,
-        rating: Literal["like", "dislike", "skip", "pending"] | None = None,
+        rating: Literal["like", "dislike", "skip", "pending", "disagree"] | None = None,
+        rater: str = Query("", max_length=100),
     ) -> list[dict[str, Any]]:
-        return _call(svc().images, session_id, arm_id, round_id, rating)
+        """`rating` filters on `rater`'s rating ("" the unnamed rater); "disagree": one rater liked, another
+        disliked. Every image carries `ratings`, each rater's current rating."""
+        return _call(svc().images, session_id, arm_id, round_id, rating, rater)
 
     @router.post("/images/{image_id}/rating")
     def rate(image_id: int, body: RatingIn) -> dict[str, Any]:
-        return _call(svc().rate, image_id, body.rating, body.client)
+        return _call(svc().rate, image_id, body.rating, body.client, body.rater)
 
     @router.post("/sessions/{session_id}/undo")
     def undo(session_id: int, body: ClientIn | None = None) -> dict[str, Any]:
-        return {"undone": _call(svc().undo, session_id, body.client if body else None)}
+        client, rater = (body.client, body.rater) if body else (None, None)
+        return {"undone": _call(svc().undo, session_id, client, rater)}
 
     @router.post("/rounds/{round_id}/mark-rest")
     def mark_rest(round_id: int, body: MarkRestIn | None = None) -> dict[str, Any]:
         body = body or MarkRestIn()
-        return _call(svc().mark_rest, round_id, body.rating, body.client)
+        return _call(svc().mark_rest, round_id, body.rating, body.client, body.rater)
 
     @router.get("/images/{image_id}/file")
     def image_file(image_id: int) -> FileResponse:

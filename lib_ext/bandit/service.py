@@ -8,6 +8,13 @@ Model per session: every arm's like-rate has a Beta posterior; the prior is eith
 (moment-matched over the session's arms, κ ≤ 10, the same for all arms; it matters most for new arms with few
 ratings); ratings can be discounted by wall-clock age (half-life). Template arms additionally learn their slot
 options with a logistic slot model. Only current like/dislike ratings are observations.
+
+Raters: every rating names its rater ("" is the unnamed rater). The session option `learn_from` chooses what
+Thompson sampling and the verdict learn from: "pooled" (default) takes every rater's current like/dislike as one
+observation each — an image liked by one rater and disliked by another counts once as a like and once as a
+dislike, and an image two raters liked counts twice (the like-rate learned is "how often a rating of this prompt's
+image is a like", raters weighted by how much they rate) — or one rater's name, to learn that rater's taste only.
+Statistics can be shown for any view (pooled or one rater) without changing what the session learns.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from .posterior import (
     discount_factor,
     empirical_bayes_prior,
     p_best,
+    posterior,
     summarize,
 )
 from .settings import A1111_RULES, SettingsRules, check_settings
@@ -46,6 +54,9 @@ from .verdict import DEFAULT_CONFIDENCE, DEFAULT_EPSILON, verdict
 log = logging.getLogger("promptscope")
 MAX_ROUND = 256
 MAX_TEXT = 20_000
+MAX_RATER = 100
+POOLED = "pooled"  # the view / learn_from value of every rater's ratings together (not a rater name)
+LIKES_WINDOW = 100  # the learning curve's moving window: likes per this many latest ratings
 PRIORS = ("empirical", "uniform")
 MAX_HALF_LIFE_HOURS = 1e6  # ~114 years: longer is no discount at all (use null)
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -57,6 +68,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "stop_rule": "glr",  # the only rule: GLR with an indifference zone (verdict.py)
     "confidence": DEFAULT_CONFIDENCE,  # 1 − δ of the verdict
     "epsilon": DEFAULT_EPSILON,  # indifference zone in like-rate: leaders closer than this are "as good"
+    "learn_from": "pooled",  # what the policy and the verdict learn from: "pooled" (every rater) or a rater's name
 }
 STOP_RULES = ("glr",)
 # Rules of earlier versions: "stop once P(best) ≥ 95 %" read noise as certainty (three equal prompts were told
@@ -165,6 +177,20 @@ def bandit_ref_from_infotext(params: dict[str, str]) -> dict[str, Any] | None:
     return ref
 
 
+def cohen_kappa(counts: dict[str, int]) -> dict[str, float | None]:
+    """Cohen's κ of two raters' like/dislike on the same images from the 2×2 counts (both_like, a_only, b_only,
+    both_dislike): κ = (p_o − p_e) / (1 − p_e). {"observed": p_o, "kappa": κ}; None where undefined (no shared
+    images; p_e = 1: both gave one same answer to every image)."""
+    ll, ld, dl, dd = counts["both_like"], counts["a_only"], counts["b_only"], counts["both_dislike"]
+    n = ll + ld + dl + dd
+    if n == 0:
+        return {"observed": None, "kappa": None}
+    po = (ll + dd) / n
+    pa, pb = (ll + ld) / n, (ll + dl) / n  # each rater's like-rate on the shared images
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return {"observed": po, "kappa": None if pe >= 1.0 else (po - pe) / (1 - pe)}
+
+
 # ---- validation helpers ----------------------------------------------------------------------------------------
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no row has a larger id (and binding one raises OverflowError)
 
@@ -188,6 +214,26 @@ def _text(value: Any, what: str, allow_empty: bool = True, max_len: int = MAX_TE
     if len(value) > max_len:
         raise ValueError(f"{what} is longer than {max_len} characters")
     return value
+
+
+def _rater(value: Any, what: str = "rater") -> str:
+    """A rater's name as stored: a string (surrounding spaces dropped), "" the unnamed rater; "pooled" is not a
+    name (it means every rater)."""
+    if value is None:
+        return ""
+    name = _text(value, what, max_len=MAX_RATER).strip()
+    if any(ord(ch) < 32 for ch in name):
+        raise ValueError(f"{what} must not contain control characters")
+    if name == POOLED:
+        raise ValueError(f'{what} must not be "{POOLED}" (it means every rater together); choose another name')
+    return name
+
+
+def _view(value: Any, what: str = "rater") -> str | None:
+    """A statistics view: None or "pooled" → None (every rater), else one rater's name."""
+    if value is None or value == POOLED:
+        return None
+    return _rater(value, what)
 
 
 def _settings(value: Any, rules: SettingsRules, what: str = "session settings") -> dict[str, Any]:
@@ -240,6 +286,10 @@ def _options(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     if isinstance(e, bool) or not isinstance(e, int | float) or not 0 < e <= 0.5:
         raise ValueError(f"epsilon (indifference zone in like-rate) must be a number in (0, 0.5], got {e!r}")
     out["confidence"], out["epsilon"] = float(c), float(e)
+    lf = out["learn_from"]
+    if not isinstance(lf, str):
+        raise ValueError(f'learn_from must be "{POOLED}" or a rater\'s name (a string), got {lf!r}')
+    out["learn_from"] = POOLED if lf == POOLED else _rater(lf, "learn_from (a rater's name)")
     return out
 
 
@@ -394,14 +444,23 @@ class BanditService:
         return self.get_arm(arm["id"])
 
     # ---- model ---------------------------------------------------------------------------------------------------
-    def _model(self, session_id: int) -> dict[str, Any]:
-        """Counts, prior, per-arm beliefs and slot models from the store's current ratings."""
+    @staticmethod
+    def _learner(opts: dict[str, Any], view: str | None = None) -> str | None:
+        """Whose ratings a model uses: `view` None → the session's `learn_from`; "pooled" → every rater's (returns
+        None); a name ("" the unnamed rater) → that rater's."""
+        view = opts["learn_from"] if view is None else view
+        return None if view == POOLED else _rater(view)
+
+    def _model(self, session_id: int, view: str | None = None) -> dict[str, Any]:
+        """Counts, prior, per-arm beliefs and slot models from the store's current ratings — of the raters the
+        session learns from (`view` None: its `learn_from`), or of `view` ("pooled" / a rater's name)."""
         session = self.get_session(session_id)
         opts = session["options"]
+        learner = self._learner(opts, view)
         arms = self.store.list_arms(session["id"])
         now = self.clock()
         half_life = None if opts["half_life_hours"] is None else float(opts["half_life_hours"]) * 3600.0
-        rows = self.store.current_ratings(session["id"])
+        rows = self.store.current_ratings(session["id"], learner)
         obs = [Observation(r["arm_id"], r["rating"] == "like", r["rated_at"]) for r in rows]
         counts = count_arms(obs, [a["id"] for a in arms], now, half_life)
         prior = empirical_bayes_prior(counts.values()) if opts["prior"] == "empirical" else UNIFORM_PRIOR
@@ -413,7 +472,8 @@ class BanditService:
                 slot_models[arm["id"]] = SlotModel(parse_template(arm["prompt"])).fit(
                     [r["slot_choices"] for r in mine], [r["rating"] == "like" for r in mine], weights
                 )
-        return {"session": session, "arms": arms, "counts": counts, "prior": prior, "slot_models": slot_models}
+        return {"session": session, "arms": arms, "counts": counts, "prior": prior, "slot_models": slot_models,
+                "learner": learner, "rows": rows}  # fmt: skip
 
     # ---- rounds --------------------------------------------------------------------------------------------------
     def plan_round(
@@ -580,52 +640,71 @@ class BanditService:
         return sorted(results, key=lambda r: getattr(getattr(r, "job", None), "index", -1))
 
     # ---- ratings -------------------------------------------------------------------------------------------------
-    def rate(self, image_id: int, value: str, client: str | None = None) -> dict[str, Any]:
-        """Record like / dislike / skip for an image; committed before this returns."""
+    def rate(self, image_id: int, value: str, client: str | None = None, rater: str = "") -> dict[str, Any]:
+        """Record like / dislike / skip of `rater` ("" the unnamed rater) for an image; committed before this
+        returns. Each rater has their own current rating of an image."""
         image_id = _id(image_id, "image id")
         if value not in RATING_VALUES:
             raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
         client = None if client is None else _text(client, "client id", max_len=200)
-        event = self.store.add_rating(image_id, value, client=client)
-        return {"image_id": image_id, "rating": value, "event_id": event}
+        rater = _rater(rater)
+        event = self.store.add_rating(image_id, value, client=client, rater=rater)
+        return {"image_id": image_id, "rating": value, "rater": rater, "event_id": event}
 
-    def undo(self, session_id: int, client: str | None = None) -> list[dict[str, Any]]:
-        """Undo the last rating action (of this client, if given) in a session; [] if there is none."""
+    def undo(self, session_id: int, client: str | None = None, rater: str | None = None) -> list[dict[str, Any]]:
+        """Undo the last rating action (of this client and this rater, if given) in a session; [] if there is
+        none. Only the undone rater's rating changes."""
         sid = self.get_session(session_id)["id"]
-        return self.store.undo_last(sid, None if client is None else _text(client, "client id", max_len=200))
+        client = None if client is None else _text(client, "client id", max_len=200)
+        return self.store.undo_last(sid, client, None if rater is None else _rater(rater))
 
-    def mark_rest(self, round_id: int, value: str = "dislike", client: str | None = None) -> dict[str, Any]:
-        """Rate every still-pending image of a round (default "dislike"); undone by one `undo`."""
+    def mark_rest(
+        self, round_id: int, value: str = "dislike", client: str | None = None, rater: str = ""
+    ) -> dict[str, Any]:
+        """Rate every image of a round still pending for `rater` (default "dislike"); undone by one `undo`."""
         if value not in RATING_VALUES:
             raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
+        rater = _rater(rater)
         rnd = self.store.get_round(_id(round_id, "round id"))
-        ids = self.store.mark_rest(rnd["id"], value, client)
-        return {"round_id": rnd["id"], "rating": value, "image_ids": ids}
+        ids = self.store.mark_rest(rnd["id"], value, client, rater)
+        return {"round_id": rnd["id"], "rating": value, "rater": rater, "image_ids": ids}
 
     # ---- queries -------------------------------------------------------------------------------------------------
+    IMAGE_FILTERS = (*RATING_VALUES, "pending", "disagree")
+
     def images(
-        self, session_id: int, arm_id: int | None = None, round_id: int | None = None, rating: str | None = None
+        self,
+        session_id: int,
+        arm_id: int | None = None,
+        round_id: int | None = None,
+        rating: str | None = None,
+        rater: str = "",
     ) -> list[dict[str, Any]]:
+        """Images with `rater`'s current rating (`rating`) and every rater's (`ratings`: {rater: value}); the
+        filter is on `rater`'s rating, or "disagree": images one rater liked and another disliked."""
         sid = self.get_session(session_id)["id"]
-        if rating is not None and rating not in (*RATING_VALUES, "pending"):
-            raise ValueError(f"rating filter must be one of {(*RATING_VALUES, 'pending')}, got {rating!r}")
+        if rating is not None and rating not in self.IMAGE_FILTERS:
+            raise ValueError(f"rating filter must be one of {self.IMAGE_FILTERS}, got {rating!r}")
         return self.store.list_images(
             sid,
             None if arm_id is None else _id(arm_id, "arm id"),
             None if round_id is None else _id(round_id, "round id"),
             rating,
+            _rater(rater),
         )
 
-    def get_image(self, image_id: int) -> dict[str, Any]:
-        """One image with its current rating (and session, arm, round, seed, path, sha256)."""
-        return self.store.get_image(_id(image_id, "image id"))
+    def get_image(self, image_id: int, rater: str = "") -> dict[str, Any]:
+        """One image with `rater`'s current rating, every rater's (`ratings`), session, arm, round, seed, path,
+        sha256."""
+        return self.store.get_image(_id(image_id, "image id"), _rater(rater))
 
-    def stats(self, session_id: int, draws: int = 20_000) -> dict[str, Any]:
+    def stats(self, session_id: int, draws: int = 20_000, rater: str | None = None) -> dict[str, Any]:
         """Per-arm n, likes, dislikes, skipped, pending, posterior mean, 95 % interval, P(best) (active arms);
-        the prior; and for "find the best" the stopping rule's verdict."""
+        the prior; and the verdict — from the ratings the session learns from (`rater` None), or of one view:
+        `rater` "pooled" every rater's, or a rater's name ("" the unnamed rater). `view` names the one shown."""
         if isinstance(draws, bool) or not isinstance(draws, int) or not 100 <= draws <= 200_000:
             raise ValueError(f"draws must be an integer from 100 to 200000, got {draws!r}")
-        m = self._model(session_id)
+        m = self._model(session_id, rater)
         opts = m["session"]["options"]
         active = [a["id"] for a in m["arms"] if not a["retired"]]
         prior, counts = m["prior"], m["counts"]
@@ -639,7 +718,7 @@ class BanditService:
             opts["epsilon"],
         )  # fmt: skip
         stats_by_id = {r.arm_id: r for r in rows}
-        tallies = self.store.rating_tallies(m["session"]["id"])
+        tallies = self.store.rating_tallies(m["session"]["id"], m["learner"])
         out_rows = []
         for arm in m["arms"]:
             r = stats_by_id[arm["id"]].as_dict()
@@ -657,13 +736,17 @@ class BanditService:
             "prior": {"alpha": m["prior"].alpha, "beta": m["prior"].beta, "kind": opts["prior"]},
             "arms": out_rows,
             "stop": _verdict_out(v, active, pb),
+            "view": POOLED if m["learner"] is None else m["learner"],
+            "learn_from": opts["learn_from"],
         }
 
-    def posterior_curves(self, session_id: int, points: int = 201, include_retired: bool = False) -> dict[str, Any]:
-        """Posterior densities on a grid in (0, 1), for the density plot."""
+    def posterior_curves(
+        self, session_id: int, points: int = 201, include_retired: bool = False, rater: str | None = None
+    ) -> dict[str, Any]:
+        """Posterior densities on a grid in (0, 1), for the density plot (`rater`: the view, as in `stats`)."""
         if isinstance(points, bool) or not isinstance(points, int) or not 3 <= points <= 5000:
             raise ValueError("points must be an integer from 3 to 5000")
-        m = self._model(session_id)
+        m = self._model(session_id, rater)
         x = np.linspace(0.0, 1.0, points)[1:-1]
         curves = {}
         for arm in m["arms"]:
@@ -671,23 +754,33 @@ class BanditService:
                 continue
             c = m["counts"][arm["id"]]
             curves[arm["id"]] = beta_pdf(x, m["prior"].alpha + c.successes, m["prior"].beta + c.failures).tolist()
-        return {"x": x.tolist(), "arms": curves}
+        return {"x": x.tolist(), "arms": curves, "view": POOLED if m["learner"] is None else m["learner"]}
 
-    def history(self, session_id: int) -> dict[str, Any]:
+    def history(self, session_id: int, rater: str | None = None) -> dict[str, Any]:
         """Per round number: each arm's cumulative likes/dislikes (current ratings of images from rounds so far)
-        and posterior mean under the session's current prior, for the history plot. No drift discount here."""
-        m = self._model(session_id)
+        and posterior mean under the session's current prior, for the history plot; and `likes_per_100`, the
+        learning curve: per round, likes per 100 ratings of its images and over the latest LIKES_WINDOW ratings
+        (in image order) — rising when the sweep makes more of what is liked. No drift discount here. `rater`:
+        the view, as in `stats`."""
+        m = self._model(session_id, rater)
         rounds = self.store.list_rounds(m["session"]["id"])
         number_of = {r["id"]: r["number"] for r in rounds}
-        rows = self.store.current_ratings(m["session"]["id"])
+        rows = m["rows"]
         arm_ids = [a["id"] for a in m["arms"]]
         likes = {a: 0 for a in arm_ids}
         dislikes = {a: 0 for a in arm_ids}
         by_round: dict[int, list[dict]] = {}
         for r in rows:
             by_round.setdefault(number_of.get(r["round_id"], 0), []).append(r)
-        series = []
+        series, curve, window = [], [], []
         for number in sorted(by_round):
+            liked = [r["rating"] == "like" for r in by_round[number]]
+            window = (window + liked)[-LIKES_WINDOW:]
+            curve.append({
+                "round": number, "ratings": len(liked), "likes": sum(liked),
+                "per_100": 100.0 * sum(liked) / len(liked),
+                "window": len(window), "window_per_100": 100.0 * sum(window) / len(window),
+            })  # fmt: skip
             for r in by_round[number]:
                 (likes if r["rating"] == "like" else dislikes)[r["arm_id"]] += 1
             a0, b0 = m["prior"].alpha, m["prior"].beta
@@ -696,14 +789,78 @@ class BanditService:
                 "arms": {a: {"likes": likes[a], "dislikes": dislikes[a],
                              "mean": (a0 + likes[a]) / (a0 + b0 + likes[a] + dislikes[a])} for a in arm_ids},
             })  # fmt: skip
-        return {"rounds": series}
+        view = POOLED if m["learner"] is None else m["learner"]
+        return {"rounds": series, "likes_per_100": curve, "view": view}
+
+    def raters(self, session_id: int) -> dict[str, Any]:
+        """Who rated and how they agree: `raters` [{rater, like, dislike, skip}]; `arms` per arm the pooled and
+        each rater's posterior (likes, dislikes, mean, 95 % interval, under the session's prior of that view);
+        `agreement` per pair of raters on the images both liked or disliked (skips and pending left out):
+        counts {both_like, a_only, b_only, both_dislike} (a_only: a liked, b disliked), n, observed agreement and
+        Cohen's κ (None when it is undefined: both raters gave one same answer throughout); `disagreements` the
+        number of images one rater liked and another disliked."""
+        session = self.get_session(session_id)
+        sid = session["id"]
+        raters = self.store.raters(sid)
+        names = [r["rater"] for r in raters]
+        arms = self.store.list_arms(sid)
+        per_view: dict[str, dict[int, dict[str, Any]]] = {}
+        for view in [POOLED, *names]:
+            m = self._model(sid, view)
+            out = {}
+            for arm in arms:
+                c = m["counts"][arm["id"]]
+                a, b = m["prior"].alpha + c.successes, m["prior"].beta + c.failures
+                lo, hi = posterior(c, m["prior"]).interval(0.95)
+                out[arm["id"]] = {"likes": c.likes, "dislikes": c.dislikes, "mean": a / (a + b), "ci_low": lo,
+                                  "ci_high": hi}  # fmt: skip
+            per_view[view] = out
+        by_image: dict[int, dict[str, bool]] = {}
+        for r in self.store.current_ratings(sid):
+            by_image.setdefault(r["image_id"], {})[r["rater"]] = r["rating"] == "like"
+        pairs = []
+        for i, ra in enumerate(names):
+            for rb in names[i + 1 :]:
+                both = [(v[ra], v[rb]) for v in by_image.values() if ra in v and rb in v]
+                table = {
+                    "both_like": sum(a and b for a, b in both), "a_only": sum(a and not b for a, b in both),
+                    "b_only": sum(b and not a for a, b in both), "both_dislike": sum(not a and not b for a, b in both),
+                }  # fmt: skip
+                pairs.append({"a": ra, "b": rb, "n": len(both), "counts": table, **cohen_kappa(table)})
+        disagree = sum(1 for v in by_image.values() if len(set(v.values())) > 1)
+        return {
+            "session_id": sid,
+            "learn_from": session["options"]["learn_from"],
+            "raters": raters,
+            "arms": [
+                {
+                    "arm_id": a["id"],
+                    "label": a["label"],
+                    "prompt": a["prompt"],
+                    "retired": a["retired"],
+                    "views": {v: per_view[v][a["id"]] for v in per_view},
+                }
+                for a in arms
+            ],  # fmt: skip
+            "agreement": pairs,
+            "disagreements": disagree,
+        }
 
     # ---- exports -------------------------------------------------------------------------------------------------
-    def _images_for_export(self, session_id: int, ratings: Sequence[str], arm_ids: Sequence[int] | None) -> list:
+    def _images_for_export(
+        self, session_id: int, ratings: Sequence[str], arm_ids: Sequence[int] | None, rater: str | None = None
+    ) -> list:
+        """Images whose rating is one of `ratings`: `rater`'s (a name, "" the unnamed rater), or with `rater`
+        None (or "pooled") any rater's — an image in the set if at least one rater gave it such a rating."""
         if isinstance(ratings, str) or not ratings or any(r not in RATING_VALUES for r in ratings):
             raise ValueError(f"ratings must be a non-empty list drawn from {RATING_VALUES}")
         arms = None if arm_ids is None else {_id(a, "arm id") for a in arm_ids}
-        imgs = self.images(session_id)
+        who = _view(rater)
+        imgs = self.images(session_id, rater="" if who is None else who)
+        if who is None:
+            return [
+                i for i in imgs if set(i["ratings"].values()) & set(ratings) and (arms is None or i["arm_id"] in arms)
+            ]
         return [i for i in imgs if i["rating"] in ratings and (arms is None or i["arm_id"] in arms)]
 
     def export_dataset(
@@ -717,9 +874,11 @@ class BanditService:
         ratings: Sequence[str] = ("like",),
         arm_ids: Sequence[int] | None = None,
         overwrite: bool = False,
+        rater: str | None = None,
     ) -> dict[str, Any]:
-        """Liked images (by default) as a kohya-ss dataset folder under dest_root/name."""
-        imgs = self._images_for_export(session_id, ratings, arm_ids)
+        """Liked images (by default) as a kohya-ss dataset folder under dest_root/name: any rater's likes
+        (`rater` None) or one rater's."""
+        imgs = self._images_for_export(session_id, ratings, arm_ids, rater)
         return _export.export_kohya_dataset(imgs, dest_root, name, trigger, class_token, repeats, overwrite)
 
     def export_negative(
@@ -733,9 +892,11 @@ class BanditService:
         arm_ids: Sequence[int] | None = None,
         include_prompt: bool = True,
         overwrite: bool = False,
+        rater: str | None = None,
     ) -> dict[str, Any]:
-        """Disliked images (the user picks which ratings go in) as a "negative LoRA" set."""
-        imgs = self._images_for_export(session_id, ratings, arm_ids)
+        """Disliked images (the user picks which ratings go in) as a "negative LoRA" set: any rater's (`rater`
+        None) or one rater's."""
+        imgs = self._images_for_export(session_id, ratings, arm_ids, rater)
         return _export.export_negative_set(imgs, dest_root, name, trigger, repeats, include_prompt, overwrite)
 
     def export_stats(

@@ -6,7 +6,9 @@ Guarantees, and how:
 - Two writers (two browser tabs, two processes): WAL + `busy_timeout` + `BEGIN IMMEDIATE` (the write lock is
   taken up front, so no deadlocking read→write upgrades); within a process a lock serialises the connection.
 - History is never deleted: a rating, an undo, "mark the rest as bad" all append events. The current rating of
-  an image is its latest event ('pending' if it has none). Only like/dislike are observations for the model.
+  an image for a rater is that rater's latest event ('pending' if they have none); each rater has their own, the
+  unnamed rater '' included (every rating made before raters existed is theirs). Only like/dislike are
+  observations for the model.
 - A corrupt file raises `StoreCorruptError` naming it, after moving it (and its -wal/-shm) to a timestamped
   backup. Nothing is reset here: the caller decides to open a new, empty store. A backup stays *unacknowledged*
   until `acknowledge_backups` writes `<backup>.acknowledged` beside it: the fact lives in the data folder, not in
@@ -48,7 +50,8 @@ _EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo
 
 # Schema history. Version 1 is the minimal schema; version 2 added arm versions (parent_id, updated) and the
 # undo bookkeeping on rating events (undoes, batch, client); version 3 the current-rating table; version 4 the
-# images' attachments. Never edit a released step: append a new one.
+# images' attachments; the raters' step (ratings.rater, rater_state) the current rating per (image, rater). Never
+# edit a released step: append a new one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE sessions (
@@ -126,6 +129,25 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: (
         # Images the host attached to a generated one (word-heatmap grids): JSON [{"path", "caption"}, …].
         "ALTER TABLE images ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'",
+    ),
+    # Raters (issue 14): every rating event names its rater ('' is the unnamed rater: every earlier rating is
+    # theirs), and each (image, rater) has its own current rating, kept by a trigger like image_state (which stays
+    # as it was: the image's latest event by anyone). Self-contained: it reads only tables of steps 1-4.
+    5: (
+        "ALTER TABLE ratings ADD COLUMN rater TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE rater_state (
+            image_id INTEGER NOT NULL REFERENCES images(id),
+            rater TEXT NOT NULL,
+            value TEXT NOT NULL,
+            rated_at REAL NOT NULL,
+            event_id INTEGER NOT NULL,
+            PRIMARY KEY (image_id, rater))""",
+        """INSERT INTO rater_state (image_id, rater, value, rated_at, event_id)
+           SELECT image_id, '', value, rated_at, event_id FROM image_state""",
+        """CREATE TRIGGER ratings_rater_current AFTER INSERT ON ratings BEGIN
+             INSERT OR REPLACE INTO rater_state (image_id, rater, value, rated_at, event_id)
+             VALUES (NEW.image_id, NEW.rater, NEW.value, NEW.created, NEW.id);
+           END""",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -293,7 +315,8 @@ class _Checkpointer:
             self._thread.join()
 
 
-_STATE_JOIN = "LEFT JOIN image_state s ON s.image_id = i.id"
+# The current rating of an image for one rater (bound as the first parameter): 'pending' if they have none.
+_STATE_JOIN = "LEFT JOIN rater_state s ON s.image_id = i.id AND s.rater = ?"
 _CURRENT = "COALESCE(s.value, 'pending')"
 
 
@@ -648,11 +671,26 @@ class Store:
     _IMAGE_SELECT = f"""SELECT i.*, ro.number AS round_number, {_CURRENT} AS rating, s.rated_at AS rated_at
                         FROM images i LEFT JOIN rounds ro ON ro.id = i.round_id {_STATE_JOIN}"""
 
-    def get_image(self, image_id: int) -> dict[str, Any]:
-        row = self._one(self._IMAGE_SELECT + " WHERE i.id = ?", (image_id,))
+    def _with_raters(self, rows: list[dict[str, Any]], where: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        """Adds `ratings` {rater: like|dislike|skip} (every rater's current rating, pending ones left out) to
+        image rows selected by `where` (on images i) with `args`."""
+        by_image: dict[int, dict[str, str]] = {}
+        for r in self._all(
+            f"""SELECT s.image_id, s.rater, s.value FROM rater_state s JOIN images i ON i.id = s.image_id
+                WHERE {where} AND s.value != 'pending' ORDER BY s.image_id, s.rater""",
+            args,
+        ):
+            by_image.setdefault(r["image_id"], {})[r["rater"]] = r["value"]
+        for row in rows:
+            row["ratings"] = by_image.get(row["id"], {})
+        return rows
+
+    def get_image(self, image_id: int, rater: str = "") -> dict[str, Any]:
+        """One image; `rating` is `rater`'s current rating, `ratings` every rater's."""
+        row = self._one(self._IMAGE_SELECT + " WHERE i.id = ?", (rater, image_id))
         if row is None:
             raise NotFoundError(f"no image with id {image_id}")
-        return self._image_out(row)
+        return self._with_raters([self._image_out(row)], "i.id = ?", (image_id,))[0]
 
     def list_images(
         self,
@@ -660,16 +698,27 @@ class Store:
         arm_id: int | None = None,
         round_id: int | None = None,
         rating: str | None = None,
+        rater: str = "",
     ) -> list[dict[str, Any]]:
-        sql, args = self._IMAGE_SELECT + " WHERE i.session_id = ?", [session_id]
+        """Images in id order; `rating` is `rater`'s current rating ('pending' if none), `ratings` every rater's
+        {rater: value}. The filter `rating` is on `rater`'s rating, except "disagree": images one rater liked and
+        another disliked."""
+        where, args = "i.session_id = ?", [session_id]
         if arm_id is not None:
-            sql += " AND i.arm_id = ?"
+            where += " AND i.arm_id = ?"
             args.append(arm_id)
         if round_id is not None:
-            sql += " AND i.round_id = ?"
+            where += " AND i.round_id = ?"
             args.append(round_id)
-        rows = [self._image_out(r) for r in self._all(sql + " ORDER BY i.id", args)]
-        return rows if rating is None else [r for r in rows if r["rating"] == rating]
+        sql = self._IMAGE_SELECT + " WHERE " + where
+        if rating is not None and rating != "disagree":
+            sql += f" AND {_CURRENT} = ?"
+        full = [rater, *args] + ([rating] if rating is not None and rating != "disagree" else [])
+        rows = [self._image_out(r) for r in self._all(sql + " ORDER BY i.id", full)]
+        rows = self._with_raters(rows, where, args)
+        if rating == "disagree":
+            rows = [r for r in rows if {"like", "dislike"} <= set(r["ratings"].values())]
+        return rows
 
     def image_counts(self, session_id: int) -> dict[int, int]:
         """Images generated per arm (rated or not)."""
@@ -692,21 +741,23 @@ class Store:
             conn.execute("UPDATE images SET path = ? WHERE id = ?", (str(new_path), image_id))
 
     # ---- ratings ----------------------------------------------------------------------------------------------
-    def add_rating(self, image_id: int, value: str, client: str | None = None, batch: str | None = None) -> int:
-        """Append one rating event and commit it before returning its id."""
+    def add_rating(
+        self, image_id: int, value: str, client: str | None = None, batch: str | None = None, rater: str = ""
+    ) -> int:
+        """Append one rating event of `rater` ('' the unnamed rater) and commit it before returning its id."""
         if value not in RATING_VALUES:
             raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
                 raise NotFoundError(f"no image with id {image_id}")
             cur = conn.execute(
-                "INSERT INTO ratings (image_id, value, created, batch, client) VALUES (?, ?, ?, ?, ?)",
-                (image_id, value, self.clock(), batch, client),
+                "INSERT INTO ratings (image_id, value, created, batch, client, rater) VALUES (?, ?, ?, ?, ?, ?)",
+                (image_id, value, self.clock(), batch, client, rater),
             )
             return int(cur.lastrowid)
 
-    def mark_rest(self, round_id: int, value: str = "dislike", client: str | None = None) -> list[int]:
-        """Rate every still-pending image of a round (one batch, undone together); returns their ids."""
+    def mark_rest(self, round_id: int, value: str = "dislike", client: str | None = None, rater: str = "") -> list[int]:
+        """Rate every image of a round still pending for `rater` (one batch, undone together); returns their ids."""
         if value not in RATING_VALUES:
             raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
         self.get_round(round_id)
@@ -717,22 +768,23 @@ class Store:
                 for r in conn.execute(
                     f"SELECT i.id FROM images i {_STATE_JOIN} WHERE i.round_id = ? AND {_CURRENT} = 'pending' "
                     "ORDER BY i.id",
-                    (round_id,),
+                    (rater, round_id),
                 )
             ]
             now = self.clock()
             conn.executemany(
-                "INSERT INTO ratings (image_id, value, created, batch, client) VALUES (?, ?, ?, ?, ?)",
-                [(i, value, now, batch, client) for i in ids],
+                "INSERT INTO ratings (image_id, value, created, batch, client, rater) VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, value, now, batch, client, rater) for i in ids],
             )
             return ids
 
-    def undo_last(self, session_id: int, client: str | None = None) -> list[dict[str, Any]]:
-        """Undo the latest not-yet-undone rating action in a session (of `client`, if given).
+    def undo_last(self, session_id: int, client: str | None = None, rater: str | None = None) -> list[dict[str, Any]]:
+        """Undo the latest not-yet-undone rating action in a session (of `client` and of `rater`, if given).
 
-        Appends one event per image restoring what was current before the undone event. If someone rated the
-        image since, its current value stays (the undo event repeats it), so an undo never erases another tab's
-        later rating. A "mark the rest" batch is undone as a whole. Returns [{image_id, value}] written.
+        Appends one event per image restoring what was current for the undone event's rater before it. If that
+        rater rated the image again since, their current value stays (the undo event repeats it), so an undo never
+        erases a later rating; other raters' ratings are never touched. A "mark the rest" batch is undone as a
+        whole. Returns [{image_id, value, rater}] written.
         """
         with self._write() as conn:
             sql = """SELECT r.id, r.batch FROM ratings r JOIN images i ON i.id = r.image_id
@@ -742,71 +794,114 @@ class Store:
             if client is not None:
                 sql += " AND r.client = ?"
                 args.append(client)
+            if rater is not None:
+                sql += " AND r.rater = ?"
+                args.append(rater)
             last = conn.execute(sql + " ORDER BY r.id DESC LIMIT 1", args).fetchone()
             if last is None:
                 return []
             if last[1] is not None:
                 targets = conn.execute(
-                    """SELECT id, image_id FROM ratings r WHERE batch = ? AND undoes IS NULL
+                    """SELECT id, image_id, rater FROM ratings r WHERE batch = ? AND undoes IS NULL
                        AND NOT EXISTS (SELECT 1 FROM ratings u WHERE u.undoes = r.id) ORDER BY id""",
                     (last[1],),
                 ).fetchall()
             else:
-                targets = conn.execute("SELECT id, image_id FROM ratings WHERE id = ?", (last[0],)).fetchall()
+                targets = conn.execute("SELECT id, image_id, rater FROM ratings WHERE id = ?", (last[0],)).fetchall()
             batch = uuid.uuid4().hex if len(targets) > 1 else None
             now = self.clock()
             out = []
-            for event_id, image_id in targets:
-                # The image's effective history: rating events that are not undos and not undone.
+            for event_id, image_id, who in targets:
+                # The rater's effective history of the image: their rating events that are not undos, not undone.
                 effective = conn.execute(
-                    """SELECT id, value FROM ratings r WHERE image_id = ? AND undoes IS NULL
+                    """SELECT id, value FROM ratings r WHERE image_id = ? AND rater = ? AND undoes IS NULL
                        AND NOT EXISTS (SELECT 1 FROM ratings u WHERE u.undoes = r.id) ORDER BY id DESC LIMIT 2""",
-                    (image_id,),
+                    (image_id, who),
                 ).fetchall()
                 if effective[0][0] == event_id:
                     value = effective[1][1] if len(effective) > 1 else "pending"
-                else:  # rated again since (e.g. by another tab): keep that rating
+                else:  # rated again since (e.g. in another browser tab): keep that rating
                     value = conn.execute(
-                        "SELECT value FROM ratings WHERE image_id = ? ORDER BY id DESC LIMIT 1", (image_id,)
+                        "SELECT value FROM ratings WHERE image_id = ? AND rater = ? ORDER BY id DESC LIMIT 1",
+                        (image_id, who),
                     ).fetchone()[0]
                 conn.execute(
-                    "INSERT INTO ratings (image_id, value, created, undoes, batch, client) VALUES (?, ?, ?, ?, ?, ?)",
-                    (image_id, value, now, event_id, batch, client),
+                    """INSERT INTO ratings (image_id, value, created, undoes, batch, client, rater)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                    (image_id, value, now, event_id, batch, client, who),
                 )
-                out.append({"image_id": image_id, "value": value})
+                out.append({"image_id": image_id, "value": value, "rater": who})
             return out
 
-    def rating_tallies(self, session_id: int) -> dict[int, dict[str, int]]:
-        """Per arm, how many images are currently like / dislike / skip / pending."""
-        rows = self._all(
-            f"""SELECT i.arm_id, {_CURRENT} AS rating, COUNT(*) AS n FROM images i {_STATE_JOIN}
-                WHERE i.session_id = ? GROUP BY i.arm_id, rating""",
-            (session_id,),
-        )
+    def rating_tallies(self, session_id: int, rater: str | None = "") -> dict[int, dict[str, int]]:
+        """Per arm, how many images are currently like / dislike / skip / pending for `rater`. `rater=None`
+        (pooled): like / dislike / skip count every rater's ratings (an image two raters liked counts twice) and
+        pending the images nobody has rated."""
         out: dict[int, dict[str, int]] = {}
-        for r in rows:
-            out.setdefault(r["arm_id"], dict.fromkeys((*RATING_VALUES, "pending"), 0))[r["rating"]] = r["n"]
+
+        def add(arm_id: int, rating: str, n: int) -> None:
+            out.setdefault(arm_id, dict.fromkeys((*RATING_VALUES, "pending"), 0))[rating] += n
+
+        if rater is not None:
+            rows = self._all(
+                f"""SELECT i.arm_id, {_CURRENT} AS rating, COUNT(*) AS n FROM images i {_STATE_JOIN}
+                    WHERE i.session_id = ? GROUP BY i.arm_id, rating""",
+                (rater, session_id),
+            )
+            for r in rows:
+                add(r["arm_id"], r["rating"], r["n"])
+            return out
+        for r in self._all(
+            """SELECT i.arm_id, s.value AS rating, COUNT(*) AS n FROM images i JOIN rater_state s ON s.image_id = i.id
+               WHERE i.session_id = ? AND s.value != 'pending' GROUP BY i.arm_id, s.value""",
+            (session_id,),
+        ):
+            add(r["arm_id"], r["rating"], r["n"])
+        for r in self._all(
+            """SELECT i.arm_id, COUNT(*) AS n FROM images i WHERE i.session_id = ? AND NOT EXISTS
+               (SELECT 1 FROM rater_state s WHERE s.image_id = i.id AND s.value != 'pending') GROUP BY i.arm_id""",
+            (session_id,),
+        ):
+            add(r["arm_id"], "pending", r["n"])
+        for r in self._all("SELECT DISTINCT arm_id FROM images WHERE session_id = ?", (session_id,)):
+            add(r["arm_id"], "pending", 0)
         return out
 
     def rating_events(self, image_id: int) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM ratings WHERE image_id = ? ORDER BY id", (image_id,))
 
-    def current_ratings(self, session_id: int) -> list[dict[str, Any]]:
-        """Every image of the session whose current rating is like or dislike (the model's observations)."""
-        rows = self._all(
-            """SELECT i.id AS image_id, i.arm_id, i.round_id, i.slot_choices, s.value AS rating, s.rated_at
-               FROM images i JOIN image_state s ON s.image_id = i.id
-               WHERE i.session_id = ? AND s.value IN ('like', 'dislike') ORDER BY i.id""",
-            (session_id,),
-        )
+    def current_ratings(self, session_id: int, rater: str | None = None) -> list[dict[str, Any]]:
+        """The model's observations: every current like or dislike in the session, one row per (image, rater) —
+        all raters' (`rater=None`, pooled) or one rater's. Rows: image_id, rater, arm_id, round_id, slot_choices,
+        rating, rated_at; in image order."""
+        sql = """SELECT i.id AS image_id, s.rater, i.arm_id, i.round_id, i.slot_choices, s.value AS rating, s.rated_at
+                 FROM images i JOIN rater_state s ON s.image_id = i.id
+                 WHERE i.session_id = ? AND s.value IN ('like', 'dislike')"""
+        args: list[Any] = [session_id]
+        if rater is not None:
+            sql += " AND s.rater = ?"
+            args.append(rater)
+        rows = self._all(sql + " ORDER BY i.id, s.rater", args)
         for r in rows:
             r["slot_choices"] = [] if r["slot_choices"] == "[]" else json.loads(r["slot_choices"])
         return rows
 
+    def raters(self, session_id: int) -> list[dict[str, Any]]:
+        """The raters who have rated in a session (their current ratings): [{rater, like, dislike, skip}],
+        by name ('' — the unnamed rater — first)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._all(
+            """SELECT s.rater, s.value, COUNT(*) AS n FROM rater_state s JOIN images i ON i.id = s.image_id
+               WHERE i.session_id = ? AND s.value != 'pending' GROUP BY s.rater, s.value""",
+            (session_id,),
+        ):
+            out.setdefault(r["rater"], {"rater": r["rater"], **dict.fromkeys(RATING_VALUES, 0)})[r["value"]] = r["n"]
+        return [out[k] for k in sorted(out)]
+
     def rating_history(self, session_id: int) -> list[dict[str, Any]]:
         """All rating events of a session in order, with the image's arm (for history plots)."""
         return self._all(
-            """SELECT r.id, r.image_id, i.arm_id, r.value, r.created, r.undoes, r.batch, r.client
+            """SELECT r.id, r.image_id, i.arm_id, r.value, r.created, r.undoes, r.batch, r.client, r.rater
                FROM ratings r JOIN images i ON i.id = r.image_id WHERE i.session_id = ? ORDER BY r.id""",
             (session_id,),
         )

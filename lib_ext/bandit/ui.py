@@ -41,8 +41,13 @@ MODE_OF_VALUE = {v: k for k, v in MODE_LABELS.items()}
 PRIOR_LABELS = {"empirical Bayes (from the other arms)": "empirical", "uniform Beta(1, 1)": "uniform"}
 NEW_ARM = "(new arm)"
 ALL_ARMS = "(all arms)"
-RATING_FILTERS = ("all", "like", "dislike", "skip", "pending")
+RATING_FILTERS = ("all", "like", "dislike", "skip", "pending", "disagree")
 RATING_MARK = {"like": "[liked]", "dislike": "[disliked]", "skip": "[skipped]", "pending": "[to rate]"}
+RATING_WORD = {"like": "liked", "dislike": "disliked", "skip": "skipped", "pending": "not rated"}
+POOLED = "pooled"  # the statistics view / learn_from of every rater's ratings together
+UNNAMED = "(unnamed rater)"  # the view of ratings made with an empty Rater box ("" in the store)
+EXPORT_WHOSE = ("anyone's ratings", "the Rater's ratings (box above)")
+N_STATS = 8  # outputs of stats_view
 STATS_HEADERS = ["arm", "label", "prompt", "n", "likes", "dislikes", "skipped", "pending", "mean", "95% CI",
                  "P(best)", "status"]  # fmt: skip
 ARMS_HEADERS = ["arm", "label", "prompt", "negative", "settings", "template slots", "status"]
@@ -107,6 +112,22 @@ def arm_choice(arm: dict[str, Any]) -> str:
     return f"{arm['id']} · {arm_name(arm)}" + (" (retired)" if arm.get("retired") else "")
 
 
+def rater_of(value: Any) -> str:
+    """The Rater box's value as the service takes it ("" the unnamed rater)."""
+    return "" if value is None else str(value).strip()
+
+
+def rater_label(name: str) -> str:
+    return UNNAMED if name == "" else name
+
+
+def view_of(choice: Any) -> str | None:
+    """A view dropdown's choice → the service's `rater` argument (None: what the session learns from)."""
+    if choice in (None, ""):
+        return None
+    return "" if choice == UNNAMED else str(choice)
+
+
 def _msg(text: str) -> str:
     return f"<span>{html.escape(text)}</span>"
 
@@ -160,8 +181,20 @@ class BanditTab:
             return None
         return image["path"]
 
+    @staticmethod
+    def raters_line(image: dict[str, Any]) -> str:
+        """Each rater's rating of an image ("ann liked · bob disliked"), flagged when they disagree."""
+        ratings = image.get("ratings") or {}
+        if not ratings:
+            return ""
+        parts = " · ".join(f"{html.escape(rater_label(r))} {RATING_WORD.get(v, v)}" for r, v in ratings.items())
+        clash = {"like", "dislike"} <= set(ratings.values())
+        flag = " <b class='ps-disagree'>⚡ raters disagree</b>" if clash else ""
+        return f"<br><span class='ps-raters'>ratings: {parts}</span>{flag}"
+
     def caption(self, image: dict | None, pending: int) -> str:
-        """What is on show: arm, seed, round; the element carries the image id (the keyboard script reads it)."""
+        """What is on show: arm, seed, round, each rater's rating; the element carries the image id (the keyboard
+        script reads it)."""
         if image is None:
             return (
                 f"<div data-image-id='' class='ps-caption'>Nothing left to rate"
@@ -172,22 +205,26 @@ class BanditTab:
         return (
             f"<div data-image-id='{int(image['id'])}' class='ps-caption'>"
             f"<b>image {int(image['id'])}</b> · arm {arm['id']} <i>{html.escape(arm_name(arm))}</i> · "
-            f"round {image.get('round_number') or '?'} · seed {int(image['seed'])} · {pending} to rate{missing}<br>"
+            f"round {image.get('round_number') or '?'} · seed {int(image['seed'])} · {pending} to rate{missing}"
+            f"{self.raters_line(image)}<br>"
             f"<span class='ps-muted'>{html.escape(_short(image['prompt'], 160))}</span><br>"
             "<span class='ps-keys'>keys: L / → like · D / ← dislike · S / ↓ skip · U undo</span></div>"
         )
 
-    def next_pending(self, sid: int, round_id: int | None = None, after: int | None = None) -> tuple[dict | None, int]:
-        """The next image to rate and how many are left: the first pending image after `after` in the round (else
-        the round's first pending one); when the round is done, the latest round that still has pending images.
-        Only the round's rows are read in the common case, so a rating costs the same in a session of any size."""
+    def next_pending(
+        self, sid: int, round_id: int | None = None, after: int | None = None, rater: str = ""
+    ) -> tuple[dict | None, int]:
+        """The next image for `rater` to rate and how many are left: the first image pending for them after `after`
+        in the round (else the round's first); when the round is done, the latest round that still has images
+        pending for them. Only the round's rows are read in the common case, so a rating costs the same in a
+        session of any size."""
         svc = self.svc
         if round_id is not None:
-            in_round = svc.images(sid, round_id=round_id, rating="pending")
+            in_round = svc.images(sid, round_id=round_id, rating="pending", rater=rater)
             if in_round:
                 later = [i for i in in_round if after is not None and i["id"] > after]
                 return (later or in_round)[0], len(in_round)
-        pending = svc.images(sid, rating="pending")
+        pending = svc.images(sid, rating="pending", rater=rater)
         if not pending:
             return None, 0
         latest_round = max(i["round_id"] or 0 for i in pending)
@@ -218,14 +255,20 @@ class BanditTab:
             gr.update(choices=[ALL_ARMS] + [arm_choice(a) for a in arms], value=ALL_ARMS),
         ]
 
-    def stats_view(self, sid: int | None) -> list[Any]:
-        """[verdict html, stats table, density plot, history plot, slot weights html]."""
-        from .plots import density_plot, history_plot
+    def view_choices(self, sid: int) -> list[str]:
+        """The statistics views: pooled and each rater who has rated in the session."""
+        return [POOLED, *(rater_label(r["rater"]) for r in self.svc.store.raters(sid))]
+
+    def stats_view(self, sid: int | None, view: Any = None) -> list[Any]:
+        """[verdict html, stats table, density plot, history plot, slot weights html, likes-per-100 plot, raters
+        html, view picker] for `view` (a view picker's choice; None: what the session learns from)."""
+        from .plots import density_chart, history_chart, likes_chart
 
         if sid is None:
-            return ["", [], None, None, ""]
+            return ["", [], None, None, "", None, "", gr.update(choices=[POOLED], value=POOLED)]
         svc = self.svc
-        st = svc.stats(sid, draws=STATS_DRAWS)
+        who = view_of(view)
+        st = svc.stats(sid, draws=STATS_DRAWS, rater=who)
         labels = {r["arm_id"]: f"{r['arm_id']} {r['label'] or _short(r['prompt'], 22)}" for r in st["arms"]}
         rows = []
         for r in st["arms"]:
@@ -238,9 +281,52 @@ class BanditTab:
         active_labels = {
             a: name for a, name in labels.items() if not next(r for r in st["arms"] if r["arm_id"] == a)["retired"]
         }
-        density = density_plot(svc.posterior_curves(sid), active_labels)
-        history = history_plot(svc.history(sid), labels)
-        return [verdict, rows, density, history, self.slots_html(st)]
+        shown = st["view"]
+        density = density_chart(svc.posterior_curves(sid, rater=shown), active_labels)
+        hist = svc.history(sid, rater=shown)
+        choices = self.view_choices(sid)
+        picked = rater_label(shown) if shown != POOLED else POOLED
+        picker = gr.update(choices=choices if picked in choices else [*choices, picked], value=picked)
+        return [verdict, rows, density, history_chart(hist, labels), self.slots_html(st), likes_chart(hist),
+                self.raters_html(svc.raters(sid), labels), picker]  # fmt: skip
+
+    @staticmethod
+    def raters_html(info: dict[str, Any], labels: dict[int, str]) -> str:
+        """Who rated, each rater's posterior mean per arm beside the pooled one, and how the raters agree (Cohen's
+        κ and the counts on the images both rated)."""
+        raters = info["raters"]
+        if len(raters) < 2:
+            return ""
+        views = [POOLED, *(r["rater"] for r in raters)]
+        head = "".join(f"<th>{html.escape(rater_label(v) if v != POOLED else POOLED)}</th>" for v in views)
+        body = []
+        for arm in info["arms"]:
+            if arm["retired"]:
+                continue
+            cells = []
+            for v in views:
+                x = arm["views"][v]
+                cells.append(f"<td>{x['mean']:.2f} <span class='ps-muted'>({x['likes']}/{x['likes'] + x['dislikes']})"
+                             "</span></td>")  # fmt: skip
+            name = html.escape(labels.get(arm["arm_id"], str(arm["arm_id"])))
+            body.append(f"<tr><td>{name}</td>{''.join(cells)}</tr>")
+        pairs = []
+        for p in info["agreement"]:
+            a, b = html.escape(rater_label(p["a"])), html.escape(rater_label(p["b"]))
+            k = "undefined" if p["kappa"] is None else f"{p['kappa']:.2f}"
+            c = p["counts"]
+            pairs.append(
+                f"<li>{a} × {b}: κ = {k} on {p['n']} image(s) both rated — both liked {c['both_like']}, only {a} "
+                f"liked {c['a_only']}, only {b} liked {c['b_only']}, both disliked {c['both_dislike']}</li>"
+            )
+        learn = info["learn_from"]
+        return (
+            "<div class='ps-raters-stats'><b>Raters</b> <span class='ps-muted'>(posterior mean like-rate, likes/"
+            f"ratings; the session learns from <b>{html.escape(rater_label(learn) if learn != POOLED else POOLED)}"
+            f"</b>; {info['disagreements']} image(s) liked by one rater and disliked by another: Browse → "
+            f"“disagree”)</span><table><tr><th>arm</th>{head}</tr>{''.join(body)}</table>"
+            f"<ul>{''.join(pairs)}</ul></div>"
+        )
 
     @staticmethod
     def verdict_html(st: dict[str, Any]) -> str:
@@ -284,11 +370,12 @@ class BanditTab:
             return ""
         return "<div class='ps-muted'>Template slot options (logit weight, mean ± sd):</div>" + "".join(parts)
 
-    def round_gallery(self, sid: int | None, round_id: int | None) -> list[Any]:
+    def round_gallery(self, sid: int | None, round_id: int | None, rater: str = "") -> list[Any]:
+        """The round's images, each marked with `rater`'s rating."""
         if sid is None:
             return []
         svc = self.svc
-        images = svc.images(sid, round_id=round_id) if round_id else []
+        images = svc.images(sid, round_id=round_id, rater=rater) if round_id else []
         out = []
         for im in images:
             shown = self._image_or_none(im)
@@ -301,7 +388,10 @@ class BanditTab:
     @staticmethod
     def image_label(im: dict[str, Any]) -> str:
         mark = RATING_MARK.get(im["rating"], "")
-        return f"{mark} #{im['id']} arm {im['arm_id']} r{im.get('round_number')} seed {im['seed']}"
+        others = ", ".join(f"{rater_label(r)}: {v}" for r, v in (im.get("ratings") or {}).items())
+        return f"{mark} #{im['id']} arm {im['arm_id']} r{im.get('round_number')} seed {im['seed']}" + (
+            f" ({others})" if others else ""
+        )
 
     def latest_round_id(self, sid: int) -> int | None:
         images = self.svc.images(sid)
@@ -319,11 +409,13 @@ class BanditTab:
         shown = [(a["path"], a.get("caption") or "") for a in attached if os.path.isfile(a["path"])]
         return gr.update(value=shown or None, visible=bool(shown))
 
-    def current_view(self, sid: int | None, round_id: int | None, after: int | None = None) -> list[Any]:
-        """[image, caption, current id]."""
+    def current_view(
+        self, sid: int | None, round_id: int | None, after: int | None = None, rater: str = ""
+    ) -> list[Any]:
+        """[image, caption, current id]: the next image pending for `rater`."""
         if sid is None:
             return [None, self.caption(None, 0), ""]
-        image, pending = self.next_pending(sid, round_id, after)
+        image, pending = self.next_pending(sid, round_id, after, rater)
         return [self._image_or_none(image), self.caption(image, pending), "" if image is None else str(image["id"])]
 
     # ---- a damaged database moved aside -------------------------------------------------------------------------
@@ -362,21 +454,26 @@ class BanditTab:
 
     # ---- handlers --------------------------------------------------------------------------------------------------
     # Output lists; every handler's last output is the status HTML (A1111's wrap_gradio_gpu_call appends to it).
-    N_SESSION_OUT = 22  # outputs of load_session (the status last)
+    N_SESSION_OUT = 18 + N_STATS  # outputs of load_session (the status last)
 
     def session_options_view(self, s: dict[str, Any] | None) -> list[Any]:
-        """[settings json, prior, half-life, ε, confidence] of the session options editor."""
+        """[settings json, prior, half-life, ε, confidence, learn from] of the session options editor."""
         if s is None:
-            return [gr.update()] * 5
+            return [gr.update()] * 6
         opts = s["options"]
         prior = next((k for k, v in PRIOR_LABELS.items() if v == opts["prior"]), None)
-        return [json.dumps(s["settings"]), prior, opts["half_life_hours"] or 0, opts["epsilon"], opts["confidence"]]
+        learn = POOLED if opts["learn_from"] == POOLED else rater_label(opts["learn_from"])
+        choices = self.view_choices(s["id"])
+        learn_pick = gr.update(choices=choices if learn in choices else [*choices, learn], value=learn)
+        return [json.dumps(s["settings"]), prior, opts["half_life_hours"] or 0, opts["epsilon"], opts["confidence"],
+                learn_pick]  # fmt: skip
 
-    def load_session(self, session_value: Any) -> list[Any]:
+    def load_session(self, session_value: Any, rater_value: Any = "") -> list[Any]:
         """Everything for the chosen session: [arms ×3, round k, mode, shared, current ×3, round id, round gallery,
-        stats ×5, session options ×5, status]."""
+        stats ×N_STATS, session options ×6, status]; the image on show is the next one pending for the Rater."""
         try:
             sid = parse_id(session_value)
+            rater = rater_of(rater_value)
             if sid is None:
                 return [*self.arms_view(None), gr.update(), gr.update(), gr.update(), *self.current_view(None, None),
                         "", [], *self.stats_view(None), *self.session_options_view(None),
@@ -386,8 +483,8 @@ class BanditTab:
             rid = self.latest_round_id(sid)
             return [
                 *self.arms_view(sid), opts["round_size"], MODE_OF_VALUE.get(opts["mode"]), opts["shared_seeds"],
-                *self.current_view(sid, rid), "" if rid is None else str(rid), self.round_gallery(sid, rid),
-                *self.stats_view(sid), *self.session_options_view(s),
+                *self.current_view(sid, rid, rater=rater), "" if rid is None else str(rid),
+                self.round_gallery(sid, rid, rater), *self.stats_view(sid), *self.session_options_view(s),
                 _msg(f"Session {s['id']} “{s['name']}”: {len(self.svc.list_arms(sid))} arms."),
             ]  # fmt: skip
         except (ValueError, StoreError) as exc:
@@ -395,21 +492,23 @@ class BanditTab:
 
     def save_session_options(
         self, session_value: Any, settings_json: str, prior_label: Any, half_life: Any, epsilon: Any = None,
-        confidence: Any = None,
+        confidence: Any = None, learn_from: Any = None,
     ) -> list:  # fmt: skip
-        """Change the session's shared generation settings, prior, drift half-life and the verdict's indifference
-        zone and confidence (None: unchanged): [stats ×5, status]."""
+        """Change the session's shared generation settings, prior, drift half-life, the verdict's indifference
+        zone and confidence, and whose ratings it learns from (None: unchanged): [stats ×N_STATS, status]."""
         try:
             sid = self._session_id(session_value)
             hl = None if half_life in (None, "", 0) else float(half_life)
             verdict_opts = {k: float(v) for k, v in (("epsilon", epsilon), ("confidence", confidence)) if v is not None}
+            if learn_from not in (None, ""):
+                verdict_opts["learn_from"] = view_of(learn_from)
             s = self.svc.update_session(
                 sid, settings=parse_json_object(settings_json, "generation settings"),
                 prior=PRIOR_LABELS.get(prior_label, "empirical"), half_life_hours=hl, **verdict_opts,
             )  # fmt: skip
             return [*self.stats_view(sid), _msg(f"Session {s['id']} options saved.")]
         except (ValueError, TypeError, StoreError) as exc:
-            return [gr.update()] * 5 + [_err(str(exc))]
+            return [gr.update()] * N_STATS + [_err(str(exc))]
 
     def create_session(
         self, name: str, settings_json: str, mode_label: str, prior_label: str, half_life: Any, round_size: Any,
@@ -427,14 +526,14 @@ class BanditTab:
         except (ValueError, TypeError, StoreError) as exc:
             return [gr.update(), _err(str(exc))]
 
-    def refresh_sessions(self, session_value: Any) -> list[Any]:
+    def refresh_sessions(self, session_value: Any, rater_value: Any = "") -> list[Any]:
         """[session picker, everything `load_session` shows]: picks up sessions made elsewhere (the API, another
         tab) and reloads the chosen one."""
         try:
             picker = self.sessions_update(parse_id(session_value))
         except (ValueError, StoreError) as exc:
             return [gr.update()] * self.N_SESSION_OUT + [_err(str(exc))]
-        return [picker, *self.load_session(session_value)]
+        return [picker, *self.load_session(session_value, rater_value)]
 
     def pick_arm(self, arm_value: Any) -> list[Any]:
         """[prompt, negative, label, settings json, status] of the arm chosen for editing."""
@@ -461,7 +560,7 @@ class BanditTab:
             kind = f"template with {len(a.get('slots', []))} slot(s)" if a["is_template"] else "prompt"
             return self._after_arm_change(sid, f"Added arm {a['id']} ({kind}).")
         except (ValueError, StoreError) as exc:
-            return [gr.update()] * 8 + [_err(str(exc))]
+            return [gr.update()] * (3 + N_STATS) + [_err(str(exc))]
 
     def save_arm(
         self, session_value: Any, arm_value: Any, prompt: str, negative: str, label: str, settings_json: str
@@ -483,7 +582,7 @@ class BanditTab:
                 text = f"Arm {aid} retired (its ratings measured the old prompt); new version: arm {new['id']}."
             return self._after_arm_change(sid, text)
         except (ValueError, StoreError) as exc:
-            return [gr.update()] * 8 + [_err(str(exc))]
+            return [gr.update()] * (3 + N_STATS) + [_err(str(exc))]
 
     def toggle_retired(self, session_value: Any, arm_value: Any) -> list[Any]:
         try:
@@ -497,12 +596,13 @@ class BanditTab:
             arm = self.svc.retire_arm(aid, not arm["retired"])
             return self._after_arm_change(sid, f"Arm {aid} {'retired' if arm['retired'] else 'restored'}.")
         except (ValueError, StoreError) as exc:
-            return [gr.update()] * 8 + [_err(str(exc))]
+            return [gr.update()] * (3 + N_STATS) + [_err(str(exc))]
 
     def run_round(self, session_value: Any, k: Any, mode_label: Any, shared: Any, progress: Any = None) -> list[Any]:
-        """Plan, generate and record a round: [current ×3, round id, round gallery, stats ×5, status]. The round
-        controls (size, mode, shared seeds) are saved as the session's options."""
-        n = 11
+        """Plan, generate and record a round: [current ×3, round id, round gallery, stats ×N_STATS, status]. The
+        round controls (size, mode, shared seeds) are saved as the session's options. (A new round's images are
+        pending for every rater, so what it shows is the same whoever rates.)"""
+        n = 6 + N_STATS
         try:
             if self.generate_fn is None:
                 raise ValueError("this host cannot generate images")
@@ -537,7 +637,8 @@ class BanditTab:
                 "<br>" + _err(f"{len(f['jobs'])} image(s) not generated: {f['error']}") for f in result["failed"]
             )
             return [
-                *self.current_view(sid, rid, first), str(rid), self.round_gallery(sid, rid), *self.stats_view(sid),
+                *self.current_view(sid, rid, first), str(rid), self.round_gallery(sid, rid),
+                *self.stats_view(sid),
                 status + failures,
             ]  # fmt: skip
         except (ValueError, StoreError) as exc:
@@ -551,11 +652,14 @@ class BanditTab:
             self.interrupt_fn()
 
     def rate(
-        self, session_value: Any, image_value: Any, round_value: Any, value: str, client: str | None = None
-    ) -> list[Any]:
-        """Commit one rating of the image on show and show the next pending one: [image, caption, id, status]."""
+        self, session_value: Any, image_value: Any, round_value: Any, value: str, client: str | None = None,
+        rater_value: Any = "",
+    ) -> list[Any]:  # fmt: skip
+        """Commit the Rater's rating of the image on show and show the next one pending for them: [image, caption,
+        id, status]."""
         try:
             sid = self._session_id(session_value)
+            rater = rater_of(rater_value)
             iid = parse_id(image_value)
             if iid is None:
                 return [gr.update(), gr.update(), gr.update(), _msg("Nothing to rate: generate a round first.")]
@@ -563,91 +667,119 @@ class BanditTab:
             image = svc.get_image(iid)
             if image["session_id"] != sid:
                 raise ValueError(f"image {iid} belongs to another session")
-            svc.rate(iid, value, client=client)
+            svc.rate(iid, value, client=client, rater=rater)
             # The next image comes from the rated image's round (an older round being finished stays cheap).
             after_round = image["round_id"] or parse_id(round_value)
-            return [*self.current_view(sid, after_round, iid), _msg(f"Image {iid}: {value}.")]
+            who = f" by {rater}" if rater else ""
+            return [*self.current_view(sid, after_round, iid, rater), _msg(f"Image {iid}: {value}{who}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
-    def undo(self, session_value: Any, round_value: Any, client: str | None = None) -> list[Any]:
-        """Undo the last rating action; the undone image is shown again: [image, caption, id, status]."""
+    def undo(self, session_value: Any, round_value: Any, client: str | None = None, rater_value: Any = "") -> list[Any]:
+        """Undo the Rater's last rating action (in this page); the undone image is shown again: [image, caption,
+        id, status]."""
         try:
             sid = self._session_id(session_value)
+            rater = rater_of(rater_value)
             svc = self.svc
-            undone = svc.undo(sid, client=client)
+            undone = svc.undo(sid, client=client, rater=rater)
             if not undone:
                 return [gr.update(), gr.update(), gr.update(), _msg("Nothing to undo.")]
             back = [u for u in undone if u["value"] == "pending"]
             if back:
-                img = svc.store.get_image(back[0]["image_id"])
-                _, pending = self.next_pending(sid)
+                img = svc.get_image(back[0]["image_id"], rater)
+                _, pending = self.next_pending(sid, rater=rater)
                 view = [self._image_or_none(img), self.caption(img, pending), str(img["id"])]
             else:
-                view = self.current_view(sid, parse_id(round_value))
+                view = self.current_view(sid, parse_id(round_value), rater=rater)
             ids = ", ".join(str(u["image_id"]) for u in undone)
             return [*view, _msg(f"Undone: image(s) {ids}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
-    def select_image(self, session_value: Any, round_value: Any, index: Any) -> list[Any]:
+    def select_image(self, session_value: Any, round_value: Any, index: Any, rater_value: Any = "") -> list[Any]:
         """Show the round gallery's `index`-th image for rating (or re-rating): [image, caption, id, status]."""
         try:
             sid = self._session_id(session_value)
             rid = parse_id(round_value)
-            shown = [im for im in self.svc.images(sid, round_id=rid) if os.path.isfile(im["path"])] if rid else []
+            rater = rater_of(rater_value)
+            images = self.svc.images(sid, round_id=rid, rater=rater) if rid else []
+            shown = [im for im in images if os.path.isfile(im["path"])]
             if not isinstance(index, int) or not 0 <= index < len(shown):
                 return [gr.update(), gr.update(), gr.update(), _msg("That image is no longer in this round's view.")]
             img = shown[index]
-            _, pending = self.next_pending(sid, rid)
+            _, pending = self.next_pending(sid, rid, rater=rater)
             state = "" if img["rating"] == "pending" else f" (now {img['rating']}d; rating again replaces it)"
             state = state.replace("skipd", "skipped")
             return [img["path"], self.caption(img, pending), str(img["id"]), _msg(f"Image {img['id']}{state}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
-    def mark_rest(self, session_value: Any, round_value: Any, client: str | None = None) -> list[Any]:
-        """Rate every pending image of the round as dislike (one undo reverts it): [image, caption, id, status]."""
+    def mark_rest(
+        self, session_value: Any, round_value: Any, client: str | None = None, rater_value: Any = ""
+    ) -> list[Any]:
+        """Rate every image of the round pending for the Rater as dislike (one undo reverts it): [image, caption,
+        id, status]."""
         try:
             sid = self._session_id(session_value)
             rid = parse_id(round_value)
+            rater = rater_of(rater_value)
             if rid is None:
                 raise ValueError("no round to finish: generate a round first")
-            out = self.svc.mark_rest(rid, "dislike", client=client)
-            return [*self.current_view(sid, rid), _msg(f"Marked {len(out['image_ids'])} pending image(s) as disliked.")]
+            out = self.svc.mark_rest(rid, "dislike", client=client, rater=rater)
+            n = len(out["image_ids"])
+            return [*self.current_view(sid, rid, rater=rater), _msg(f"Marked {n} pending image(s) as disliked.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
-    def refresh_view(self, session_value: Any, round_value: Any) -> list[Any]:
-        """After a rating: [round gallery, stats ×5]. Errors leave the view as it was (the rating reported them)."""
+    def rater_changed(self, session_value: Any, round_value: Any, rater_value: Any) -> list[Any]:
+        """The Rater box changed: the next image pending for that rater: [image, caption, id, status]."""
         try:
             sid = parse_id(session_value)
-            return [self.round_gallery(sid, parse_id(round_value)), *self.stats_view(sid)]
+            if sid is None:
+                return [gr.update(), gr.update(), gr.update(), gr.update()]
+            rater = rater_of(rater_value)
+            who = f"Rating as {rater}" if rater else "Rating as the unnamed rater"
+            return [*self.current_view(sid, parse_id(round_value), rater=rater), _msg(f"{who}.")]
+        except (ValueError, StoreError) as exc:
+            return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
+
+    def refresh_view(self, session_value: Any, round_value: Any, view: Any = None, rater_value: Any = "") -> list[Any]:
+        """After a rating: [round gallery, stats ×N_STATS] in the chosen statistics view. Errors leave the view as
+        it was (the rating reported them)."""
+        try:
+            sid = parse_id(session_value)
+            return [self.round_gallery(sid, parse_id(round_value), rater_of(rater_value)), *self.stats_view(sid, view)]
         except (ValueError, StoreError):
             log.exception("PromptScope: seed-bandit view refresh failed")
-            return [gr.update()] * 6
+            return [gr.update()] * (1 + N_STATS)
 
-    def _browsed(self, sid: int, arm_value: Any, rating: Any) -> tuple[list[dict[str, Any]], int]:
-        """The images the browse gallery shows (the latest 200 that have a file) and how many matched."""
+    def _browsed(
+        self, sid: int, arm_value: Any, rating: Any, rater_value: Any = ""
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The images the browse gallery shows (the latest 200 that have a file) and how many matched: filtered
+        by the Rater's rating, or "disagree" (liked by one rater, disliked by another)."""
         rating = None if rating in (None, "", "all") else str(rating)
-        images = self.svc.images(sid, arm_id=parse_id(arm_value), rating=rating)
+        images = self.svc.images(sid, arm_id=parse_id(arm_value), rating=rating, rater=rater_of(rater_value))
         return [im for im in images[-200:] if os.path.isfile(im["path"])], len(images)
 
-    def browse(self, session_value: Any, arm_value: Any, rating: Any) -> list[Any]:
-        """[gallery, status] of one arm's (or all arms') images, filtered by rating."""
+    def browse(self, session_value: Any, arm_value: Any, rating: Any, rater_value: Any = "") -> list[Any]:
+        """[gallery, status] of one arm's (or all arms') images, filtered by the Rater's rating or "disagree"."""
         try:
             sid = self._session_id(session_value)
-            shown, n = self._browsed(sid, arm_value, rating)
+            shown, n = self._browsed(sid, arm_value, rating, rater_value)
             more = f" (the latest 200 of {n})" if n > 200 else ""
             return [[(im["path"], self.image_label(im)) for im in shown], _msg(f"{n} image(s){more}.")]
         except (ValueError, StoreError) as exc:
             return [gr.update(), _err(str(exc))]
 
-    def browse_select(self, session_value: Any, arm_value: Any, rating: Any, index: Any) -> list[Any]:
+    def browse_select(
+        self, session_value: Any, arm_value: Any, rating: Any, index: Any, rater_value: Any = ""
+    ) -> list[Any]:
         """A browsed image picked: [its attachments (word-heatmap grid) gallery, status]."""
         try:
             sid = self._session_id(session_value)
-            shown, _n = self._browsed(sid, arm_value, rating)
+            shown, _n = self._browsed(sid, arm_value, rating, rater_value)
             if not isinstance(index, int) or not 0 <= index < len(shown):
                 return [gr.update(value=None, visible=False), _msg("That image is no longer in the list.")]
             im = shown[index]
@@ -659,20 +791,23 @@ class BanditTab:
 
     def export(
         self, kind: str, session_value: Any, name: str, trigger: str, class_token: str, repeats: Any,
-        negative_ratings: Sequence[str], include_prompt: bool, overwrite: bool,
+        negative_ratings: Sequence[str], include_prompt: bool, overwrite: bool, whose: Any = None,
+        rater_value: Any = "",
     ) -> str:  # fmt: skip
-        """kind: "dataset" (liked → kohya folder), "negative" (chosen ratings → "wrong" set) or "stats"."""
+        """kind: "dataset" (liked → kohya folder), "negative" (chosen ratings → "wrong" set) or "stats". `whose`:
+        anyone's ratings (an image in if any rater gave it such a rating) or the Rater box's."""
         try:
             sid = self._session_id(session_value)
             root = self.export_root()
             name = (name or "").strip()
+            rater = rater_of(rater_value) if whose == EXPORT_WHOSE[1] else None
             if kind == "dataset":
                 r = self.svc.export_dataset(sid, root, name, (trigger or "").strip(), (class_token or "").strip(),
-                                            int(repeats or 10), overwrite=bool(overwrite))  # fmt: skip
+                                            int(repeats or 10), overwrite=bool(overwrite), rater=rater)  # fmt: skip
             elif kind == "negative":
                 r = self.svc.export_negative(sid, root, name, (trigger or "").strip() or "wrong", int(repeats or 1),
                                              ratings=tuple(negative_ratings or ()), include_prompt=bool(include_prompt),
-                                             overwrite=bool(overwrite))  # fmt: skip
+                                             overwrite=bool(overwrite), rater=rater)  # fmt: skip
             elif kind == "stats":
                 r = self.svc.export_stats(sid, root, name, overwrite=bool(overwrite))
                 return _msg(f"Statistics written: {r['csv']} and {r['json']}")
@@ -742,6 +877,14 @@ class BanditTab:
                                                   "like-rate)", elem_id=f"{p}_sess_epsilon")  # fmt: skip
                     c["sess_confidence"] = gr.Number(value=0.95, label="Verdict confidence",
                                                      elem_id=f"{p}_sess_confidence")  # fmt: skip
+                    c["sess_learn_from"] = gr.Dropdown(
+                        choices=[POOLED],
+                        value=POOLED,
+                        label="Learn from (Thompson sampling and the verdict)",
+                        info="pooled: every rater's like/dislike counts once each; or one rater's taste",
+                        allow_custom_value=True,
+                        elem_id=f"{p}_sess_learn_from",
+                    )
                 c["sess_save"] = gr.Button("Save session options", elem_id=f"{p}_sess_save")
             with gr.Accordion("Arms (prompts and templates)", open=True):
                 c["arms_table"] = gr.Dataframe(headers=ARMS_HEADERS, value=[], interactive=False, wrap=True,
@@ -781,6 +924,9 @@ class BanditTab:
                     with gr.Row():
                         c["undo"] = gr.Button("↶ Undo (U)", elem_id=f"{p}_undo")
                         c["mark_rest"] = gr.Button("Mark the rest as bad", elem_id=f"{p}_mark_rest")
+                    # Who rates in this browser: remembered in localStorage by promptscope_bandit.js
+                    c["rater"] = gr.Textbox(label="Rater (remembered in this browser; empty: unnamed)", max_lines=1,
+                                            placeholder="your name", elem_id=f"{p}_rater")  # fmt: skip
                     # Shown when the image on show has attachments: its word-heatmap grid (settings {"heatmaps": true})
                     c["attached"] = gr.Gallery(label="Word heatmaps of this image", columns=1, height="auto",
                                                visible=False, preview=False, elem_id=f"{p}_attached")  # fmt: skip
@@ -794,12 +940,13 @@ class BanditTab:
                 c["verdict"] = gr.HTML(elem_id=f"{p}_verdict")
                 c["stats_table"] = gr.Dataframe(headers=STATS_HEADERS, value=[], interactive=False, wrap=True,
                                                 elem_id=f"{p}_stats_table")  # fmt: skip
+                c["stats_view"] = gr.Dropdown(choices=[POOLED], value=POOLED, label="Whose ratings the statistics "
+                                              "show", elem_id=f"{p}_stats_view")  # fmt: skip
                 with gr.Row():
-                    c["density"] = gr.Image(label="Posterior densities", show_label=False, interactive=False,
-                                            type="pil", elem_id=f"{p}_density")  # fmt: skip
-                    c["history"] = gr.Image(
-                        label="History", show_label=False, interactive=False, type="pil", elem_id=f"{p}_history"
-                    )
+                    c["density"] = gr.Plot(label="Posterior densities", show_label=False, elem_id=f"{p}_density")
+                    c["history"] = gr.Plot(label="History", show_label=False, elem_id=f"{p}_history")
+                c["likes_plot"] = gr.Plot(label="Likes per 100 ratings", show_label=False, elem_id=f"{p}_likes_plot")
+                c["raters_stats"] = gr.HTML(elem_id=f"{p}_raters_stats")
                 c["slots"] = gr.HTML(elem_id=f"{p}_slots")
             with gr.Accordion("Browse an arm's images", open=False):
                 with gr.Row():
@@ -827,6 +974,8 @@ class BanditTab:
                     c["ex_include_prompt"] = gr.Checkbox(label="Negative captions include the prompt", value=True,
                                                          elem_id=f"{p}_ex_include_prompt")  # fmt: skip
                     c["ex_overwrite"] = gr.Checkbox(label="Allow overwrite", value=False, elem_id=f"{p}_ex_overwrite")
+                    c["ex_whose"] = gr.Radio(list(EXPORT_WHOSE), value=EXPORT_WHOSE[0], label="Whose likes / dislikes",
+                                             elem_id=f"{p}_ex_whose")  # fmt: skip
                 with gr.Row():
                     c["ex_dataset"] = gr.Button("Export liked as kohya dataset", elem_id=f"{p}_ex_dataset")
                     c["ex_negative"] = gr.Button("Export negative set", elem_id=f"{p}_ex_negative")
@@ -844,11 +993,13 @@ class BanditTab:
     def _wire(self, wrap_run: Callable[[Callable[..., Any], int], Callable[..., Any]] | None) -> None:
         c = self.c
         arms_out = [c["arms_table"], c["arm_pick"], c["browse_arm"]]
-        stats_out = [c["verdict"], c["stats_table"], c["density"], c["history"], c["slots"]]
+        stats_out = [c["verdict"], c["stats_table"], c["density"], c["history"], c["slots"], c["likes_plot"],
+                     c["raters_stats"], c["stats_view"]]  # fmt: skip
+        assert len(stats_out) == N_STATS
         current_out = [c["current"], c["caption"], c["current_id"]]
         session_out = [*arms_out, c["k"], c["mode"], c["shared"], *current_out, c["round_id"], c["round_gallery"],
                        *stats_out, c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["sess_epsilon"],
-                       c["sess_confidence"], c["status"]]  # fmt: skip
+                       c["sess_confidence"], c["sess_learn_from"], c["status"]]  # fmt: skip
         assert len(session_out) == self.N_SESSION_OUT
         notice_out = [c["store_notice"], c["store_ack"]]
         c["store_ack"].click(self.acknowledge_store, None, [*notice_out, c["status"]])
@@ -857,15 +1008,17 @@ class BanditTab:
         c["sess_save"].click(
             self.save_session_options,
             [c["session"], c["sess_settings"], c["sess_prior"], c["sess_half_life"], c["sess_epsilon"],
-             c["sess_confidence"]],
+             c["sess_confidence"], c["sess_learn_from"]],
             [*stats_out, c["status"]],
         )  # fmt: skip
 
         def then_attached(event: Any) -> None:  # after any event that changes the image on show
             event.then(self.attachments_view, [c["current_id"]], [c["attached"]], queue=False)
 
-        then_attached(c["session"].change(self.load_session, [c["session"]], session_out))
-        then_attached(c["refresh"].click(self.refresh_sessions, [c["session"]], [c["session"], *session_out]))
+        then_attached(c["session"].change(self.load_session, [c["session"], c["rater"]], session_out))
+        then_attached(
+            c["refresh"].click(self.refresh_sessions, [c["session"], c["rater"]], [c["session"], *session_out])
+        )
         c["create"].click(
             self.create_session,
             [c["new_name"], c["new_settings"], c["new_mode"], c["new_prior"], c["new_half_life"], c["new_k"],
@@ -895,51 +1048,57 @@ class BanditTab:
         # Not queued: it must run while the round holds the queue (as A1111's Interrupt).
         c["interrupt"].click(self.interrupt, None, None, queue=False)
 
-        rate_in = [c["session"], c["current_id"], c["round_id"]]
+        rate_in = [c["session"], c["current_id"], c["round_id"], c["rater"]]
         rate_out = [*current_out, c["status"]]
-        refresh_in = [c["session"], c["round_id"]]
+        refresh_in = [c["session"], c["round_id"], c["stats_view"], c["rater"]]
         refresh_out = [c["round_gallery"], *stats_out]
         for value in ("like", "dislike", "skip"):
 
-            def rate(session_value, image_value, round_value, request: gr.Request, _v: str = value):
-                return self.rate(session_value, image_value, round_value, _v, client_of(request))
+            def rate(session_value, image_value, round_value, rater, request: gr.Request, _v: str = value):
+                return self.rate(session_value, image_value, round_value, _v, client_of(request), rater)
 
             rated = c[value].click(rate, rate_in, rate_out)
             rated.then(self.refresh_view, refresh_in, refresh_out)
             then_attached(rated)
 
-        def undo(session_value, round_value, request: gr.Request):
-            return self.undo(session_value, round_value, client_of(request))
+        def undo(session_value, round_value, rater, request: gr.Request):
+            return self.undo(session_value, round_value, client_of(request), rater)
 
-        def mark_rest(session_value, round_value, request: gr.Request):
-            return self.mark_rest(session_value, round_value, client_of(request))
+        def mark_rest(session_value, round_value, rater, request: gr.Request):
+            return self.mark_rest(session_value, round_value, client_of(request), rater)
 
         for event in (
-            c["undo"].click(undo, [c["session"], c["round_id"]], rate_out),
-            c["mark_rest"].click(mark_rest, [c["session"], c["round_id"]], rate_out),
+            c["undo"].click(undo, [c["session"], c["round_id"], c["rater"]], rate_out),
+            c["mark_rest"].click(mark_rest, [c["session"], c["round_id"], c["rater"]], rate_out),
         ):
             event.then(self.refresh_view, refresh_in, refresh_out)
             then_attached(event)
+        # Another statistics view: only the statistics change (the picker keeps its choice).
+        c["stats_view"].select(self.refresh_view, refresh_in, refresh_out)
+        # The Rater changes (typed, or filled from this browser's memory): show the next image pending for them.
+        rater_changed = c["rater"].change(self.rater_changed, [c["session"], c["round_id"], c["rater"]], rate_out)
+        then_attached(rater_changed)
+        rater_changed.then(self.refresh_view, refresh_in, refresh_out)
 
-        def select(session_value, round_value, evt: gr.SelectData):
-            return self.select_image(session_value, round_value, evt.index)
+        def select(session_value, round_value, rater, evt: gr.SelectData):
+            return self.select_image(session_value, round_value, evt.index, rater)
 
-        then_attached(c["round_gallery"].select(select, [c["session"], c["round_id"]], rate_out))
-        browse_in = [c["session"], c["browse_arm"], c["browse_rating"]]
+        then_attached(c["round_gallery"].select(select, [c["session"], c["round_id"], c["rater"]], rate_out))
+        browse_in = [c["session"], c["browse_arm"], c["browse_rating"], c["rater"]]
         c["browse"].click(self.browse, browse_in, [c["browse_gallery"], c["status"]])
 
-        def browse_select(session_value, arm_value, rating, evt: gr.SelectData):
-            return self.browse_select(session_value, arm_value, rating, evt.index)
+        def browse_select(session_value, arm_value, rating, rater, evt: gr.SelectData):
+            return self.browse_select(session_value, arm_value, rating, evt.index, rater)
 
         c["browse_gallery"].select(browse_select, browse_in, [c["browse_attached"], c["status"]])
         ex_in = [c["session"], c["ex_name"], c["ex_trigger"], c["ex_class"], c["ex_repeats"], c["ex_neg_ratings"],
-                 c["ex_include_prompt"], c["ex_overwrite"]]  # fmt: skip
+                 c["ex_include_prompt"], c["ex_overwrite"], c["ex_whose"], c["rater"]]  # fmt: skip
         for kind in ("dataset", "negative", "stats"):
 
             def export(session_value, name, trigger, class_token, repeats, neg_ratings, include_prompt, overwrite,
-                       _k: str = kind):  # fmt: skip
+                       whose, rater, _k: str = kind):  # fmt: skip
                 return self.export(_k, session_value, name, trigger, class_token, repeats, neg_ratings, include_prompt,
-                                   overwrite)  # fmt: skip
+                                   overwrite, whose, rater)  # fmt: skip
 
             c[f"ex_{kind}"].click(export, ex_in, [c["ex_status"]])
 

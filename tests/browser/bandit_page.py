@@ -21,3 +21,21 @@ def stats_rows(driver, prefix: str) -> list[list[str]]:
         ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))",
         f"#{prefix}_stats_table",
     )
+
+
+def rater_box_value(driver, prefix: str) -> str | None:
+    """The Rater box's text (None while it is not on the page)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.value : null;",
+        f"#{prefix}_rater input, #{prefix}_rater textarea",
+    )
+
+
+def plot_drawn(driver, prefix: str, name: str) -> dict | None:
+    """The size of what vega-embed drew in a gr.Plot (an altair chart: a canvas or svg), or None if nothing yet."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]);"
+        "if (!e) return null; const r = e.getBoundingClientRect();"
+        "return r.width > 50 && r.height > 50 ? {width: r.width, height: r.height, tag: e.tagName} : null;",
+        f"#{prefix}_{name} .vega-embed canvas, #{prefix}_{name} .vega-embed svg",
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.bandit_page import shown_image_id, stats_rows
+from tests.browser.bandit_page import plot_drawn, rater_box_value, shown_image_id, stats_rows
 from tests.browser.test_app_browser import ROOT, _free_port, _wait_http, browser  # noqa: F401 (fixture)
 
 SCREENSHOT = Path(os.environ.get("PROMPTSCOPE_BANDIT_SCREENSHOT", "/tmp/bandit.png"))
@@ -148,6 +148,65 @@ def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fi
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
     assert (data / "seed_bandit.sqlite3").is_file()
+
+
+def test_the_rater_is_remembered_in_this_browser_and_names_the_ratings(app, browser):  # noqa: F811 (fixture)
+    """Issue 14: the Rater box's name is kept in localStorage (a reload brings it back), ratings by keyboard are
+    that rater's, and the statistics' plots are drawn by vega-embed (altair charts in gr.Plot)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _data = app
+    wait = WebDriverWait(browser, 120)
+
+    def open_tab() -> None:
+        browser.get(url)
+        wait.until(
+            lambda d: next((b for b in d.find_elements(By.XPATH, "//button[contains(., 'Seed bandit')]")), False)
+        ).click()
+
+    def field(name: str):
+        return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"#{P}_{name} textarea, #{P}_{name} input"))
+
+    def status_has(text: str, timeout: float = 120) -> None:
+        WebDriverWait(browser, timeout).until(lambda d: text in d.find_element(By.CSS_SELECTOR, f"#{P}_status").text)
+
+    def set_text(name: str, text: str) -> None:
+        el = field(name)
+        el.clear()
+        el.send_keys(text)
+
+    open_tab()
+    set_text("rater", "みか")  # any script
+    WebDriverWait(browser, 10).until(
+        lambda d: d.execute_script("return localStorage.getItem('promptscope.bandit.rater')") == "みか"
+    )
+    set_text("new_name", "raters")
+    set_text("new_settings", '{"steps": 4}')
+    browser.find_element(By.CSS_SELECTOR, f"#{P}_create").click()
+    status_has("Session 1 “raters”")
+    set_text("arm_prompt", "a red circle")
+    set_text("arm_label", "赤い丸")
+    browser.find_element(By.CSS_SELECTOR, f"#{P}_add_arm").click()
+    status_has("Added arm 1")
+    k = browser.find_element(By.CSS_SELECTOR, f"#{P}_k input[type=number]")
+    k.clear()
+    k.send_keys("2")
+    browser.find_element(By.CSS_SELECTOR, f"#{P}_run").click()
+    status_has("Round 1: 2 image(s)", timeout=300)
+    first = WebDriverWait(browser, 60).until(lambda d: shown_image_id(d, P))
+    browser.execute_script("document.activeElement && document.activeElement.blur()")
+    ActionChains(browser).send_keys("l").perform()
+    WebDriverWait(browser, 30).until(lambda d: shown_image_id(d, P) != first)
+    liked = _api(url, "/sessions/1/images?rating=like&rater=%E3%81%BF%E3%81%8B")
+    assert [im["id"] for im in liked] == [int(first)] and liked[0]["ratings"] == {"みか": "like"}
+    assert _api(url, "/sessions/1/images?rating=like") == []  # not the unnamed rater's
+    for name in ("density", "history", "likes_plot"):
+        assert WebDriverWait(browser, 60).until(lambda d, n=name: plot_drawn(d, P, n)), name
+    # a reload: the box is filled from this browser's memory, and the next image is the one still pending for her
+    open_tab()
+    WebDriverWait(browser, 30).until(lambda d: rater_box_value(d, P) == "みか")
 
 
 # A JSON POST: not a "simple" request, so Chromium asks with a CORS preflight first.

@@ -152,7 +152,7 @@ def test_errors_are_shown_in_the_status_not_raised(webui, tmp_path):
     tab = b.current_tab
     run = handler(tabs_blocks(m), tab.c["run"])
     out = run(None, 4, None, False)
-    assert "choose a session first" in out[-1] and len(out) == 11
+    assert "choose a session first" in out[-1] and len(out) == 6 + sys.modules[type(tab).__module__].N_STATS
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     m.shared.opts.data[b.OPT_DIR] = str(blocker)
@@ -243,3 +243,35 @@ def test_a_page_of_another_origin_cannot_change_bandit_data(webui, tmp_path):
     assert request(app, "PATCH", "/arms/1", json={"label": "x"}, headers=evil).status_code == 403
     assert request(app, "POST", "/sessions", json={"name": "script"}).status_code == 201  # no Origin: a script
     assert [s["name"] for s in get(app, "/sessions").json()] == ["mine", "script"]
+
+
+def test_two_raters_rate_through_the_a1111_tab_and_the_api_sees_who(webui, sd_model, tmp_path):
+    """The tab in A1111: the like button's registered handler takes the Rater box, each rater's rating is kept, the
+    caption and the API show both, and the statistics' views and plots (altair for gr.Plot) work in the WebUI."""
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    tab = b.current_tab
+    value = _session_with_arms(tab)
+    from modules import call_queue
+
+    with call_queue.queue_lock:
+        out = tab.run_round(value, 2, None, False)
+    first, rid = out[2], out[3]
+    blocks = tabs_blocks(m)
+    like = handler(blocks, tab.c["like"])
+    dep = next(d for d in blocks.dependencies if tab.c["like"]._id in [t[0] if isinstance(t, list | tuple) else t
+                                                                    for t in d["targets"]])  # fmt: skip
+    assert tab.c["rater"]._id in dep["inputs"]  # the Rater box goes with every rating
+    request = type("Request", (), {"session_hash": "page1"})()
+    res = like(value, first, rid, "ann", request)
+    assert "by ann" in res[-1]
+    dislike = handler(blocks, tab.c["dislike"])
+    assert "by bob" in dislike(value, first, rid, "bob", request)[-1]
+    img = get(app, "/sessions/1/images?rating=disagree").json()
+    assert [i["id"] for i in img] == [int(first)] and img[0]["ratings"] == {"ann": "like", "bob": "dislike"}
+    assert "ann liked · bob disliked" in tab.caption(tab.svc.get_image(int(first)), 1)
+    stats = tab.stats_view(1, "bob")
+    assert stats[7]["value"] == "bob" and "ann × bob" in stats[6]
+    assert all(type(chart).__module__.startswith("altair") for chart in (stats[2], stats[3], stats[5]))
+    assert get(app, "/sessions/1/raters").json()["agreement"][0]["n"] == 1

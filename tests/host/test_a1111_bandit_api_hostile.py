@@ -82,3 +82,21 @@ def test_a_webui_without_a_sampler_registry_accepts_any_sampler_name(api, monkey
     monkeypatch.delattr(sd_samplers, "all_samplers_map")
     r = api.request("POST", "/sessions", json={"name": "s", "settings": {"sampler_name": "Forge's own"}})
     assert r.status_code == 201, r.text
+
+
+def test_raters_rate_filter_undo_and_steer_through_the_api(api, tmp_path):
+    b = sys.modules["promptscope_a1111.bandit_tab"]
+    ImageResult = sys.modules[type(b.provider()).__module__].ImageResult  # the library as A1111 loaded it
+    sid, _arm = checks.seed_session(api, {"steps": 2})
+    (tmp_path / "imgs").mkdir()
+
+    def generate(jobs):
+        out = []
+        for j in jobs:
+            path = tmp_path / "imgs" / f"{j.index}.png"
+            path.write_bytes(b"png %d" % j.seed)
+            out.append(ImageResult(j, str(path)))
+        return out
+
+    res = b.provider().run_round(sid, generate, k=4)
+    checks.check_raters(api, sid, [i["id"] for i in res["images"]], res["round"]["id"])

@@ -16,6 +16,7 @@ import pytest
 from lib_ext.bandit.store import (
     CHECKPOINT_SECONDS,
     DB_FILENAME,
+    MIGRATIONS,
     SCHEMA_VERSION,
     NotFoundError,
     Store,
@@ -89,9 +90,9 @@ def test_undo_restores_previous_state_and_keeps_history(tmp_path):
         store.add_rating(imgs[0], "like", client="tab1")
         store.add_rating(imgs[0], "dislike", client="tab1")
         store.add_rating(imgs[1], "like", client="tab1")
-        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[1], "value": "pending"}]
-        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "like"}]
-        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "pending"}]
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[1], "value": "pending", "rater": ""}]
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "like", "rater": ""}]
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "pending", "rater": ""}]
         assert store.undo_last(sid, "tab1") == []
         assert len(store.rating_events(imgs[0])) == 4  # nothing deleted
         assert store.current_ratings(sid) == []
@@ -102,7 +103,7 @@ def test_undo_never_erases_another_tabs_later_rating(tmp_path):
         sid, arm, rnd, imgs = _populate(store)
         store.add_rating(imgs[0], "like", client="tab1")
         store.add_rating(imgs[0], "dislike", client="tab2")
-        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "dislike"}]
+        assert store.undo_last(sid, "tab1") == [{"image_id": imgs[0], "value": "dislike", "rater": ""}]
         assert store.get_image(imgs[0])["rating"] == "dislike"
 
 
@@ -155,9 +156,101 @@ def test_migrates_a_version_1_database(tmp_path):
         assert [r["rated_at"] for r in store.current_ratings(1)] == [2.0, 3.0]  # v3 backfilled from events
         assert [r["rating"] for r in store.current_ratings(1)] == ["like", "dislike"]
         # New-version features work on migrated data.
-        assert store.undo_last(1) == [{"image_id": 2, "value": "pending"}]
+        assert store.undo_last(1) == [{"image_id": 2, "value": "pending", "rater": ""}]
     with Store(tmp_path) as store:  # reopening is a no-op migration
         assert store.schema_version() == SCHEMA_VERSION
+
+
+# The raters' migration step, found by what it creates (another branch's step may take its number in a merge).
+RATERS_STEP = next(v for v, steps in MIGRATIONS.items() if any("CREATE TABLE rater_state" in s for s in steps))
+
+
+def _pre_raters_database(folder):
+    """A database as the code before raters wrote it (schema up to the step before the raters'): two images rated
+    through the old write paths — a rating, a re-rating, an undo event, a "mark the rest" batch."""
+    conn = sqlite3.connect(folder / DB_FILENAME, isolation_level=None)
+    migrate(conn, target=RATERS_STEP - 1)
+    conn.execute("INSERT INTO sessions (id, name, created) VALUES (1, 'old', 1.0)")
+    conn.execute("INSERT INTO arms (id, session_id, prompt, created, updated) VALUES (1, 1, 'old prompt', 1.0, 1.0)")
+    conn.execute("INSERT INTO rounds (id, session_id, number, mode, k, created) VALUES (1, 1, 1, 'uniform', 3, 1.0)")
+    for i in (1, 2, 3):
+        conn.execute(
+            "INSERT INTO images (id, session_id, arm_id, round_id, seed, prompt, path, sha256, created) "
+            "VALUES (?, 1, 1, 1, 5, 'old prompt', 'p.png', 'h', 1.0)",
+            (i,),
+        )
+    rows = [  # id, image, value, created, undoes, batch, client
+        (1, 1, "dislike", 2.0, None, None, "tab:a"),
+        (2, 1, "like", 3.0, None, None, "tab:a"),
+        (3, 2, "skip", 4.0, None, None, "tab:a"),
+        (4, 2, "pending", 5.0, 3, None, "tab:a"),  # the skip undone
+        (5, 2, "dislike", 6.0, None, "b1", "tab:a"),  # mark the rest as bad
+        (6, 3, "dislike", 6.0, None, "b1", "tab:a"),
+    ]
+    conn.executemany(
+        "INSERT INTO ratings (id, image_id, value, created, undoes, batch, client) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+    )
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == RATERS_STEP - 1
+    conn.close()
+    return rows
+
+
+def test_migrates_a_database_from_before_raters_keeping_every_rating(tmp_path):
+    rows = _pre_raters_database(tmp_path)
+    with Store(tmp_path, clock=Clock()) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        # nothing lost: every event kept, each now the unnamed rater's
+        events = store.rating_history(1)
+        assert [(e["id"], e["value"], e["undoes"], e["batch"], e["client"]) for e in events] == [
+            (r[0], r[2], r[4], r[5], r[6]) for r in rows
+        ]
+        assert {e["rater"] for e in events} == {""}
+        # the current ratings are the unnamed rater's (like, dislike, dislike) with their times
+        cur = store.current_ratings(1)
+        assert [(r["image_id"], r["rater"], r["rating"], r["rated_at"]) for r in cur] == [
+            (1, "", "like", 3.0), (2, "", "dislike", 6.0), (3, "", "dislike", 6.0),
+        ]  # fmt: skip
+        assert [i["rating"] for i in store.list_images(1)] == ["like", "dislike", "dislike"]
+        assert [i["ratings"] for i in store.list_images(1)] == [{"": "like"}, {"": "dislike"}, {"": "dislike"}]
+        assert store.rating_tallies(1) == {1: {"like": 1, "dislike": 2, "skip": 0, "pending": 0}}
+        # a named rater starts with everything pending and rates on their own
+        assert [i["rating"] for i in store.list_images(1, rater="mika")] == ["pending"] * 3
+        store.add_rating(1, "dislike", client="tab:b", rater="mika")
+        assert store.get_image(1)["rating"] == "like" and store.get_image(1, "mika")["rating"] == "dislike"
+        assert store.get_image(1)["ratings"] == {"": "like", "mika": "dislike"}
+        assert [i["id"] for i in store.list_images(1, rating="disagree")] == [1]
+        # the old undo history still works: the batch first, then the re-rating of image 1 — mika's rating stays
+        assert store.undo_last(1, "tab:a") == [
+            {"image_id": 2, "value": "pending", "rater": ""}, {"image_id": 3, "value": "pending", "rater": ""},
+        ]  # fmt: skip
+        assert store.undo_last(1, "tab:a") == [{"image_id": 1, "value": "dislike", "rater": ""}]
+        assert store.get_image(1)["ratings"] == {"": "dislike", "mika": "dislike"}
+    with Store(tmp_path) as store:  # reopening is a no-op migration
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_each_rater_has_their_own_rating_undo_and_rest(tmp_path):
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, _arm, rnd, imgs = _populate(store)
+        store.add_rating(imgs[0], "like", client="tab", rater="ann")
+        store.add_rating(imgs[0], "dislike", client="tab", rater="bob")
+        store.add_rating(imgs[1], "like", client="tab", rater="bob")
+        # same client (one shared browser tab), two raters: each undoes only their own last rating
+        assert store.undo_last(sid, "tab", rater="ann") == [{"image_id": imgs[0], "value": "pending", "rater": "ann"}]
+        assert store.get_image(imgs[0])["ratings"] == {"bob": "dislike"}
+        assert store.undo_last(sid, "tab", rater="ann") == []
+        # "mark the rest" marks what is pending for that rater only
+        assert store.mark_rest(rnd["id"], "dislike", "tab", rater="bob") == [imgs[2], imgs[3]]
+        assert store.mark_rest(rnd["id"], "dislike", "tab", rater="ann") == imgs
+        assert store.rating_tallies(sid, "bob")[1] == {"like": 1, "dislike": 3, "skip": 0, "pending": 0}
+        pooled = store.rating_tallies(sid, None)[1]
+        assert pooled == {"like": 1, "dislike": 7, "skip": 0, "pending": 0}
+        assert len(store.current_ratings(sid)) == 8 and len(store.current_ratings(sid, "bob")) == 4
+        assert [r["rater"] for r in store.raters(sid)] == ["ann", "bob"]
+        # undoing ann's batch leaves bob's ratings as they are
+        assert {u["rater"] for u in store.undo_last(sid, "tab", rater="ann")} == {"ann"}
+        assert store.rating_tallies(sid, None)[1] == {"like": 1, "dislike": 3, "skip": 0, "pending": 0}
+        assert store.rating_tallies(sid, "ann")[1]["pending"] == 4
 
 
 def test_newer_schema_is_refused_untouched(tmp_path):
@@ -395,9 +488,9 @@ def test_undo_after_undo_and_rerating(tmp_path):
         sid, arm, rnd, imgs = _populate(store)
         store.add_rating(imgs[0], "like")
         store.add_rating(imgs[0], "dislike")
-        assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like"}]
+        assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like", "rater": ""}]
         store.add_rating(imgs[0], "skip")
-        assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like"}]
+        assert store.undo_last(sid) == [{"image_id": imgs[0], "value": "like", "rater": ""}]
         assert store.get_image(imgs[0])["rating"] == "like"
 
 

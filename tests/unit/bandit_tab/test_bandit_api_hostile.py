@@ -48,3 +48,22 @@ def test_generation_settings_are_validated_for_the_toy_host(api):
 def test_patching_a_retired_arm_keeps_it_retired(api):
     sid, _arm = checks.seed_session(api, {"steps": 2})
     checks.check_patching_a_retired_arm_keeps_it_retired(api, sid)
+
+
+def test_raters_rate_filter_undo_and_steer_through_the_api(api, tmp_path):
+    from lib_ext.bandit.service import BanditService, ImageResult
+
+    sid, _arm = checks.seed_session(api, {"steps": 2})
+    (tmp_path / "imgs").mkdir()
+
+    def generate(jobs):
+        out = []
+        for j in jobs:
+            path = tmp_path / "imgs" / f"{j.index}.png"
+            path.write_bytes(b"png %d" % j.seed)
+            out.append(ImageResult(j, str(path)))
+        return out
+
+    with BanditService(tmp_path / "bandit") as svc:  # a second service on the app's data folder
+        res = svc.run_round(sid, generate, k=4)
+    checks.check_raters(api, sid, [i["id"] for i in res["images"]], res["round"]["id"])

@@ -101,7 +101,7 @@ def test_sessions_arms_rating_and_stats(setup):
     pending = client.get(f"/sessions/{sid}/images", params={"rating": "pending"}).json()
     assert len(pending) == 2
     undone = client.post(f"/sessions/{sid}/undo", json={"client": "api"}).json()["undone"]
-    assert undone == [{"image_id": images[0]["id"], "value": "pending"}]
+    assert undone == [{"image_id": images[0]["id"], "value": "pending", "rater": ""}]
     rest = client.post(f"/rounds/{images[0]['round_id']}/mark-rest", json={}).json()
     assert len(rest["image_ids"]) == 3
     assert client.get(f"/sessions/{sid}/images", params={"rating": "pending"}).json() == []

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from lib_ext.bandit.hosting import ServiceProvider, check_data_dir, image_path, save_png
+from lib_ext.bandit.plots import chart_data
 from lib_ext.bandit.service import ImageResult
 from lib_ext.bandit.store import DB_FILENAME, unacknowledged_backups
-from lib_ext.bandit.ui import MODE_LABELS, BanditTab, build_bandit_tab, parse_id
+from lib_ext.bandit.ui import MODE_LABELS, N_STATS, BanditTab, build_bandit_tab, parse_id
 
 
 class FakeGenerator:
@@ -175,7 +176,9 @@ def test_find_best_mode_shows_the_stopping_verdict_and_slots(tab):
     rated = tab.stats_view(1)[0]
     assert "Keep rating" in rated and "P(best)" in rated and "more ratings" in rated and "ε = 0.03" in rated
     assert len(table) == 2 and {row[0] for row in table} == {1, 2}
-    assert density.size == history.size == (560, 300)
+    assert {r["arm_id"] for r in chart_data(density)} == {1, 2}  # altair charts for gr.Plot, one curve per arm
+    assert chart_data(history) == []  # the round's history starts with its first rating
+    assert {(r["round"], r["likes"]) for r in chart_data(tab.stats_view(1)[3])} >= {(1, 1)}
     assert "slot 1" in slots and "red" in slots and "blue" in slots
     # the session's load shows the same round
     loaded = tab.load_session(value)
@@ -299,11 +302,13 @@ def test_round_controls_and_session_options_are_saved_in_the_session(tab):
         s["settings"] == {"steps": 9} and s["options"]["prior"] == "uniform" and s["options"]["half_life_hours"] == 12
     )
     loaded = tab.load_session(value)
-    assert loaded[16:21] == ['{"steps": 9}', "uniform Beta(1, 1)", 12, 0.03, 0.95]
+    opts_at = 11 + N_STATS  # after arms ×3, k, mode, shared, current ×3, round id, gallery, stats
+    assert loaded[opts_at : opts_at + 5] == ['{"steps": 9}', "uniform Beta(1, 1)", 12, 0.03, 0.95]
+    assert loaded[opts_at + 5]["value"] == "pooled"  # learn from
     assert "ps-error" in tab.save_session_options(value, "{}", None, -5)[-1]
     res = tab.save_session_options(value, '{"steps": 9}', "uniform Beta(1, 1)", 12, 0.1, 0.9)
     assert "options saved" in res[-1] and "ε = 0.1" in res[0]
-    assert tab.load_session(value)[19:21] == [0.1, 0.9]
+    assert tab.load_session(value)[opts_at + 3 : opts_at + 5] == [0.1, 0.9]
     bad = tab.save_session_options(value, "{}", None, 0, 0.9, 0.9)[-1]
     assert "ps-error" in bad and "epsilon" in bad
 
@@ -370,3 +375,100 @@ def test_the_notice_is_on_the_page_when_it_starts_with_an_unacknowledged_backup(
     assert "Acknowledged" in t.acknowledge_store()[-1]
     assert provider().list_sessions() == []
     provider.close()
+
+
+def test_two_raters_in_the_tab_each_rate_their_own_and_see_each_other(tab):
+    value = session(tab, mode="uniform")
+    out = tab.run_round(value, 4, None, False)
+    first, rid = out[2], out[3]
+    shown_to_ann = tab.rate(value, first, rid, "like", rater_value="ann")
+    assert "by ann" in shown_to_ann[-1] and shown_to_ann[2] != first  # ann moves on to her next image
+    # bob opens the tab: the image ann rated is still waiting for him, with ann's rating in its caption
+    bob = tab.rater_changed(value, rid, " bob ")
+    assert bob[2] == first and "Rating as bob" in bob[-1]
+    assert "ann liked" in bob[1] and "raters disagree" not in bob[1]
+    after = tab.rate(value, first, rid, "dislike", rater_value="bob")
+    assert "by bob" in after[-1]
+    caption = tab.caption(tab.svc.get_image(int(first)), 3)
+    assert "ann liked · bob disliked" in caption and "raters disagree" in caption
+    # the browser's "disagree" filter finds it, and its label shows each rater's rating
+    gallery, status = tab.browse(value, "(all arms)", "disagree", "bob")
+    assert len(gallery) == 1 and "ann: like, bob: dislike" in gallery[0][1] and "1 image(s)" in status
+    assert len(tab.browse(value, "(all arms)", "like", "ann")[0]) == 1
+    assert tab.browse(value, "(all arms)", "like", "bob")[0] == []
+    # bob's undo takes back bob's rating only (same page, same client)
+    undone = tab.undo(value, rid, client="tab:x", rater_value="bob")
+    assert "Nothing to undo" in undone[-1]  # bob's rating came from another client
+    undone = tab.undo(value, rid, rater_value="bob")
+    assert undone[2] == first and tab.svc.get_image(int(first))["ratings"] == {"ann": "like"}
+    tab.rate(value, first, rid, "dislike", rater_value="bob")
+    # statistics: pooled by default, each rater's view on request, agreement shown
+    stats = tab.stats_view(1)
+    assert len(stats) == N_STATS and stats[7]["value"] == "pooled"
+    assert stats[7]["choices"] == ["pooled", "ann", "bob"]
+    assert "ann × bob: κ = 0.00 on 1 image(s)" in stats[6]  # p_o = 0 = p_e (one liked all, one disliked all)
+    assert "only ann liked 1" in stats[6] and "the session learns from <b>pooled</b>" in stats[6]
+    ann_view = tab.stats_view(1, "ann")
+    assert ann_view[7]["value"] == "ann" and sum(row[4] for row in ann_view[1]) == 1  # ann's like
+    assert sum(row[5] for row in ann_view[1]) == 0 and sum(row[5] for row in stats[1]) == 1
+    assert "rater ann" in ann_view[2].to_dict()["title"]
+    refreshed = tab.refresh_view(value, rid, "bob", "bob")
+    assert refreshed[1 + 7]["value"] == "bob"  # the chosen view stays after a rating's refresh
+    # the session learns from one rater (Session options)
+    saved = tab.save_session_options(value, '{"steps": 3}', None, 0, None, None, "ann")
+    assert "options saved" in saved[-1] and tab.svc.get_session(1)["options"]["learn_from"] == "ann"
+    assert saved[7]["value"] == "ann"  # the statistics now show what it learns from
+    assert tab.load_session(value, "bob")[11 + N_STATS + 5]["value"] == "ann"
+    assert "ps-error" in tab.save_session_options(value, "{}", None, 0, None, None, "a\nb")[-1]
+    assert "must not be" in tab.rate(value, first, rid, "like", rater_value="pooled")[-1]
+    # exports: anyone's likes, or the Rater's
+    assert "1 image(s)" in tab.export("dataset", value, "anyone", "sks", "dog", 1, [], True, False, "anyone's ratings")
+    whose = "the Rater's ratings (box above)"
+    assert "0 image(s)" in tab.export("dataset", value, "bobs", "sks", "dog", 1, [], True, False, whose, "bob")
+    assert "1 image(s)" in tab.export("negative", value, "bneg", "wrong", "", 1, ["dislike"], True, False, whose, "bob")
+
+
+def test_plots_are_interactive_altair_charts_with_any_script_in_labels(tab):
+    import altair as alt
+
+    value = session(tab, mode="uniform")
+    tab.svc.edit_arm(1, label="猫の絵 (ねこ)")
+    out = tab.run_round(value, 4, None, False)
+    for im in tab.svc.images(1):
+        tab.rate(value, str(im["id"]), out[3], "like" if im["arm_id"] == 1 else "dislike")
+    verdict, _table, density, history, _slots, likes, _raters, _view = tab.stats_view(1)
+    for chart in (density, history, likes):
+        assert isinstance(chart, alt.TopLevelMixin)
+        assert gr.Plot().postprocess(chart)["type"] == "altair"  # what gradio sends to the page (3.41 and 4.x)
+    assert "1 猫の絵 (ねこ)" in {r["arm"] for r in chart_data(density)}  # the label as written, drawn by the browser
+    spec = density.to_dict()
+    params = spec.get("params", []) + [p for layer in spec["layer"] for p in layer.get("params", [])]
+    assert {"density_hover", "density_legend"} <= {p["name"] for p in params}  # hover highlights, legend filters
+    assert any(p["select"].get("on") == "mouseover" for p in params if isinstance(p["select"], dict))
+    assert [t["field"] for t in spec["layer"][1]["encoding"]["tooltip"]] == ["arm", "like_rate", "density"]
+    rows = chart_data(likes)
+    this_round = [r for r in rows if r["series"] == "this round"]
+    assert this_round == [{"round": 1, "series": "this round", "per_100": 50.0, "likes": 2, "ratings": 4}]
+    assert tab.svc.history(1)["likes_per_100"][0]["window_per_100"] == 50.0
+
+
+def test_without_altair_the_plots_are_matplotlib_figures_for_gr_plot(tab, monkeypatch):
+    """gradio 4.40 does not require altair: where it is missing (a Forge install) the same plots come as matplotlib
+    figures, which gr.Plot shows on both gradio versions."""
+    from matplotlib.figure import Figure
+
+    from lib_ext.bandit import plots
+
+    value = session(tab, mode="uniform")
+    tab.svc.edit_arm(1, label="猫")
+    out = tab.run_round(value, 4, None, False)
+    for im in tab.svc.images(1):
+        tab.rate(value, str(im["id"]), out[3], "like" if im["arm_id"] == 1 else "dislike")
+    monkeypatch.setattr(plots, "alt", None)
+    _v, _t, density, history, _s, likes, _r, _view = tab.stats_view(1)
+    for fig in (density, history, likes):
+        assert isinstance(fig, Figure) and gr.Plot().postprocess(fig)["type"] == "matplotlib"
+    legend = [t.get_text() for t in density.axes[0].get_legend().get_texts()]
+    assert legend == ["1 猫", "2 a {red|blue} dog"]
+    assert [line.get_label() for line in likes.axes[0].get_lines()] == ["this round", "latest 100 ratings"]
+    assert list(likes.axes[0].get_lines()[0].get_ydata()) == [50.0]
