@@ -139,8 +139,14 @@ class SemanticGuidanceScript(scripts.Script):
             return
         prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
         if not enabled:
-            warning = disabled_warning(prompts) if we_handle_keywords() else None
-            if warning:
+            warning = disabled_warning(prompts)
+            if warning and neutral_prompt_installed():
+                # Our guidance is off for this job, so neutral-prompt (not the host) reads the keywords.
+                say_once(
+                    "semantic guidance is off: AND_PERP / AND_SALT / AND_TOPK are handled by neutral-prompt "
+                    "(while its own switch is on)"
+                )
+            elif warning:
                 tell_user(p, warning)
             return
         if not we_handle_keywords():

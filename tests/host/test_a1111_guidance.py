@@ -174,6 +174,16 @@ def test_neutral_prompt_installed_and_chosen_leaves_keywords_to_it(webui, sd_mod
     assert "handled by" in capsys.readouterr().out
 
 
+def test_neutral_prompt_installed_and_guidance_off_leaves_keywords_to_it_without_warning(webui, sd_model, capsys):
+    webui.extensions.extensions.append(webui.extensions.Extension("sd-webui-neutral-prompt", "/nonexistent"))
+    processed, sizes = rows_seen(webui, make_p(webui, [False]))
+    out = capsys.readouterr().out
+    assert sizes[0] == 2 and "Semantic guidance" not in processed.infotexts[0]
+    assert "handled by PromptScope" not in out, out
+    assert "plain text" not in out and "semantic guidance is off" not in processed.comments, (out, processed.comments)
+    assert "handled by neutral-prompt" in out, out
+
+
 def test_settings_section_is_registered(webui):
     webui.script_callbacks.ui_settings_callback()
     assert "promptscope_guidance_handler" in webui.shared.opts.data_labels
