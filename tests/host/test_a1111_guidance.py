@@ -65,6 +65,15 @@ def test_bad_arguments_are_rejected_with_a_message_and_generation_goes_on(webui,
     assert processed.images
 
 
+def test_bad_arguments_are_named_in_the_api_answer(webui, sd_model):
+    import json
+
+    processed, _ = rows_seen(webui, make_p(webui, [True, "fancy"]))
+    info = json.loads(processed.js())  # what A1111's API returns as `info`: it has no comments
+    assert "arguments rejected" in info["infotexts"][0] and "fancy" in info["infotexts"][0], info["infotexts"]
+    assert "arguments rejected" in info["extra_generation_params"]["PromptScope message"]
+
+
 def test_dict_arguments_and_sega_mode(webui, sd_model):
     p = make_p(webui)
     s = script(webui)

@@ -80,6 +80,18 @@ def test_bad_arguments_rejected_clearly(webui, sd_model):
     assert "arguments rejected" in processed.comments and "sideways" in processed.comments
 
 
+def test_messages_reach_an_api_client(webui, sd_model):
+    # A1111's API answers with Processed.js(), which has no comments: the messages must be in its fields.
+    import json
+
+    bad = json.loads(webui.processing.process_images(make_p(webui, [True, "", "sideways"])).js())
+    assert "comments" not in bad
+    assert "sideways" in bad["infotexts"][0], bad["infotexts"]
+    assert "sideways" in bad["extra_generation_params"]["PromptScope message"]
+    missing = json.loads(webui.processing.process_images(make_p(webui, [True, "unicorn"])).js())
+    assert "unicorn" in missing["extra_generation_params"]["PromptScope message"], missing["extra_generation_params"]
+
+
 def test_negative_and_delta_modes(webui, sd_model):
     for mode in ("negative", "delta"):
         processed = webui.processing.process_images(make_p(webui, [True, "", mode]))
