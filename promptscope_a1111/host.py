@@ -130,25 +130,33 @@ def _token_text(text_model: Any, token_id: int) -> str:
     return str(token_id)
 
 
-def _decode_piece(text_model: Any, piece: str) -> str:
-    """CLIP's byte-level BPE stores non-ASCII text as byte symbols; turn a token back into readable text."""
+def _piece_bytes(text_model: Any, piece: str) -> bytes:
+    """The bytes a token stands for. CLIP's byte-level BPE writes non-ASCII text as one symbol per byte, and a
+    character of several bytes (猫 = 3) is often split between tokens, so only a whole word's bytes decode."""
     tok = getattr(text_model, "tokenizer", None)
     byte_decoder = getattr(tok, "byte_decoder", None)
     core = piece[:-4] if piece.endswith("</w>") else piece
     if isinstance(byte_decoder, dict) and core and all(ch in byte_decoder for ch in core):
-        with contextlib.suppress(UnicodeDecodeError):
-            return bytes(byte_decoder[ch] for ch in core).decode("utf-8")
-    return core
+        return bytes(byte_decoder[ch] for ch in core)
+    return core.encode("utf-8")
+
+
+def _decode_piece(text_model: Any, piece: str) -> str:
+    """One token as text: its bytes if they decode on their own, else its byte symbols (a part of a character)."""
+    with contextlib.suppress(UnicodeDecodeError):
+        return _piece_bytes(text_model, piece).decode("utf-8")
+    return piece[:-4] if piece.endswith("</w>") else piece
 
 
 def tokenize_with(text_model: Any, prompt: str) -> PromptTokens:
     """Chunks exactly as the host encodes `prompt`: A1111's `tokenize_line` (75 + start/end, BREAK, emphasis,
-    textual-inversion embeddings), with each token tied to a word by CLIP's end-of-word marker."""
+    textual-inversion embeddings), with each token tied to a word by CLIP's end-of-word marker. A word's text is
+    decoded from the bytes of all its tokens together (a Japanese word's tokens are parts of characters)."""
     chunks, _count = text_model.tokenize_line(prompt)
     id_end = getattr(text_model, "id_end", None)
     words: list[str] = []
     out_chunks: list[tuple[TokenPiece, ...]] = []
-    current = ""
+    current = b""  # the bytes of the word being read (it may continue into the next chunk)
     for chunk in chunks:
         fixes = {int(f.offset): f.embedding for f in getattr(chunk, "fixes", [])}
         pieces: list[TokenPiece] = []
@@ -164,8 +172,8 @@ def tokenize_with(text_model: Any, prompt: str) -> PromptTokens:
                 emb = fixes[offset]
                 name = str(getattr(emb, "name", "embedding"))
                 if current:
-                    words.append(current)
-                    current = ""
+                    words.append(current.decode("utf-8", errors="replace"))
+                    current = b""
                 words.append(name)
                 pieces.append(TokenPiece(name, len(words) - 1, float(mult), True))
                 skip = int(getattr(emb, "vectors", 1)) - 1
@@ -174,17 +182,14 @@ def tokenize_with(text_model: Any, prompt: str) -> PromptTokens:
                 pieces.append(TokenPiece("", None, float(mult)))
                 continue
             raw = _token_text(text_model, token)
-            text = _decode_piece(text_model, raw)
-            current += text
-            pieces.append(TokenPiece(text, len(words), float(mult)))
+            current += _piece_bytes(text_model, raw)
+            pieces.append(TokenPiece(_decode_piece(text_model, raw), len(words), float(mult)))
             if raw.endswith("</w>"):
-                words.append(current)
-                current = ""
-        if current:  # a word split across a chunk boundary stays one word
-            pass
+                words.append(current.decode("utf-8", errors="replace"))
+                current = b""
         out_chunks.append(tuple(pieces))
     if current:
-        words.append(current)
+        words.append(current.decode("utf-8", errors="replace"))
     return PromptTokens(prompt=prompt, words=tuple(words), chunks=tuple(out_chunks), chunk_length=len(body) or 75)
 
 
