@@ -106,3 +106,14 @@ def test_invalid_arguments_are_named_where_an_api_client_sees_them(
     assert named in info["extra_generation_params"].get(MESSAGE_KEY, ""), info["extra_generation_params"]
     assert f"{MESSAGE_KEY}: " in info["infotexts"][0] and named in info["infotexts"][0], info["infotexts"][0]
     assert len(res["images"]) == 1  # generated without the feature
+
+
+def test_japanese_words_get_heatmaps(webui: WebUIClient) -> None:
+    # CLIP writes 猫 / ねこ as byte-level tokens that do not decode one by one (issue 11: "'猫' is not in the
+    # prompt", the word read as 'çĮ«'); both must get a map, on SD1 and SDXL alike.
+    res = webui.txt2img("a 猫 and ねこ on a mat", alwayson={HEATMAPS: [True, "猫, ねこ"]})
+    info = res["info"]
+    messages = info["extra_generation_params"].get(MESSAGE_KEY) or ""
+    assert "not in the prompt" not in messages and "çĮ" not in messages, messages
+    assert len(res["images"]) == 2, (info["infotexts"], messages)
+    assert info["infotexts"][1].startswith("Attention heatmaps"), info["infotexts"][1]
