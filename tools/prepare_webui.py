@@ -86,8 +86,17 @@ def read_pins(webui: Path) -> tuple[list[tuple[str, str, str]], list[str], str]:
     """([(folder under repositories/, url, commit)], torch requirement specs, OpenAI clip's package URL) from
     modules/launch_utils.py."""
     source = (webui / "modules" / "launch_utils.py").read_text(encoding="utf8")
-    urls = dict(re.findall(r"(\w+)_repo = os\.environ\.get\('\w+', ['\"]([^'\"]+)['\"]\)", source))
-    commits = dict(re.findall(r"(\w+)_commit_hash = os\.environ\.get\('\w+', ['\"]([0-9a-f]{40})['\"]\)", source))
+    # As in A1111, an environment variable of the name launch_utils.py reads (K_DIFFUSION_COMMIT_HASH...) wins.
+    urls = {
+        key: os.environ.get(env, url)
+        for key, env, url in re.findall(r"(\w+)_repo = os\.environ\.get\('(\w+)', ['\"]([^'\"]+)['\"]\)", source)
+    }
+    commits = {
+        key: os.environ.get(env, commit)
+        for key, env, commit in re.findall(
+            r"(\w+)_commit_hash = os\.environ\.get\('(\w+)', ['\"]([0-9a-f]{40})['\"]\)", source
+        )
+    }
     repos = []
     for key, folder in re.findall(r"git_clone\((\w+)_repo, repo_dir\('([^']+)'\)", source):
         if key in urls and key in commits:

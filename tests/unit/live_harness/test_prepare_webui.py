@@ -62,7 +62,8 @@ def make_repo(path: Path) -> tuple[str, str]:
 
 
 def test_pins_and_repositories_from_local_copies(prep, tmp_path, monkeypatch):
-    monkeypatch.delenv("TORCH_COMMAND", raising=False)
+    for name in ("TORCH_COMMAND", "K_DIFFUSION_COMMIT_HASH", "BLIP_COMMIT_HASH", "K_DIFFUSION_REPO", "BLIP_REPO"):
+        monkeypatch.delenv(name, raising=False)
     kd_first, _ = make_repo(tmp_path / "src" / "kd")
     webui = tmp_path / "webui"
     (webui / "modules").mkdir(parents=True)
@@ -76,6 +77,8 @@ def test_pins_and_repositories_from_local_copies(prep, tmp_path, monkeypatch):
     assert (webui / "repositories" / "k-diffusion" / "code.py").read_text() == "v = 1\n"  # the pinned commit
     assert len(missing) == 1 and "repositories/BLIP" in missing[0] and "b" * 40 in missing[0]
     assert "--repo BLIP=" in missing[0]
+    monkeypatch.setenv("BLIP_COMMIT_HASH", "c" * 40)  # A1111's own override variables are honoured
+    assert prep.read_pins(webui)[0][1] == ("BLIP", "https://example.invalid/BLIP.git", "c" * 40)
     monkeypatch.setenv("TORCH_COMMAND", "pip install torch==2.1.2+cpu torchvision==0.16.2+cpu")
     assert prep.read_pins(webui)[1] == ["torch==2.1.2+cpu", "torchvision==0.16.2+cpu"]
 
