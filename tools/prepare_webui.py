@@ -25,7 +25,8 @@ repositories/, models/Stable-diffusion/) or into the Hugging Face cache (HF_HUB_
    random-sdxl-tiny.safetensors with random-sdxl-tiny.yaml (SDXL's text encoders, conditioning and VAE; a
    narrow UNet), built by the checkout's own ldm/sgm code in the venv. Norm layers get random non-zero weights and
    biases (A1111's emphasis rescaling divides by the mean of the text encoder's output) and zero-initialised
-   output layers get small random weights, so conditioning changes the picture.
+   output layers get small random weights, so conditioning changes the picture. For SDXL also the live-preview
+   decoder A1111 would download (models/VAE-approx/vaeapprox-sdxl.pt), with random weights.
 
 Then run the live tier (README, "Live tier"):
 
@@ -366,6 +367,26 @@ print(f"{out_path}: {sum(v.numel() for v in state.values()) / 1e6:.0f} M values"
 """
 
 
+# A1111's default live preview ("Approx NN") needs a small decoder per model family; SD1's ships with the WebUI,
+# SDXL's (vaeapprox-sdxl.pt) is downloaded on first use. Offline, a random-weight one of its shape (modules/
+# sd_vae_approx.py VAEApprox: eight convolutions) stands in, so previews work (meaningless, as the model is).
+VAE_APPROX_SDXL = "vaeapprox-sdxl.pt"
+VAE_APPROX = r"""
+import os, sys
+import torch
+
+out, seed = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(seed)
+shapes = [(4, 8, 7), (8, 16, 5), (16, 32, 3), (32, 64, 3), (64, 32, 3), (32, 16, 3), (16, 8, 3), (8, 3, 3)]
+state = {}
+for i, (cin, cout, k) in enumerate(shapes, 1):
+    conv = torch.nn.Conv2d(cin, cout, (k, k))
+    state[f"conv{i}.weight"], state[f"conv{i}.bias"] = conv.weight.detach(), conv.bias.detach()
+torch.save(state, out + ".part")
+os.replace(out + ".part", out)
+"""
+
+
 def sdxl_tiny_yaml(webui: Path) -> str:
     base = (webui / "repositories" / "generative-models" / "configs" / "inference" / "sd_xl_base.yaml").read_text(
         encoding="utf8"
@@ -388,6 +409,12 @@ def prepare_checkpoints(webui: Path, python: Path, kinds: list[str], seed: int) 
         else:
             config = folder / SDXL_TINY_YAML
             config.write_text(sdxl_tiny_yaml(webui), encoding="utf8")
+        if kind == "sdxl":
+            approx = webui / "models" / "VAE-approx" / VAE_APPROX_SDXL
+            if not approx.exists():
+                say(f"building {approx} (random weights: the live preview decoder A1111 would download)")
+                approx.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([str(python), "-c", VAE_APPROX, str(approx), str(seed)], check=True)
         if out.exists():
             say(f"{out} exists")
             continue
