@@ -146,7 +146,14 @@ class SemanticGuidanceScript(scripts.Script):
         prompts = list(getattr(p, "all_prompts", None) or [p.prompt])
         prompts += list(getattr(p, "all_hr_prompts", None) or [])
         action = decide(switch, prompts)
-        if action is None or not we_handle_keywords():  # no keyword (or neutral-prompt's): as without us
+        if action == "off" and neutral_prompt_installed():
+            # Our guidance is off for this job, so neutral-prompt (not the host) reads the keywords.
+            say_once(
+                "semantic guidance is off: AND_PERP / AND_SALT / AND_TOPK are handled by neutral-prompt "
+                "(while its own switch is on)"
+            )
+            return
+        if action is None or (action != "off" and not we_handle_keywords()):  # no keyword, or neutral-prompt's
             return
         feature = GuidanceFeature(settings, enabled=action != "off", auto=action == "auto")
         for key, value in feature.infotext().items():

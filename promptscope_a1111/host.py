@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from promptscope_lib_ext.heatmaps.tokens import prompt_tokens_from_clip
 from promptscope_lib_ext.seam import (
     TAGGED_PROMPTS_KEY,
     GenerationRequest,
@@ -15,7 +17,6 @@ from promptscope_lib_ext.seam import (
     JobInfo,
     Progress,
     PromptTokens,
-    TokenPiece,
 )
 
 log = logging.getLogger("promptscope")
@@ -130,62 +131,27 @@ def _token_text(text_model: Any, token_id: int) -> str:
     return str(token_id)
 
 
-def _decode_piece(text_model: Any, piece: str) -> str:
-    """CLIP's byte-level BPE stores non-ASCII text as byte symbols; turn a token back into readable text."""
-    tok = getattr(text_model, "tokenizer", None)
-    byte_decoder = getattr(tok, "byte_decoder", None)
-    core = piece[:-4] if piece.endswith("</w>") else piece
-    if isinstance(byte_decoder, dict) and core and all(ch in byte_decoder for ch in core):
-        with contextlib.suppress(UnicodeDecodeError):
-            return bytes(byte_decoder[ch] for ch in core).decode("utf-8")
-    return core
-
-
 def tokenize_with(text_model: Any, prompt: str) -> PromptTokens:
     """Chunks exactly as the host encodes `prompt`: A1111's `tokenize_line` (75 + start/end, BREAK, emphasis,
-    textual-inversion embeddings), with each token tied to a word by CLIP's end-of-word marker."""
+    textual-inversion embeddings), each token tied to a word by CLIP's end-of-word marker and a word's text decoded
+    from the bytes of all its tokens together (a Japanese word's byte-level tokens are parts of characters)."""
     chunks, _count = text_model.tokenize_line(prompt)
     id_end = getattr(text_model, "id_end", None)
-    words: list[str] = []
-    out_chunks: list[tuple[TokenPiece, ...]] = []
-    current = ""
+    token_chunks: list[list[tuple[str | None, float]]] = []
+    embeddings: list[list[tuple[int, str, int]]] = []
+    body: list[Any] = []
     for chunk in chunks:
-        fixes = {int(f.offset): f.embedding for f in getattr(chunk, "fixes", [])}
-        pieces: list[TokenPiece] = []
         body = list(chunk.tokens[1:-1])
-        mults = list(chunk.multipliers[1:-1])
-        skip = 0
-        for offset, (token, mult) in enumerate(zip(body, mults)):
-            if skip:
-                skip -= 1
-                pieces.append(TokenPiece(words[-1], len(words) - 1, float(mult), True))
-                continue
-            if offset in fixes:
-                emb = fixes[offset]
-                name = str(getattr(emb, "name", "embedding"))
-                if current:
-                    words.append(current)
-                    current = ""
-                words.append(name)
-                pieces.append(TokenPiece(name, len(words) - 1, float(mult), True))
-                skip = int(getattr(emb, "vectors", 1)) - 1
-                continue
-            if token == id_end:
-                pieces.append(TokenPiece("", None, float(mult)))
-                continue
-            raw = _token_text(text_model, token)
-            text = _decode_piece(text_model, raw)
-            current += text
-            pieces.append(TokenPiece(text, len(words), float(mult)))
-            if raw.endswith("</w>"):
-                words.append(current)
-                current = ""
-        if current:  # a word split across a chunk boundary stays one word
-            pass
-        out_chunks.append(tuple(pieces))
-    if current:
-        words.append(current)
-    return PromptTokens(prompt=prompt, words=tuple(words), chunks=tuple(out_chunks), chunk_length=len(body) or 75)
+        mults = [float(m) for m in chunk.multipliers[1:-1]]
+        token_chunks.append(
+            [(None if token == id_end else _token_text(text_model, token), m) for token, m in zip(body, mults)]
+        )
+        embeddings.append([
+            (int(f.offset), str(getattr(f.embedding, "name", "embedding")), int(getattr(f.embedding, "vectors", 1)))
+            for f in getattr(chunk, "fixes", [])
+        ])  # fmt: skip
+    tokens = prompt_tokens_from_clip(token_chunks, embeddings, prompt)
+    return dataclasses.replace(tokens, chunk_length=len(body) or 75)
 
 
 def tokenizer_for(sd_model: Any) -> Callable[[str], PromptTokens]:

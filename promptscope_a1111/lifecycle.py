@@ -2,6 +2,11 @@
 
 Callbacks are registered through a PatchSet, so `on_script_unloaded` (Reload UI, extension disabled) removes them,
 closes any sampling session still open, and forgets our modules so the reloaded scripts import the code on disk.
+
+Removal never edits a list of callbacks in place: A1111 v1.10.1 runs the unload callbacks by iterating
+`reversed(ordered_callbacks('script_unloaded'))`, the very list `remove_callbacks_for_function` removes from, so
+removing ours there made it skip the callbacks registered before ours (the built-in LoRA extension's undo of its
+patches, whose next load then failed with "patch for forward is already applied").
 """
 
 from __future__ import annotations
@@ -29,9 +34,7 @@ class ExtensionLifetime:
         if ("call", *key) in self.patches:
             return
         getattr(script_callbacks, f"on_{event}")(fn, name=f"promptscope_{event}")
-        self.patches.on_restore(
-            lambda: script_callbacks.remove_callbacks_for_function(fn), key=key, what=f"on_{event} callback"
-        )
+        self.patches.on_restore(lambda: remove_callbacks_copy_safe(fn), key=key, what=f"on_{event} callback")
 
     def unload(self) -> None:
         if self.unloaded:
@@ -40,6 +43,17 @@ class ExtensionLifetime:
         close_open_sessions()
         self.patches.restore()
         forget_modules()
+
+
+def remove_callbacks_copy_safe(fn: Callable[..., Any]) -> None:
+    """What A1111's `remove_callbacks_for_function(fn)` does, without mutating a list the host may be iterating:
+    every list of `callback_map` and of the ordered cache `ordered_callbacks_map` that holds `fn` is replaced by a
+    new list without it. A1111 looks both maps up by key on every call, and the cache stays valid (the lengths of a
+    category's two lists still match), while a loop already running over an old list finishes it unchanged."""
+    for mapping in (script_callbacks.callback_map, getattr(script_callbacks, "ordered_callbacks_map", {})):
+        for key, callbacks in list(mapping.items()):
+            if any(c.callback == fn for c in callbacks):
+                mapping[key] = [c for c in callbacks if c.callback != fn]
 
 
 def running_on_forge() -> bool:

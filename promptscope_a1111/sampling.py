@@ -20,6 +20,7 @@ from promptscope_lib_ext.seam import BatchLayout, DenoiseStep, Feature, JobInfo,
 from promptscope_lib_ext.session import SamplingSession
 
 from .host import job_info, tokenizer_for, unet_of
+from .webui_bits import record_message
 
 log = logging.getLogger("promptscope")
 
@@ -91,9 +92,10 @@ def run_with_session(p: Any, sampler: Any, conditioning: Any, call: Callable[[],
             _wrap_denoiser(session, denoiser, job)
             return call()
     finally:
-        for message in session.errors:  # shown under the image (A1111's generation-info comments)
+        for message in session.errors:  # under the image (generation-info comments) and in the infotext (API)
             if hasattr(p, "comment"):
                 p.comment(f"PromptScope: {message}")
+            record_message(getattr(p, "extra_generation_params", None), message)
 
 
 def _wrap_denoiser(session: SamplingSession, denoiser: Any, job: JobInfo) -> None:

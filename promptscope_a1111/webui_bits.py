@@ -23,21 +23,45 @@ def say_once(message: str) -> None:
         print(f"PromptScope: {message}")
 
 
+# The infotext key of our messages. A1111 v1.10.1's API answer (`Processed.js()`) has no generation-info comments,
+# so a message an API client must see goes into `extra_generation_params`: every image's infotext when it is
+# written before the images are made, and `info["extra_generation_params"]` in any case.
+MESSAGE_KEY = "PromptScope message"
+
+
+def record_message(params: Any, message: str) -> None:
+    """Add `message` to `params` (a job's `extra_generation_params`) under MESSAGE_KEY, once; several join by |."""
+    if not isinstance(params, dict):
+        return
+    line = message.removeprefix("PromptScope: ").strip()
+    old = params.get(MESSAGE_KEY)
+    if isinstance(old, str) and old:
+        if line not in old.split(" | "):
+            params[MESSAGE_KEY] = f"{old} | {line}"
+    else:
+        params[MESSAGE_KEY] = line
+
+
 def tell_user(p: Any, message: str) -> None:
-    """Show a message under the generated image (A1111's generation-info comments) and in the console."""
+    """Show a message under the generated image (A1111's generation-info comments), in the infotext (which API
+    clients get) and in the console."""
     text = f"PromptScope: {message}" if not message.startswith("PromptScope") else message
     comments = getattr(p, "comments", None)
     if isinstance(comments, dict):
         comments[text] = 1
+    record_message(getattr(p, "extra_generation_params", None), text)
     log.warning(text)
     print(text)
 
 
 def add_to_processed(processed: Any, messages: Sequence[str]) -> None:
-    """Messages found after the images were made: appended to the info shown under them."""
+    """Messages found after the images were made: appended to the info shown under them and to the API answer's
+    `extra_generation_params` (the images' infotexts are already written)."""
     lines = [m if m.startswith("PromptScope") else f"PromptScope: {m}" for m in messages]
     if lines and isinstance(getattr(processed, "comments", None), str):
         processed.comments += "".join(f"{line}\n" for line in lines if line not in processed.comments)
+    for line in lines:
+        record_message(getattr(processed, "extra_generation_params", None), line)
 
 
 def option(key: str, default: Any) -> Any:

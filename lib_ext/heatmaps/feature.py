@@ -25,7 +25,7 @@ from ..attention_sites import find_cross_attention
 from ..seam import DenoiseStep, JobInfo, PromptTokens, SamplingContext, sampler_step_of
 from .aggregate import MODES, Mode, combine_mode, normalize_minmax, word_map
 from .capture import Capture, CaptureOptions, ImageMaps
-from .render import COLORMAPS, export_safetensors, word_grid
+from .render import COLORMAPS, NO_GLYPHS_HINT, export_safetensors, word_grid
 from .tokens import WordNotFound, find_word, prompt_words
 
 
@@ -227,9 +227,21 @@ class HeatmapFeature:
         tiles = result.tiles()
         if all(heat is None for _word, heat, _message in tiles):
             return None
-        return word_grid(
-            image, tiles, alpha=self.settings.alpha, cmap=self.settings.colormap, font_path=font_path, **kw
+        unreadable: list[str] = []
+        grid = word_grid(
+            image,
+            tiles,
+            alpha=self.settings.alpha,
+            cmap=self.settings.colormap,
+            font_path=font_path,
+            unreadable=unreadable,
+            **kw,
         )
+        if unreadable:
+            message = f"Attention heatmaps: captions {', '.join(unreadable)}: {NO_GLYPHS_HINT}"
+            if message not in self.messages:
+                self.messages.append(message)
+        return grid
 
     def render_layers(self, result: ImageHeatmaps, image: Any, font_path: str | None = None) -> list[tuple[str, Any]]:
         """Per word with per-layer maps (``per_layer`` on): (word, a grid with one tile per UNet block)."""

@@ -94,21 +94,63 @@ _FONT_CANDIDATES = (
 )
 
 
+# Said when no font found here draws a caption's characters (they are then written as code points, never as boxes).
+NO_GLYPHS_HINT = (
+    "no font here draws them, so their captions show code points; install a CJK font (Debian: fonts-noto-cjk)"
+)
+# A code point no font draws: what a font draws for it is its "missing glyph" box.
+_NO_GLYPH_PROBE = "\U0010fffd"
+
+
+@lru_cache(maxsize=64)
+def _load(candidate: str, size: int) -> ImageFont.FreeTypeFont | None:
+    try:
+        return ImageFont.truetype(candidate, size)
+    except OSError:
+        return None
+
+
 @lru_cache(maxsize=16)
 def _font(size: int, path: str | None) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     for candidate in ((path,) if path else ()) + _FONT_CANDIDATES:
-        try:
-            return ImageFont.truetype(candidate, size)
-        except OSError:
-            continue
+        font = _load(candidate, size)
+        if font is not None:
+            return font
     return ImageFont.load_default()
 
 
+@lru_cache(maxsize=4096)
+def _drawn(font: ImageFont.FreeTypeFont, ch: str) -> bytes:
+    size = max(8, int(getattr(font, "size", 10))) * 2
+    im = Image.new("L", (size, size))
+    ImageDraw.Draw(im).text((0, 0), ch, font=font, fill=255)
+    return im.tobytes()
+
+
+def missing_glyphs(font: Any, text: str) -> list[str]:
+    """The characters of `text` that `font` has no glyph for (it would draw its missing-glyph box), in order."""
+    if not isinstance(font, ImageFont.FreeTypeFont):
+        return list(dict.fromkeys(ch for ch in text if ord(ch) > 255))  # the bitmap fallback draws Latin-1 only
+    box = _drawn(font, _NO_GLYPH_PROBE)
+    return list(dict.fromkeys(ch for ch in text if not ch.isspace() and _drawn(font, ch) == box))
+
+
+def _font_for(text: str, size: int, path: str | None) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """The first font (`path`, then the candidates) that draws every character of `text`; else the usual one."""
+    default = _font(size, path)
+    if not missing_glyphs(default, text):
+        return default
+    for candidate in ((path,) if path else ()) + _FONT_CANDIDATES:
+        font = _load(candidate, size)
+        if font is not None and not missing_glyphs(font, text):
+            return font
+    return default
+
+
 def _drawable(text: str, font: Any) -> str:
-    """The bitmap fallback font only draws Latin-1: replace the rest rather than fail."""
-    if isinstance(font, ImageFont.FreeTypeFont):
-        return text
-    return text.encode("latin-1", errors="replace").decode("latin-1")
+    """`text` with each character the font cannot draw written as its code point (U+732B), never as a box."""
+    missing = set(missing_glyphs(font, text))
+    return "".join(f"U+{ord(ch):04X}" if ch in missing else ch for ch in text)
 
 
 def _wrap(text: str, font: Any, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
@@ -129,12 +171,15 @@ def word_grid(
     columns: int | None = None,
     tile_width: int | None = None,
     font_path: str | None = None,
+    unreadable: list[str] | None = None,
 ) -> Image.Image:
     """One overlay per ``(caption, heat)`` tile, each captioned with its word, in a grid (default ⌈√n⌉ columns).
 
     A tile whose heat is None shows the image greyed out with its message (``(caption, None, message)``), so a word
     missing from the prompt is reported where the user looks. ``tile_width`` scales the tiles (keeping the image's
-    aspect ratio); the default keeps the image size.
+    aspect ratio); the default keeps the image size. A caption is drawn with the first font that has all its
+    characters (a CJK font for 猫); when none has them, they are written as code points and the caption is added
+    to ``unreadable`` (say :data:`NO_GLYPHS_HINT`).
     """
     if not tiles:
         raise ValueError("no word maps to draw")
@@ -146,8 +191,8 @@ def word_grid(
     columns = columns or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     font_size = max(10, min(32, width // 12))
-    font = _font(font_size, font_path)
-    small = _font(max(8, font_size * 2 // 3), font_path)
+    small_size = max(8, font_size * 2 // 3)
+    small = _font(small_size, font_path)
     caption = font_size + 8
     grid = Image.new("RGB", (columns * width, rows * (height + caption)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
@@ -156,14 +201,19 @@ def word_grid(
         word, heat = tile[0], tile[1]
         message = tile[2] if len(tile) > 2 else None
         x, y = (i % columns) * width, (i // columns) * (height + caption)
-        draw.text((x + 4, y + 4), _drawable(word, font), fill=(0, 0, 0), font=font)
+        word_font = _font_for(word, font_size, font_path)
+        if missing_glyphs(word_font, word) and unreadable is not None and word not in unreadable:
+            unreadable.append(word)
+        draw.text((x + 4, y + 4), _drawable(word, word_font), fill=(0, 0, 0), font=word_font)
         if heat is not None:
             grid.paste(overlay(base, heat, alpha=alpha, cmap=cmap), (x, y + caption))
             continue
         grid.paste(faded, (x, y + caption))
         line_height = int(getattr(small, "size", 10)) + 2
-        for j, line in enumerate(_wrap(_drawable(message or "no map", small), small, width - 8, draw)):
-            draw.text((x + 4, y + caption + 4 + j * line_height), line, fill=(160, 0, 0), font=small)
+        text = message or "no map"
+        small_font = _font_for(text, small_size, font_path)
+        for j, line in enumerate(_wrap(_drawable(text, small_font), small_font, width - 8, draw)):
+            draw.text((x + 4, y + caption + 4 + j * line_height), line, fill=(160, 0, 0), font=small_font)
     return grid
 
 

@@ -161,6 +161,15 @@ def test_bad_arguments_are_rejected_with_a_message_and_generation_goes_on(webui,
     assert processed.images
 
 
+def test_bad_arguments_are_named_in_the_api_answer(webui, sd_model):
+    import json
+
+    processed, _ = rows_seen(webui, make_p(webui, [True, "fancy"]))
+    info = json.loads(processed.js())  # what A1111's API returns as `info`: it has no comments
+    assert "arguments rejected" in info["infotexts"][0] and "fancy" in info["infotexts"][0], info["infotexts"]
+    assert "arguments rejected" in info["extra_generation_params"]["PromptScope message"]
+
+
 def test_dict_arguments_and_sega_mode(webui, sd_model):
     p = make_p(webui)
     s = script(webui)
@@ -268,6 +277,16 @@ def test_neutral_prompt_installed_and_chosen_leaves_keywords_to_it(webui, sd_mod
     processed, sizes = rows_seen(webui, make_p(webui, [True]))
     assert sizes[0] == 3
     assert "handled by" in capsys.readouterr().out
+
+
+def test_neutral_prompt_installed_and_guidance_off_leaves_keywords_to_it_without_warning(webui, sd_model, capsys):
+    webui.extensions.extensions.append(webui.extensions.Extension("sd-webui-neutral-prompt", "/nonexistent"))
+    processed, sizes = rows_seen(webui, make_p(webui, [False]))
+    out = capsys.readouterr().out
+    assert sizes[0] == 2 and "Semantic guidance" not in processed.infotexts[0]
+    assert "handled by PromptScope" not in out, out
+    assert "plain text" not in out and "semantic guidance is off" not in processed.comments, (out, processed.comments)
+    assert "handled by neutral-prompt" in out, out
 
 
 def test_settings_section_is_registered(webui):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from promptscope_webui import txt2img
 
@@ -78,6 +79,60 @@ def test_works_with_semantic_guidance_in_the_same_generation(webui, sd_model):
 def test_bad_arguments_rejected_clearly(webui, sd_model):
     processed = webui.processing.process_images(make_p(webui, [True, "", "sideways"]))
     assert "arguments rejected" in processed.comments and "sideways" in processed.comments
+
+
+def test_messages_reach_an_api_client(webui, sd_model):
+    # A1111's API answers with Processed.js(), which has no comments: the messages must be in its fields.
+    import json
+
+    bad = json.loads(webui.processing.process_images(make_p(webui, [True, "", "sideways"])).js())
+    assert "comments" not in bad
+    assert "sideways" in bad["infotexts"][0], bad["infotexts"]
+    assert "sideways" in bad["extra_generation_params"]["PromptScope message"]
+    missing = json.loads(webui.processing.process_images(make_p(webui, [True, "unicorn"])).js())
+    assert "unicorn" in missing["extra_generation_params"]["PromptScope message"], missing["extra_generation_params"]
+
+
+@pytest.mark.parametrize("model", ["sd_model", "sdxl_model"])
+def test_japanese_words_get_a_map(webui, model, request):
+    # CLIP writes 猫 / ねこ as byte-level pieces that do not decode one by one; the word must still be found.
+    request.getfixturevalue(model)
+    from promptscope_a1111.host import tokenizer_for
+
+    tokens = tokenizer_for(webui.shared.sd_model)("a 猫 and ねこ on a mat")
+    assert "猫" in tokens.words and "ねこ" in tokens.words, tokens.words
+    processed = webui.processing.process_images(make_p(webui, [True, "猫, ねこ"], prompt="a 猫 and ねこ on a mat"))
+    assert "not in the prompt" not in processed.comments, processed.comments
+    grids = [t for t in processed.infotexts if t.startswith("Attention heatmaps")]
+    assert len(grids) == 1, (processed.infotexts, processed.comments)
+
+
+# Real CLIP BPE (openai/clip-vit-large-patch14's vocabulary = open_clip's bpe_simple_vocab_16e6) on
+# "a 猫 and ねこ on a mat": ids and token strings as its tokenizer gives them (start/end left out).
+REAL_CLIP_TOKENS = [
+    (320, "a</w>"), (163, "ç"), (234, "Į"), (360, "«</w>"), (537, "and</w>"),
+    (4813, "ãģ"), (255, "Ń"), (4813, "ãģ"), (497, "ĵ</w>"), (525, "on</w>"), (320, "a</w>"), (9063, "mat</w>"),
+]  # fmt: skip
+
+
+def test_words_from_real_clip_byte_level_tokens(webui):
+    from types import SimpleNamespace
+
+    from ldm.modules.encoders.modules import FakeCLIPTokenizer  # its byte_decoder is CLIP's byte table
+
+    from promptscope_a1111.host import tokenize_with
+
+    vocab = dict(REAL_CLIP_TOKENS)
+    tok = SimpleNamespace(
+        convert_ids_to_tokens=lambda ids: [vocab[int(i)] for i in ids], byte_decoder=FakeCLIPTokenizer.byte_decoder
+    )
+    ids = [i for i, _ in REAL_CLIP_TOKENS]
+    body = ids + [49407] * (75 - len(ids))
+    chunk = SimpleNamespace(tokens=[49406, *body, 49407], multipliers=[1.0] * 77, fixes=[])
+    model = SimpleNamespace(tokenizer=tok, id_end=49407, tokenize_line=lambda prompt: ([chunk], len(ids)))
+    tokens = tokenize_with(model, "a 猫 and ねこ on a mat")
+    assert tokens.words == ("a", "猫", "and", "ねこ", "on", "a", "mat")
+    assert [p.word_index for p in tokens.chunks[0][:9]] == [0, 1, 1, 1, 2, 3, 3, 3, 3]
 
 
 def test_negative_and_delta_modes(webui, sd_model):

@@ -1,8 +1,10 @@
 """Differential checks: the double against the real v1.10.1 source, when a checkout of it is available.
 
-Set ``PROMPTSCOPE_A1111_GIT`` to a git directory (bare or not) holding A1111 v1.10.1; by default the mirror used
-while writing the double is tried. The real functions are read with ``git show`` and executed against the fake
-``modules`` package, so the same inputs go through both implementations. Skipped when no source is found.
+The real source is read with ``git show HEAD:<path>`` from ``PROMPTSCOPE_A1111_GIT`` (a git directory, bare or not,
+holding A1111 v1.10.1), else from the live tier's checkout ``PROMPTSCOPE_WEBUI``; skipped, saying so, when neither is
+set. The real functions are executed against the fake ``modules`` package, so the same inputs go through both
+implementations. The live tier (tools/live.sh) runs this file with its checkout; prompt-editing schedules need
+``lark`` (an A1111 pin, in requirements-dev.txt).
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ import types
 import pytest
 import torch
 
-A1111_GIT = os.environ.get("PROMPTSCOPE_A1111_GIT", "/work/.mirror/kklouzal+stable-diffusion-webui/repo")
+SOURCE_ENV = ("PROMPTSCOPE_A1111_GIT", "PROMPTSCOPE_WEBUI")
+A1111_GIT = next((os.environ[k].strip() for k in SOURCE_ENV if os.environ.get(k, "").strip()), "")
 
 
 def real_source(path: str) -> str:
+    if not A1111_GIT:
+        pytest.skip(
+            "differential checks: set PROMPTSCOPE_A1111_GIT to a git directory holding A1111 v1.10.1 "
+            "(or PROMPTSCOPE_WEBUI to a WebUI checkout) to compare the double with the real source"
+        )
     try:
         out = subprocess.run(
             ["git", "-C", A1111_GIT, "show", f"HEAD:{path}"], capture_output=True, text=True, timeout=30
@@ -29,7 +37,7 @@ def real_source(path: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         out = None
     if out is None or out.returncode != 0:
-        pytest.skip(f"A1111 source not available at {A1111_GIT}")
+        pytest.fail(f"A1111 source not readable at {A1111_GIT} (git show HEAD:{path})", pytrace=False)
     return out.stdout
 
 
@@ -591,12 +599,26 @@ def test_script_callbacks_match_a1111(fake_webui, tmp_path, monkeypatch):
         sc.remove_callbacks_for_function(files["b.py"]["cb"])
         sc.cfg_denoiser_callback(None)
         sc.script_unloaded_callback()
+        # An unload callback that unregisters itself and another one while the host iterates the list (what
+        # PromptScope did before): the host's loop skips callbacks; the double must skip the same ones.
+        sc.clear_callbacks()
+        sc.on_script_unloaded(lambda: order.append(("first", "unloaded")))
+        sc.on_script_unloaded(files["a.py"]["unloaded"])
+
+        def remove_while_iterated():
+            order.append(("remover", "unloaded"))
+            sc.remove_callbacks_for_function(remove_while_iterated)
+            sc.remove_callbacks_for_function(files["a.py"]["unloaded"])
+
+        sc.on_script_unloaded(remove_while_iterated)
+        sc.script_unloaded_callback()
         return names, order
 
     theirs = scenario(real)
     ours = scenario(sys.modules["modules.script_callbacks"])
     assert ours == theirs
     assert ours[0]["callbacks_cfg_denoiser"][1] == "cb-ext/a.py/cfg_denoiser/second"
+    assert ours[1][-1] == ("remover", "unloaded") and ("first", "unloaded") not in ours[1]  # skipped, as in A1111
 
 
 @pytest.mark.slow

@@ -310,6 +310,21 @@ class WebUIClient:
         return self.log()[offset:]
 
 
+def wait_for_reload(client: WebUIClient, ready_lines_before: int, timeout: float = 600.0) -> float:
+    """After a Reload UI request: waits until the console shows one more READY_LINE than `ready_lines_before` (the
+    scripts were loaded again and on_app_started ran) and the API answers. Returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if client.log().count(READY_LINE) > ready_lines_before:
+            try:
+                client.get("/sdapi/v1/options", timeout=5)
+                return time.monotonic() - t0
+            except (OSError, AssertionError):
+                pass
+        time.sleep(0.5)
+    raise AssertionError(f"the WebUI did not come back from Reload UI in {timeout:.0f} s")
+
+
 def decode_image(b64: str) -> bytes:
     """The PNG bytes of an image the API returned (base64, maybe with a data: prefix)."""
     if b64.startswith("data:"):

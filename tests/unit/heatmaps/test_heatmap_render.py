@@ -143,3 +143,40 @@ def test_export_safetensors_round_trip(tmp_path):
     assert list(load_safetensors(stacked)[0]) == ["a", "b"]
     with pytest.raises(ValueError, match="2 maps for 3 words"):
         export_safetensors(stacked, torch.rand(2, 4, 4), ["a", "b", "c"])
+
+
+DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+def test_cjk_caption_never_drawn_as_missing_glyph_boxes(monkeypatch):
+    import lib_ext.heatmaps.render as render
+
+    latin_only = render._load(DEJAVU, 20)
+    if latin_only is None:
+        pytest.skip(f"needs a Latin-only TrueType font ({DEJAVU}, Debian fonts-dejavu-core)")
+    assert render.missing_glyphs(latin_only, "a cat") == []
+    assert render.missing_glyphs(latin_only, "猫 ねこ") == ["猫", "ね", "こ"]
+    # Only a Latin font available: the caption shows the code point and the word is reported, not a tofu box.
+    monkeypatch.setattr(render, "_FONT_CANDIDATES", (DEJAVU,))
+    render._font.cache_clear()
+    try:
+        image = Image.new("RGB", (120, 80), (200, 200, 200))
+        unreadable: list[str] = []
+        word_grid(image, [("猫", np.random.rand(8, 12)), ("cat", np.random.rand(8, 12))], unreadable=unreadable)
+        assert unreadable == ["猫"]
+        assert render._drawable("猫", latin_only) == "U+732B"
+    finally:
+        render._font.cache_clear()
+
+
+def test_cjk_caption_uses_a_font_that_has_the_glyphs():
+    import lib_ext.heatmaps.render as render
+
+    cjk = next((f for f in (render._load(c, 20) for c in render._FONT_CANDIDATES) if f is not None
+                and not render.missing_glyphs(f, "猫ねこ")), None)  # fmt: skip
+    if cjk is None:
+        pytest.skip("no CJK font installed (Debian: fonts-noto-cjk): the fallback is tested above")
+    unreadable: list[str] = []
+    word_grid(Image.new("RGB", (120, 80)), [("猫", np.random.rand(8, 12))], unreadable=unreadable)
+    assert unreadable == []
+    assert not render.missing_glyphs(render._font_for("ねこ", 20, None), "ねこ")

@@ -2,7 +2,8 @@
 the real host calls script hooks and denoiser callbacks, and can fail or interrupt a job mid-sampling on request.
 Inert unless its first arg is True; its second arg is an action: "raise_in_sampling" (the UNet raises in the
 denoiser's second call) or "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call).
-Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG."""
+Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG. Two routes serve the Reload UI test:
+GET /ps-live-probe/callbacks (the host's callbacks by category) and POST /ps-live-probe/reload-ui."""
 
 from __future__ import annotations
 
@@ -157,3 +158,22 @@ class LiveProbe(scripts.Script):
         if self._hook("postprocess", p, args, n_images=len(processed.images), interrupted=shared.state.interrupted):
             _active["p"] = None
             _drop_unet_hook()
+
+
+def _add_routes(_demo: Any, app: Any) -> None:
+    """GET /ps-live-probe/callbacks: the host's registered callbacks, by category (names, in order).
+    POST /ps-live-probe/reload-ui: what Settings → Reload UI runs (its button's handler,
+    shared.state.request_restart)."""
+
+    def callbacks() -> dict[str, list[str]]:
+        return {category: [c.name for c in cbs] for category, cbs in script_callbacks.callback_map.items()}
+
+    def reload_ui() -> dict[str, bool]:
+        shared.state.request_restart()
+        return {"requested": True}
+
+    app.add_api_route("/ps-live-probe/callbacks", callbacks, methods=["GET"])
+    app.add_api_route("/ps-live-probe/reload-ui", reload_ui, methods=["POST"])
+
+
+script_callbacks.on_app_started(_add_routes, name="live_probe_routes")

@@ -5,36 +5,69 @@ Token ids look like CLIP's (start 49406, end 49407, comma 267) so chunk layouts 
 
 import re
 import zlib
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-_word = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]")
+# Words of letters (any script), single digits, single other marks — CLIP splits text into such words as well.
+_word = re.compile(r"[^\W\d_]+|[0-9]|[^\sa-z0-9]")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's (GPT-2's) table: one printable character per byte; the symbols its byte-level BPE tokens are made of."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, map(chr, chars)))
 
 
 class FakeCLIPTokenizer:
-    """Word-level tokenizer: one token per word / digit / punctuation mark; ids are stable hashes."""
+    """Word-level tokenizer for ASCII: one token per word / digit / punctuation mark; ids are stable hashes.
+
+    A word with other characters is tokenized byte-level as CLIP does: its UTF-8 bytes as CLIP's byte symbols, cut
+    into tokens of two symbols (the last ending in ``</w>``), so a character of three bytes (猫) is split between
+    tokens that do not decode on their own. ``byte_decoder`` maps the symbols back, as transformers' CLIPTokenizer.
+    """
 
     bos_token_id = 49406
     eos_token_id = 49407
     pad_token_id = 49407
     vocab_size = 49408
 
+    byte_encoder: ClassVar[dict[int, str]] = _bytes_to_unicode()
+    byte_decoder: ClassVar[dict[str, int]] = {v: k for k, v in byte_encoder.items()}
+
     def __init__(self):
         self.decoder = {self.bos_token_id: "<|startoftext|>", self.eos_token_id: "<|endoftext|>", 267: ",</w>"}
         self.encoder = {v: k for k, v in self.decoder.items()}
 
-    def token_id(self, word: str) -> int:
-        key = word + "</w>"
+    def _id(self, key: str) -> int:
         found = self.encoder.get(key)
         if found is None:
-            found = 1000 + zlib.crc32(word.encode("utf8")) % 48000
+            whole = key.removesuffix("</w>") if key.endswith("</w>") else key + " "  # a word's id: hash of the word
+            found = 1000 + zlib.crc32(whole.encode("utf8")) % 48000
             self.encoder[key] = found
             self.decoder.setdefault(found, key)
         return found
 
+    def pieces(self, word: str) -> list[str]:
+        if word.isascii():
+            return [word + "</w>"]
+        symbols = "".join(self.byte_encoder[b] for b in word.encode("utf-8"))
+        parts = [symbols[i : i + 2] for i in range(0, len(symbols), 2)]
+        return [*parts[:-1], parts[-1] + "</w>"]
+
+    def token_id(self, word: str) -> int:
+        return self._id(word + "</w>")
+
     def encode(self, text: str) -> list[int]:
-        return [self.token_id(w) for w in _word.findall(text.lower())]
+        return [self._id(piece) for w in _word.findall(text.lower()) for piece in self.pieces(w)]
 
     def __call__(self, texts, truncation=False, add_special_tokens=False, **kwargs):
         if isinstance(texts, str):
