@@ -420,6 +420,15 @@ class BanditService:
         self, session_id: int, k: int | None = None, mode: str | None = None, shared_seeds: bool | None = None
     ) -> list[Job]:
         """Choose the next round's images (arms, seeds, slot options) and record the round."""
+        session, by_id, planned, mode, k, shared = self.plan_images(session_id, k, mode, shared_seeds)
+        rnd = self.store.create_round(session["id"], mode, k, shared)
+        return self.jobs_of_round(session, by_id, planned, rnd)
+
+    def plan_images(
+        self, session_id: int, k: int | None = None, mode: str | None = None, shared_seeds: bool | None = None
+    ) -> tuple[dict[str, Any], dict[int, dict[str, Any]], list[Any], str, int, bool]:
+        """The policy's next k images over the current posterior (pending images are not ratings), nothing
+        recorded: (session, active arms by id, [PlannedImage], mode, k, shared_seeds)."""
         m = self._model(session_id)
         session, opts = m["session"], m["session"]["options"]
         k = opts["round_size"] if k is None else k
@@ -449,8 +458,13 @@ class BanditService:
         parms = [PolicyArm(a["id"], m["slot_models"].get(a["id"])) for a in active]
         with self._rng_lock:
             planned = plan_round(parms, beliefs, k, mode, self._rng, shared)
-        rnd = self.store.create_round(session["id"], mode, k, shared)
-        by_id = {a["id"]: a for a in active}
+        return session, {a["id"]: a for a in active}, planned, mode, k, shared
+
+    @staticmethod
+    def jobs_of_round(
+        session: dict[str, Any], by_id: dict[int, dict[str, Any]], planned: Sequence[Any], rnd: dict[str, Any]
+    ) -> list[Job]:
+        """The Jobs of a recorded round (prompts expanded, settings merged, infotext keys)."""
         jobs = []
         for i, p in enumerate(planned):
             arm = by_id[p.arm_id]
