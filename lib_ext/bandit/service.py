@@ -27,7 +27,7 @@ import numpy as np
 
 from . import export as _export
 from .betafn import beta_pdf
-from .policy import MODES, ArmBelief, PolicyArm, plan_round
+from .policy import MODES, ArmBelief, PolicyArm, choose_arms, plan_round
 from .posterior import (
     UNIFORM_PRIOR,
     Observation,
@@ -629,6 +629,33 @@ class BanditService:
             None if round_id is None else _id(round_id, "round id"),
             rating,
         )
+
+    def next_to_rate(self, session_id: int) -> tuple[dict[str, Any] | None, int]:
+        """The backlog's next image to rate, and how many are pending in the session.
+
+        The rule (most to learn first, newest posterior first): among the arms that have pending images, the
+        session's own sampling rule picks one arm from the posterior *as it is now* (Thompson in "more good
+        images", top-two in "find the best", the arm with the fewest rated images in "uniform"), i.e. the arm the
+        bandit would generate next if it could do so instantly; of that arm's pending images the newest (planned
+        from the newest posterior) is shown. Each rating updates the posterior, so the next pick uses it."""
+        m = self._model(session_id)
+        pending = self.store.list_images(m["session"]["id"], rating="pending")
+        if not pending:
+            return None, 0
+        by_arm: dict[int, list[dict[str, Any]]] = {}
+        for im in pending:
+            by_arm.setdefault(im["arm_id"], []).append(im)
+        arm_ids = sorted(by_arm)
+        prior, counts, mode = m["prior"], m["counts"], m["session"]["options"]["mode"]
+        beliefs = [
+            ArmBelief(prior.alpha + counts[a].successes, prior.beta + counts[a].failures,
+                      int(round(counts[a].successes + counts[a].failures)), counts[a].successes, counts[a].failures)
+            if a in counts else ArmBelief()
+            for a in arm_ids
+        ]  # fmt: skip
+        with self._rng_lock:
+            pick = int(choose_arms(beliefs, 1, mode, self._rng)[0]) if len(arm_ids) > 1 else 0
+        return by_arm[arm_ids[pick]][-1], len(pending)
 
     def get_image(self, image_id: int) -> dict[str, Any]:
         """One image with its current rating (and session, arm, round, seed, path, sha256)."""
