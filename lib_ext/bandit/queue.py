@@ -443,7 +443,6 @@ class QueueRunner:
         self.owner = owner_name()
         self._runs: dict[int, QueueRun] = {}
         self._lock = threading.Lock()
-        self._closed = False
 
     def images_dir(self) -> Path:
         if self._images_dir is not None:
@@ -533,8 +532,6 @@ class QueueRunner:
     def resume(self, queue_id: int) -> bool:
         """Run a stored 'running' queue here (after a restart); False if it is not running, already runs here, or
         another live process runs it."""
-        if self._closed:
-            raise StoreError("the queue runner is closed")
         svc = self.service()
         q = svc.store.get_queue(_id(queue_id, "queue id"))
         with self._lock:
@@ -635,8 +632,7 @@ class QueueRunner:
 
     def close(self) -> None:
         """Stop every queue run here (requests aborted, claims given back) and join the threads. The queues stay
-        'running' in the store: the next start resumes them."""
-        self._closed = True
+        'running' in the store: the next start (`resume_all`, after a restart or a UI reload) resumes them."""
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
