@@ -234,8 +234,10 @@ class QueueRun:
 
     def __init__(self, runner: QueueRunner, queue: dict[str, Any], executors: list[_Executor]):
         self.runner, self.queue_id, self.session_id = runner, queue["id"], queue["session_id"]
+        self.svc = runner.service()  # pinned: a data-folder change closes it and this run stops with it
         self.executors = executors
         self.stop_event = threading.Event()
+        self.ended = threading.Event()  # the last executor is out and the queue let go of
         self.closing = False
         self.plan_lock = threading.Lock()
         self.started = runner.clock()
@@ -253,17 +255,31 @@ class QueueRun:
 
     @property
     def store(self) -> Any:
-        return self.runner.service().store
+        return self.svc.store
 
     def start(self) -> None:
         for t in self.threads:
             t.start()
         self.heartbeat.start()
 
+    def add_executor(self, ex: _Executor) -> bool:
+        """A worker added while the queue runs joins it; False if the run is ending."""
+        with self._alive_lock:
+            if self.stop_event.is_set() or self._alive == 0:
+                return False
+            self._alive += 1
+            t = threading.Thread(target=self._loop, args=(ex,), name=f"promptscope-queue-{self.queue_id}-"
+                                 f"{ex.stats.name}", daemon=True)  # fmt: skip
+            self.executors.append(ex)
+            self.threads.append(t)
+            t.start()
+            return True
+
     def stop(self, close: bool) -> None:
         """Stop after the jobs in flight (close: abort them and give their claims back); joins every thread."""
         self.closing = self.closing or close
-        self.stop_event.set()
+        with self._alive_lock:
+            self.stop_event.set()
         if close:
             for ex in self.executors:
                 ex.abort()
@@ -320,6 +336,7 @@ class QueueRun:
         except (StoreError, ValueError) as exc:
             log.warning("PromptScope: queue %s: %s", self.queue_id, exc)
         self.runner._ended(self)
+        self.ended.set()
 
     def _finished(self) -> bool:
         q = self.store.get_queue(self.queue_id)
@@ -339,7 +356,7 @@ class QueueRun:
 
     def _plan(self) -> bool:
         """Plan the next batch from the current posterior; False if the queue needs no more (or is not running)."""
-        svc = self.runner.service()
+        svc = self.svc
         q = svc.store.get_queue(self.queue_id)
         if q["state"] != "running" or q["planned"] >= q["total"]:
             return False
@@ -457,7 +474,12 @@ class QueueRunner:
         username, password = check_credentials(username, password)
         if any(w["url"] == url for w in svc.store.list_workers(sid)):
             raise QueueConflictError(f"worker {url} is already in session {sid}")
-        return self._worker_out(svc.store.get_worker(svc.store.add_worker(sid, url, username, password)))
+        worker = svc.store.get_worker(svc.store.add_worker(sid, url, username, password))
+        with self._lock:
+            runs = [r for r in self._runs.values() if r.session_id == sid]
+        for run in runs:  # a running queue of the session puts it to work at once
+            run.add_executor(HttpExecutor(worker, self.request_timeout))
+        return self._worker_out(worker)
 
     def remove_worker(self, worker_id: int) -> dict[str, Any]:
         store = self.service().store
@@ -585,7 +607,9 @@ class QueueRunner:
         if run is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        for t in [*run.threads, run.heartbeat]:
+        if not run.ended.wait(timeout):
+            return False
+        for t in [*run.threads, run.heartbeat]:  # all out of their loops: these joins are short
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if t.ident is not None:
                 t.join(left)

@@ -445,3 +445,21 @@ def test_worker_auth_and_payload(provider):
     assert "alwayson_scripts" not in txt2img_payload("plain", "", 1, {})
     text = with_infotext_keys("p\nSteps: 5", {"PromptScope slots": "[0, 1]"})
     assert text == 'p\nSteps: 5, PromptScope slots: "[0, 1]"' and json.loads(text.split(": ", 2)[2]) == "[0, 1]"
+
+
+def test_a_worker_added_while_the_queue_runs_joins_it(provider):
+    svc = provider()
+    sid = make_session(svc)
+    with SimWorker(0.1) as slow, SimWorker(0.01) as fast:
+        runner = runner_for(provider)
+        try:
+            runner.add_worker(sid, slow.url)
+            q = runner.start(sid, 20, use_local=False)
+            while slow.answered < 1:
+                time.sleep(0.01)
+            runner.add_worker(sid, fast.url)
+            assert runner.wait(q["id"], 30)
+            assert_exactly_once(svc, q["id"], 20)
+            assert fast.answered > 0 and slow.answered + fast.answered == 20
+        finally:
+            runner.close()
