@@ -639,12 +639,9 @@ class BanditService:
         bandit would generate next if it could do so instantly; of that arm's pending images the newest (planned
         from the newest posterior) is shown. Each rating updates the posterior, so the next pick uses it."""
         m = self._model(session_id)
-        pending = self.store.list_images(m["session"]["id"], rating="pending")
-        if not pending:
+        by_arm = self.store.pending_by_arm(m["session"]["id"])
+        if not by_arm:
             return None, 0
-        by_arm: dict[int, list[dict[str, Any]]] = {}
-        for im in pending:
-            by_arm.setdefault(im["arm_id"], []).append(im)
         arm_ids = sorted(by_arm)
         prior, counts, mode = m["prior"], m["counts"], m["session"]["options"]["mode"]
         beliefs = [
@@ -655,7 +652,7 @@ class BanditService:
         ]  # fmt: skip
         with self._rng_lock:
             pick = int(choose_arms(beliefs, 1, mode, self._rng)[0]) if len(arm_ids) > 1 else 0
-        return by_arm[arm_ids[pick]][-1], len(pending)
+        return self.store.get_image(by_arm[arm_ids[pick]][0]), sum(n for _, n in by_arm.values())
 
     def get_image(self, image_id: int) -> dict[str, Any]:
         """One image with its current rating (and session, arm, round, seed, path, sha256)."""

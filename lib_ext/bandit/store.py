@@ -729,6 +729,15 @@ class Store:
         rows = [self._image_out(r) for r in self._all(sql + " ORDER BY i.id", args)]
         return rows if rating is None else [r for r in rows if r["rating"] == rating]
 
+    def pending_by_arm(self, session_id: int) -> dict[int, tuple[int, int]]:
+        """Per arm with unrated images: (its newest pending image id, how many are pending)."""
+        rows = self._all(
+            f"""SELECT i.arm_id, MAX(i.id) AS newest, COUNT(*) AS n FROM images i {_STATE_JOIN}
+                WHERE i.session_id = ? AND {_CURRENT} = 'pending' GROUP BY i.arm_id""",
+            (session_id,),
+        )
+        return {r["arm_id"]: (r["newest"], r["n"]) for r in rows}
+
     def image_counts(self, session_id: int) -> dict[int, int]:
         """Images generated per arm (rated or not)."""
         rows = self._all("SELECT arm_id, COUNT(*) AS n FROM images WHERE session_id = ? GROUP BY arm_id", (session_id,))

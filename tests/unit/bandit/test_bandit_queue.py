@@ -463,3 +463,35 @@ def test_a_worker_added_while_the_queue_runs_joins_it(provider):
             assert fast.answered > 0 and slow.answered + fast.answered == 20
         finally:
             runner.close()
+
+
+def test_backlog_rating_order(provider):
+    """Most to learn first, newest posterior first: the session's sampling rule over arms with pending images,
+    the newest pending image of the arm it picks; pending images are counted over the session."""
+    svc = provider()
+    sid = make_session(svc, n_arms=2, round_size=10)
+    good, bad = (a["id"] for a in svc.list_arms(sid))
+
+    def gen(jobs):
+        return [ImageResult(j, str(_png(provider, j))) for j in jobs]
+
+    for _ in range(4):
+        for im in svc.run_round(sid, gen, k=10, mode="uniform")["images"]:
+            svc.rate(im["id"], "like" if im["arm_id"] == good else "dislike")
+    assert svc.next_to_rate(sid) == (None, 0)
+    backlog = svc.run_round(sid, gen, k=10, mode="uniform")["images"]  # 5 pending per arm
+    picks = Counter()
+    for _ in range(200):
+        img, pending = svc.next_to_rate(sid)
+        assert pending == 10 and img["rating"] == "pending"
+        newest = max(i["id"] for i in backlog if i["arm_id"] == img["arm_id"])
+        assert img["id"] == newest
+        picks[img["arm_id"]] += 1
+    assert picks[good] > 150  # Thompson: the arm likely to be best is rated first
+    svc.update_session(sid, mode="uniform")
+    svc.rate(svc.images(sid, arm_id=bad, rating="pending")[0]["id"], "dislike")  # bad: one rating more
+    assert {svc.next_to_rate(sid)[0]["arm_id"] for _ in range(20)} == {good}  # uniform: the least-rated arm
+    for im in svc.images(sid, arm_id=good, rating="pending"):
+        svc.rate(im["id"], "like")
+    img, pending = svc.next_to_rate(sid)
+    assert img["arm_id"] == bad and pending == 4
