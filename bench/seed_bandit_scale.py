@@ -165,6 +165,10 @@ def app_speedup(per_worker: int, steps: int) -> dict[str, Any]:
                                   str(Path(tmp) / f"app{port}")], "PromptScope app on")  # fmt: skip
                 procs.append(proc)
                 urls.append(f"http://127.0.0.1:{port}")
+            from lib_ext.bandit.workers import WorkerClient
+
+            for url in urls:  # warm-up (the model's first call), not timed
+                WorkerClient(url, timeout=120).txt2img("a red circle", "", 1, {"steps": steps})
             rates = {}
             for n in (1, 2):
                 provider, runner = _runner(Path(tmp) / f"host{n}")
