@@ -382,6 +382,9 @@ class QueueRun:
             if path.exists() and owner is None:  # cut short by a crash while written: ours to replace
                 with contextlib.suppress(OSError):
                     path.unlink()
+            for tmp in path.parent.glob(f".{path.stem}*.tmp"):  # a crash inside _write_atomic left these
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             try:
                 path, attachments = ex.generate(job, path)
             except Exception as exc:

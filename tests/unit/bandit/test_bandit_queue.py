@@ -266,8 +266,12 @@ def test_crash_points(provider):
     assert run_plan._plan()  # one batch of 3 jobs, one transaction
     jobs = store.list_queue_jobs(qid)
     assert [j["state"] for j in jobs] == ["pending"] * 3
-    # crash 1: job A claimed, nothing generated
+    # crash 1: job A claimed, nothing generated but a temporary file (killed inside the atomic write)
     a = store.claim_queue_job(qid, "claimA", "dead")
+    a_path = job_path(provider.data_dir() / "images", job_of(a))
+    a_path.parent.mkdir(parents=True, exist_ok=True)
+    a_tmp = a_path.with_name(f".{a_path.name}.0badc0de.tmp")
+    a_tmp.write_bytes(b"half a png")
     # crash 2: job B claimed and its file written completely, not recorded
     b = store.claim_queue_job(qid, "claimB", "dead")
     b_job = job_of(b)
@@ -298,6 +302,7 @@ def test_crash_points(provider):
     assert b_path.read_bytes() == b_sha_before
     assert store.get_image(store.get_queue_job(b["id"])["image_id"])["path"] == str(b_path.resolve())
     assert not list(b_path.parent.glob("*-1.png"))  # no second file for any job
+    assert not a_tmp.exists()
 
 
 def test_record_is_atomic_and_claims_are_exclusive(provider):
