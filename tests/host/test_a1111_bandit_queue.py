@@ -89,8 +89,8 @@ def test_unloading_stops_the_queue_and_the_next_start_resumes_it(webui, sd_model
     svc.add_arm(sid, "a cat")
     gate = []
 
-    def slow(params):
-        time.sleep(0.05)
+    def slow(params):  # 0.3 s an image: the unload lands mid-queue even on a busy machine
+        time.sleep(0.15)
         gate.append(1)
 
     m.script_callbacks.on_cfg_denoiser(slow)
