@@ -396,8 +396,13 @@ class QueueRun:
                         p.unlink()
                 store.release_queue_job(row["id"], claim, "stopped by shutdown", MAX_ATTEMPTS, count=False)
                 return
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:  # the host said it saved the image, but it is not there
+            self._failed(ex, row, OSError(f"the generated image {path} cannot be read: {exc}"))
+            return
         image_id = store.complete_queue_job(
-            row["id"], claim, str(Path(path).resolve()), sha256_file(path),
+            row["id"], claim, str(Path(path).resolve()), digest,
             [{"path": str(Path(p).resolve()), "caption": c} for p, c in attachments], ex.stats.worker_id,
         )  # fmt: skip
         if image_id is None:

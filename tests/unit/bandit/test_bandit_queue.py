@@ -500,3 +500,21 @@ def test_backlog_rating_order(provider):
         svc.rate(im["id"], "like")
     img, pending = svc.next_to_rate(sid)
     assert img["arm_id"] == bad and pending == 4
+
+
+def test_a_host_that_reports_a_missing_file_fails_the_job_not_the_executor(provider):
+    svc = provider()
+    sid = make_session(svc, n_arms=1, round_size=2)
+
+    def generate(jobs, progress=None):
+        return [ImageResult(j, str(provider.data_dir() / "nowhere.png")) for j in jobs]
+
+    runner = runner_for(provider, generate)
+    try:
+        q = runner.start(sid, 2)
+        assert runner.wait(q["id"], 30)
+        st = runner.status(q["id"])
+        assert st["counts"]["failed"] == 2 and "cannot be read" in st["failed_jobs"][0]["error"]
+        assert svc.images(sid) == []
+    finally:
+        runner.close()
