@@ -1,9 +1,10 @@
 """Generate ahead with several worker WebUIs: throughput, and nothing lost or made twice when something dies.
 
 `python -m bench seed_bandit_scale [--quick]`:
-- `images_per_minute[n]` and `scale_efficiency_n` (= rate with n workers / (n × rate with 1)) for 1, 2, 4, 8
-  simulated workers of fixed latency (`bench/_sim_worker.py`: HTTP servers on local ports that sleep a fixed time
-  and answer with a PNG), driven by the real queue (claims, SQLite records with synchronous=FULL, PNG files);
+- `images_per_minute[n]` (best of 2 runs) and `scale_efficiency_n` (= rate with n workers / (n × rate with 1))
+  for 1, 2, 4, 8 simulated workers of fixed latency (`bench/_sim_worker.py`: HTTP servers on local ports that
+  sleep a fixed time and answer with a PNG), driven by the real queue (claims, SQLite records with
+  synchronous=FULL, PNG files);
 - `app_speedup_2`: images per minute with 2 real standalone-app worker processes (`python -m lib_ext.app`, the toy
   model, CPU-bound) over 1; on a machine with few cores they compete for the CPU, so this shows the machine;
 - `lost_jobs_after_worker_kill`: a worker process killed with SIGKILL mid-queue (3 simulated worker processes);
@@ -73,14 +74,17 @@ def _check(svc: Any, qid: int) -> dict[str, int]:
     }
 
 
-def scale(latency: float, per_worker: int) -> dict[str, Any]:
+def scale(latency: float, per_worker: int, repeats: int = 2) -> dict[str, Any]:
+    """Images per minute with n simulated workers: the best of `repeats` runs (a shared machine's load only ever
+    slows a run down)."""
     from bench._sim_worker import SimWorker
 
     rates: dict[int, float] = {}
+    runs = [0] + [n for n in WORKER_COUNTS for _ in range(repeats)]  # 0: a warm-up (imports, first PNG)
     with tempfile.TemporaryDirectory(prefix="ps-scale-") as tmp:
-        for n in (0, *WORKER_COUNTS):  # 0: a warm-up of one worker (imports, first PNG), not timed
+        for r, n in enumerate(runs):
             workers = [SimWorker(latency).start() for _ in range(max(n, 1))]
-            provider, runner = _runner(Path(tmp) / f"w{n}")
+            provider, runner = _runner(Path(tmp) / f"w{n}_{r}")
             try:
                 svc = provider()
                 sid = _session(svc)
@@ -94,7 +98,7 @@ def scale(latency: float, per_worker: int) -> dict[str, Any]:
                 check = _check(svc, q["id"])
                 assert check["lost"] == 0 and check["duplicate_images"] == 0, check
                 if n:
-                    rates[n] = total / seconds * 60.0
+                    rates[n] = max(rates.get(n, 0.0), total / seconds * 60.0)
             finally:
                 runner.close()
                 provider.close()
@@ -104,6 +108,7 @@ def scale(latency: float, per_worker: int) -> dict[str, Any]:
     return {
         "latency_s": latency,
         "images_per_worker": per_worker,
+        "best_of": repeats,
         "ideal_images_per_minute_per_worker": ideal,
         "images_per_minute": {str(n): r for n, r in rates.items()},
         **{f"scale_efficiency_{n}": rates[n] / (n * rates[1]) for n in WORKER_COUNTS if n > 1},
@@ -296,7 +301,7 @@ def host_main(argv: list[str]) -> int:
 
 def main(quick: bool = False) -> dict[str, Any]:
     if quick:
-        out = scale(latency=0.25, per_worker=6)
+        out = scale(latency=0.25, per_worker=8)
         out.update(app_speedup(per_worker=4, steps=8))
         out.update(worker_kill(total=24, latency=0.1))
         out.update(host_kill(total=24, latency=0.1))

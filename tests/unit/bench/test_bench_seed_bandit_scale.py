@@ -8,7 +8,7 @@ from bench import seed_bandit_scale as b
 
 
 def test_scale_measures_every_worker_count():
-    out = b.scale(latency=0.05, per_worker=2)
+    out = b.scale(latency=0.05, per_worker=2, repeats=1)
     assert set(out["images_per_minute"]) == {"1", "2", "4", "8"}
     assert all(r > 0 for r in out["images_per_minute"].values())
     assert out["scale_efficiency_2"] > 0 and out["efficiency_vs_ideal_1"] <= 1.05
