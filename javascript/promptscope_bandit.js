@@ -99,6 +99,15 @@
     setInterval(watchRater, 500);
     window.promptscopeBanditRaterKey = RATER_KEY;
 
+    // "Generate ahead": while the tab shows a running queue, refresh its progress and ETA every few seconds (a
+    // click on the tab's ↻ button: a short, unqueued request, so it never waits behind a generating round).
+    const QUEUE_REFRESH_MS = 3000;
+    setInterval(function () {
+        if (document.hidden) return;
+        const running = root().querySelector("#" + PREFIX + "_q_progress .ps-queue[data-state='running']");
+        if (running && running.offsetParent !== null) window.promptscopeClick && window.promptscopeClick(PREFIX + "_q_watch");
+    }, QUEUE_REFRESH_MS);
+
     // promptscope.js normally loads first (A1111 sorts scripts by name); wait for it otherwise.
     if (!bind()) {
         const timer = setInterval(function () {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import gradio as gr
 from modules import call_queue, paths, shared
 from promptscope_lib_ext.bandit.hosting import ServiceProvider, check_data_dir, host_generator
+from promptscope_lib_ext.bandit.queue import QueueRunner
 from promptscope_lib_ext.bandit.routes import make_router
 from promptscope_lib_ext.bandit.settings import SettingsRules
 from promptscope_lib_ext.bandit.ui import build_bandit_tab
@@ -31,6 +33,7 @@ from .guidance_script import TITLE as GUIDANCE_TITLE
 from .heatmaps_script import TITLE as HEATMAPS_TITLE
 from .webui_bits import add_options, option
 
+log = logging.getLogger("promptscope")
 OPT_DIR = "promptscope_bandit_dir"
 ENV_DIR = "PROMPTSCOPE_BANDIT_DIR"  # overrides the setting (read at every call, like the setting)
 TAB_ID = "promptscope_bandit"
@@ -160,12 +163,40 @@ def run_jobs(requests: list[GenerationRequest], progress: Any = None) -> list[An
     return host.run_jobs([with_features(r) for r in requests], progress)
 
 
+def images_dir() -> Path:
+    return provider.data_dir() / "images"
+
+
+generate = host_generator(run_jobs, GenerationRequest, images_dir)
+
+
+def background_generate(jobs: list[Any], progress: Any = None) -> list[Any]:
+    """A queued image through A1111's pipeline from the queue's thread, as `wrap_gradio_gpu_call` runs a click:
+    under the queue lock (one generation at a time with the user's own txt2img) and inside A1111's job state
+    (Interrupt stops it; the flags are reset afterwards as A1111's wrapper does)."""
+    with call_queue.queue_lock:
+        shared.state.begin(job="promptscope_queue")
+        try:
+            return generate(jobs, progress)
+        finally:
+            shared.state.end()
+            shared.state.interrupted = shared.state.skipped = False
+            shared.state.stopping_generation = False
+
+
+def interrupt() -> None:
+    shared.state.interrupt()
+
+
+# Generate ahead: queues run in the background through this WebUI (and the session's worker WebUIs).
+runner = QueueRunner(provider, background_generate, images_dir, interrupt)
+
+
 def build_blocks() -> gr.Blocks:
     global current_tab
-    generate = host_generator(run_jobs, GenerationRequest, lambda: provider.data_dir() / "images")
     with gr.Blocks(analytics_enabled=False) as blocks:
         current_tab = build_bandit_tab(
-            provider, generate, lambda: shared.state.interrupt(), provider.data_dir, ELEM_PREFIX, _wrap_run
+            provider, generate, interrupt, provider.data_dir, ELEM_PREFIX, _wrap_run, queue_runner=runner
         )
     return blocks
 
@@ -178,8 +209,13 @@ def on_app_started(_demo: Any, app: Any) -> None:
     def allowed_roots() -> list[Path]:
         return [outputs_root()]
 
-    app.include_router(make_router(provider, allowed_roots))
+    app.include_router(make_router(provider, allowed_roots, runner=runner))
+    try:
+        runner.resume_all()  # queues left unfinished by the last run (or by a UI reload)
+    except Exception:  # an unusable data folder: the tab and the routes say why
+        log.exception("PromptScope: could not resume the seed-bandit queues")
 
 
 def on_unloaded() -> None:
+    runner.close()  # background threads joined, claims given back; the queues resume at the next start
     provider.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -70,8 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     for hook in getattr(demo, "promptscope_app_hooks", []):  # e.g. HTTP routes, as A1111's on_app_started
         hook(demo, app)
     print(f"PromptScope app on http://{args.host}:{args.port}/ (model {host.model_name})", flush=True)
-    demo.block_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill`: stop as on Ctrl+C (threads joined)
+    try:
+        demo.block_thread()  # returns on Ctrl+C (it closes the server)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for hook in getattr(demo, "promptscope_close_hooks", []):
+            try:
+                hook()
+            except Exception:
+                logging.getLogger("promptscope").exception("PromptScope: closing failed")
+        if getattr(demo, "server", None) is not None:
+            demo.server.close()
     return 0
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..bandit.hosting import HEATMAP_CAPTION, ServiceProvider, host_generator
+from ..bandit.queue import QueueRunner
 from ..bandit.routes import make_router
 from ..bandit.settings import BASE_KEYS, SettingsRules
 from ..bandit.ui import build_bandit_tab
@@ -18,6 +20,7 @@ from ..seam import GenerationRequest
 from ..toyworld.host import IMAGE_SIZE, SAMPLER_NAMES
 from .panels import PanelRegistry, TabContext
 
+log = logging.getLogger("promptscope")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO / "outputs" / "promptscope-bandit"
 ELEM_PREFIX = "ps_bandit"
@@ -94,13 +97,29 @@ def build(ctx: TabContext) -> None:
             requests, progress, features=lambda r: [*guidance, *heat.features(r)], postprocess=heat.postprocess
         )
 
-    generate = host_generator(run_jobs, GenerationRequest, lambda: provider.data_dir() / "images")
-    build_bandit_tab(provider, generate, host.interrupt, provider.data_dir, ELEM_PREFIX, display_size=256)
+    images_dir = lambda: provider.data_dir() / "images"  # noqa: E731
+    generate = host_generator(run_jobs, GenerationRequest, images_dir)
+    # Queued images are generated in the background on the toy host (its lock serialises them with the page's
+    # own generations) and by the session's worker WebUIs.
+    runner = QueueRunner(provider, generate, images_dir, host.interrupt)
+    build_bandit_tab(provider, generate, host.interrupt, provider.data_dir, ELEM_PREFIX, display_size=256,
+                     queue_runner=runner)  # fmt: skip
     hooks = getattr(ctx, "app_hooks", None)
     if hooks is not None:
         outdir = getattr(host, "outdir", None)
-        router = make_router(provider, allowed_roots=lambda: [outdir] if outdir is not None else [])
-        hooks.append(lambda _demo, app: app.include_router(router))
+        router = make_router(provider, allowed_roots=lambda: [outdir] if outdir is not None else [], runner=runner)
+
+        def started(_demo: Any, app: Any) -> None:
+            app.include_router(router)
+            try:
+                runner.resume_all()  # queues a previous run left unfinished
+            except Exception:  # an unusable data folder: the tab and routes say why
+                log.exception("PromptScope: could not resume the seed-bandit queues")
+
+        hooks.append(started)
+    closing = getattr(ctx, "close_hooks", None)
+    if closing is not None:
+        closing.append(lambda: (runner.close(), provider.close()))
 
 
 def register(registry: PanelRegistry) -> None:

@@ -56,6 +56,8 @@ class TabContext:
     data_dir: Any = None  # the app's --data-dir (None: the feature's default folder)
     # callables (demo, app) run once the server is up, e.g. to mount HTTP routes on the FastAPI `app`
     app_hooks: list[Callable[[Any, Any], None]] = field(default_factory=list)
+    # callables run when the app stops (background threads joined, stores closed)
+    close_hooks: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass

@@ -62,12 +62,17 @@ def _status(processed: ToyProcessed | None, error: str | None = None) -> str:
 
 
 def build_app(host: ToyHost, registry: PanelRegistry | None = None, data_dir: Any = None) -> gr.Blocks:
-    """The page; tabs' `app_hooks` are left on `demo.promptscope_app_hooks` for `main` to run after launch."""
+    """The page; tabs' `app_hooks` are left on `demo.promptscope_app_hooks` for `main` to run after launch, their
+    `close_hooks` on `demo.promptscope_close_hooks` for when it stops."""
     from .page_scripts import install as install_page_scripts
 
     registry = discover() if registry is None else registry
     install_page_scripts()  # the repository's javascript/*.js (keyboard shortcuts), as A1111 loads them
-    app_hooks: list[Any] = []
+    from .sdapi import make_router as sdapi_router
+
+    # A worker WebUI's API subset (POST /sdapi/v1/txt2img), so this app can be a seed-bandit worker.
+    app_hooks: list[Any] = [lambda _demo, app: app.include_router(sdapi_router(host))]
+    close_hooks: list[Any] = []
     with gr.Blocks(title="PromptScope", theme=offline_theme(), css=CSS, analytics_enabled=False) as demo:
         gr.Markdown(f"## PromptScope · standalone app · model `{host.model_name}`")
         with gr.Tabs():
@@ -76,11 +81,13 @@ def build_app(host: ToyHost, registry: PanelRegistry | None = None, data_dir: An
             for reg in registry.of_kind("tab"):
                 with gr.Tab(reg.title, id=f"ps_tab_{reg.name}"):
                     try:
-                        reg.build(TabContext(host=host, data_dir=data_dir, app_hooks=app_hooks))
+                        ctx = TabContext(host=host, data_dir=data_dir, app_hooks=app_hooks, close_hooks=close_hooks)
+                        reg.build(ctx)
                     except Exception:
                         log.exception("PromptScope: tab %s failed to build", reg.name)
                         gr.Markdown(f"The {html.escape(reg.title)} tab failed to load; see the console.")
     demo.promptscope_app_hooks = app_hooks
+    demo.promptscope_close_hooks = close_hooks
     return demo
 
 

@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover
     from typing import Literal
 
 from .hosting import ServiceProvider
-from .service import BanditService
+from .queue import QueueConflictError, QueueRunner
+from .service import MAX_ROUND, BanditService
 from .store import DB_FILENAME, NotFoundError, StoreError, unacknowledged_backups
 
 PREFIX = "/promptscope/v1/bandit"
@@ -143,12 +144,38 @@ class MarkRestIn(_Body):
     rater: StrictStr = Field("", max_length=100)
 
 
+Mode = Literal["more_good", "find_best", "uniform"]
+
+
+class QueueIn(_Body):
+    images: StrictInt
+    local: StrictBool = True  # this WebUI generates too (besides the session's workers)
+    mode: Mode | None = None
+    shared_seeds: StrictBool | None = None
+
+
+class RoundIn(_Body):
+    k: StrictInt | None = None  # default: the session's round size
+    local: StrictBool = True
+    mode: Mode | None = None
+    shared_seeds: StrictBool | None = None
+
+
+class WorkerIn(_Body):
+    url: StrictStr = Field(..., min_length=1, max_length=2000)
+    username: StrictStr | None = Field(None, max_length=500)
+    password: StrictStr | None = Field(None, max_length=500)
+
+
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a service call, mapping its errors to HTTP: unknown id 404, bad value 422, unusable store 503."""
+    """Run a service call, mapping its errors to HTTP: unknown id 404, conflict 409, bad value 422, unusable store
+    503."""
     try:
         return fn(*args, **kwargs)
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
+    except QueueConflictError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     except StoreError as exc:
@@ -211,10 +238,12 @@ def make_router(
     service_factory: Callable[[], BanditService],
     allowed_roots: Callable[[], Sequence[os.PathLike]] = lambda: (),
     prefix: str = PREFIX,
+    runner: QueueRunner | None = None,
 ) -> APIRouter:
     """Routes under `prefix`. `service_factory()` returns the shared service (it may raise ValueError/StoreError
     when the data folder is unusable: 422/503). `allowed_roots()` lists folders besides the data folder that image
-    files may be served from (the host's output folders)."""
+    files may be served from (the host's output folders). `runner`: the host's queue runner (rounds, queues and
+    workers routes; 501 without one)."""
     router = APIRouter(prefix=prefix, tags=["PromptScope seed bandit"], dependencies=[Depends(same_origin_only)])
 
     def svc() -> BanditService:
@@ -319,6 +348,58 @@ def make_router(
         if not path.is_file():
             raise HTTPException(status_code=404, detail=f"image {image_id}'s file is missing")
         return FileResponse(str(path))
+
+    def queues() -> QueueRunner:
+        if runner is None:
+            raise HTTPException(status_code=501, detail="this host runs no generation queue")
+        _call(service_factory)  # the store's state (503 while a damaged database is unacknowledged)
+        return runner
+
+    @router.post("/sessions/{session_id}/queue", status_code=202)
+    def start_queue(session_id: int, body: QueueIn) -> dict[str, Any]:
+        """Queue N images; they are generated in the background (watch with GET /queues/{id})."""
+        return _call(queues().start, session_id, body.images, body.local, body.mode, body.shared_seeds)
+
+    @router.post("/sessions/{session_id}/rounds", status_code=202)
+    def start_round(session_id: int, body: RoundIn | None = None) -> dict[str, Any]:
+        """One round (k images, default the session's round size) as a queue, generated in the background."""
+        body = body or RoundIn()
+        k = body.k if body.k is not None else _call(svc().get_session, session_id)["options"]["round_size"]
+        if not 1 <= k <= MAX_ROUND:
+            raise HTTPException(status_code=422, detail=f"k must be an integer from 1 to {MAX_ROUND}, got {k}")
+        return _call(queues().start, session_id, k, body.local, body.mode, body.shared_seeds)
+
+    @router.get("/sessions/{session_id}/queues")
+    def list_queues(session_id: int) -> list[dict[str, Any]]:
+        return _call(queues().queues, session_id)
+
+    @router.get("/queues/{queue_id}")
+    def get_queue(queue_id: int) -> dict[str, Any]:
+        """Counts by state, remaining, images per minute and ETA (while it runs here), executors, failed jobs."""
+        return _call(queues().status, queue_id)
+
+    @router.post("/queues/{queue_id}/cancel")
+    def cancel_queue(queue_id: int) -> dict[str, Any]:
+        return _call(queues().cancel, queue_id)
+
+    @router.get("/sessions/{session_id}/workers")
+    def list_workers(session_id: int) -> list[dict[str, Any]]:
+        """The session's worker WebUIs: done, errors, last error; while a queue runs, live status and speed."""
+        return _call(queues().workers, session_id)
+
+    @router.post("/sessions/{session_id}/workers", status_code=201)
+    def add_worker(session_id: int, body: WorkerIn) -> dict[str, Any]:
+        return _call(queues().add_worker, session_id, body.url, body.username, body.password)
+
+    @router.delete("/workers/{worker_id}")
+    def remove_worker(worker_id: int) -> dict[str, Any]:
+        return _call(queues().remove_worker, worker_id)
+
+    @router.get("/sessions/{session_id}/next-image")
+    def next_image(session_id: int, rater: str = Query("", max_length=100)) -> dict[str, Any]:
+        """`rater`'s next image to rate in the backlog (see README: most to learn first, newest posterior first)."""
+        image, pending = _call(svc().next_to_rate, session_id, rater)
+        return {"image": image, "pending": pending}
 
     def provider() -> ServiceProvider:
         if not isinstance(service_factory, ServiceProvider):

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import export as _export
 from .betafn import beta_pdf
-from .policy import MODES, ArmBelief, PolicyArm, plan_round
+from .policy import MODES, ArmBelief, PolicyArm, choose_arms, plan_round
 from .posterior import (
     UNIFORM_PRIOR,
     Observation,
@@ -480,6 +480,15 @@ class BanditService:
         self, session_id: int, k: int | None = None, mode: str | None = None, shared_seeds: bool | None = None
     ) -> list[Job]:
         """Choose the next round's images (arms, seeds, slot options) and record the round."""
+        session, by_id, planned, mode, k, shared = self.plan_images(session_id, k, mode, shared_seeds)
+        rnd = self.store.create_round(session["id"], mode, k, shared)
+        return self.jobs_of_round(session, by_id, planned, rnd)
+
+    def plan_images(
+        self, session_id: int, k: int | None = None, mode: str | None = None, shared_seeds: bool | None = None
+    ) -> tuple[dict[str, Any], dict[int, dict[str, Any]], list[Any], str, int, bool]:
+        """The policy's next k images over the current posterior (pending images are not ratings), nothing
+        recorded: (session, active arms by id, [PlannedImage], mode, k, shared_seeds)."""
         m = self._model(session_id)
         session, opts = m["session"], m["session"]["options"]
         k = opts["round_size"] if k is None else k
@@ -509,8 +518,13 @@ class BanditService:
         parms = [PolicyArm(a["id"], m["slot_models"].get(a["id"])) for a in active]
         with self._rng_lock:
             planned = plan_round(parms, beliefs, k, mode, self._rng, shared)
-        rnd = self.store.create_round(session["id"], mode, k, shared)
-        by_id = {a["id"]: a for a in active}
+        return session, {a["id"]: a for a in active}, planned, mode, k, shared
+
+    @staticmethod
+    def jobs_of_round(
+        session: dict[str, Any], by_id: dict[int, dict[str, Any]], planned: Sequence[Any], rnd: dict[str, Any]
+    ) -> list[Job]:
+        """The Jobs of a recorded round (prompts expanded, settings merged, infotext keys)."""
         jobs = []
         for i, p in enumerate(planned):
             arm = by_id[p.arm_id]
@@ -692,6 +706,31 @@ class BanditService:
             rating,
             _rater(rater),
         )
+
+    def next_to_rate(self, session_id: int, rater: str = "") -> tuple[dict[str, Any] | None, int]:
+        """The backlog's next image for `rater` to rate, and how many are pending for them in the session.
+
+        The rule (most to learn first, newest posterior first): among the arms that have pending images, the
+        session's own sampling rule picks one arm from the posterior *as it is now* (Thompson in "more good
+        images", top-two in "find the best", the arm with the fewest rated images in "uniform"), i.e. the arm the
+        bandit would generate next if it could do so instantly; of that arm's pending images the newest (planned
+        from the newest posterior) is shown. Each rating updates the posterior, so the next pick uses it."""
+        m = self._model(session_id)
+        rater = _rater(rater)
+        by_arm = self.store.pending_by_arm(m["session"]["id"], rater)
+        if not by_arm:
+            return None, 0
+        arm_ids = sorted(by_arm)
+        prior, counts, mode = m["prior"], m["counts"], m["session"]["options"]["mode"]
+        beliefs = [
+            ArmBelief(prior.alpha + counts[a].successes, prior.beta + counts[a].failures,
+                      int(round(counts[a].successes + counts[a].failures)), counts[a].successes, counts[a].failures)
+            if a in counts else ArmBelief()
+            for a in arm_ids
+        ]  # fmt: skip
+        with self._rng_lock:
+            pick = int(choose_arms(beliefs, 1, mode, self._rng)[0]) if len(arm_ids) > 1 else 0
+        return self.store.get_image(by_arm[arm_ids[pick]][0], rater), sum(n for _, n in by_arm.values())
 
     def get_image(self, image_id: int, rater: str = "") -> dict[str, Any]:
         """One image with `rater`'s current rating, every rater's (`ratings`), session, arm, round, seed, path,

@@ -48,10 +48,64 @@ CHECKPOINT_SECONDS = 2.0
 RATING_VALUES = ("like", "dislike", "skip")
 _EVENT_VALUES = (*RATING_VALUES, "pending")  # 'pending' only comes from an undo back to "not rated"
 
+# The generate-ahead queue (queue.py), one self-contained migration step: queues of N images, their planned jobs
+# (claimed by one executor at a time; `image_id` is set in the same transaction that records the image, so a job
+# has at most one image), and the session's worker WebUIs with their persisted counts.
+_QUEUE_STEP: tuple[str, ...] = (
+    """CREATE TABLE queues (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        total INTEGER NOT NULL,
+        mode TEXT,
+        shared_seeds INTEGER,
+        use_local INTEGER NOT NULL DEFAULT 1,
+        state TEXT NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'cancelled', 'done')),
+        created REAL NOT NULL,
+        finished REAL,
+        owner TEXT,
+        heartbeat REAL)""",
+    "CREATE INDEX queues_session ON queues(session_id)",
+    """CREATE TABLE queue_jobs (
+        id INTEGER PRIMARY KEY,
+        queue_id INTEGER NOT NULL REFERENCES queues(id),
+        round_id INTEGER NOT NULL REFERENCES rounds(id),
+        idx INTEGER NOT NULL,
+        arm_id INTEGER NOT NULL REFERENCES arms(id),
+        seed INTEGER NOT NULL,
+        prompt TEXT NOT NULL,
+        negative TEXT NOT NULL DEFAULT '',
+        settings TEXT NOT NULL DEFAULT '{}',
+        slot_choices TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'claimed', 'done', 'failed', 'cancelled')),
+        claim TEXT,
+        worker TEXT,
+        claimed_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        image_id INTEGER UNIQUE REFERENCES images(id),
+        finished REAL)""",
+    "CREATE INDEX queue_jobs_state ON queue_jobs(queue_id, state, id)",
+    """CREATE TABLE workers (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        url TEXT NOT NULL,
+        username TEXT,
+        password TEXT,
+        created REAL NOT NULL,
+        removed INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at REAL)""",
+    "CREATE INDEX workers_session ON workers(session_id)",
+)
+QUEUE_JOB_STATES = ("pending", "claimed", "done", "failed", "cancelled")
+
 # Schema history. Version 1 is the minimal schema; version 2 added arm versions (parent_id, updated) and the
 # undo bookkeeping on rating events (undoes, batch, client); version 3 the current-rating table; version 4 the
-# images' attachments; the raters' step (ratings.rater, rater_state) the current rating per (image, rater). Never
-# edit a released step: append a new one.
+# images' attachments; the raters' step (ratings.rater, rater_state) the current rating per (image, rater);
+# then the generate-ahead queue (`_QUEUE_STEP`). Never edit a released step: append a new one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE sessions (
@@ -149,6 +203,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
              VALUES (NEW.image_id, NEW.rater, NEW.value, NEW.created, NEW.id);
            END""",
     ),
+    6: _QUEUE_STEP,  # the generate-ahead queue and worker WebUIs (defined above)
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -315,6 +370,7 @@ class _Checkpointer:
             self._thread.join()
 
 
+_JOB_SELECT = "SELECT j.*, r.number AS round_number, r.session_id FROM queue_jobs j JOIN rounds r ON r.id = j.round_id"
 # The current rating of an image for one rater (bound as the first parameter): 'pending' if they have none.
 _STATE_JOIN = "LEFT JOIN rater_state s ON s.image_id = i.id AND s.rater = ?"
 _CURRENT = "COALESCE(s.value, 'pending')"
@@ -640,9 +696,11 @@ class Store:
         path: str,
         sha256: str,
         attachments: Sequence[dict[str, str]] = (),
+        _conn: sqlite3.Connection | None = None,
     ) -> int:
-        """`attachments`: [{"path", "caption"}, …] of images the host attached to this one (heatmap grids)."""
-        with self._write() as conn:
+        """`attachments`: [{"path", "caption"}, …] of images the host attached to this one (heatmap grids).
+        `_conn`: inside a caller's transaction (the queue records an image and completes its job together)."""
+        with contextlib.nullcontext(_conn) if _conn is not None else self._write() as conn:
             cur = conn.execute(
                 """INSERT INTO images (session_id, arm_id, round_id, seed, prompt, negative, slot_choices, path,
                                        sha256, created, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -719,6 +777,15 @@ class Store:
         if rating == "disagree":
             rows = [r for r in rows if {"like", "dislike"} <= set(r["ratings"].values())]
         return rows
+
+    def pending_by_arm(self, session_id: int, rater: str = "") -> dict[int, tuple[int, int]]:
+        """Per arm with images `rater` has not rated: (its newest pending image id, how many are pending)."""
+        rows = self._all(
+            f"""SELECT i.arm_id, MAX(i.id) AS newest, COUNT(*) AS n FROM images i {_STATE_JOIN}
+                WHERE i.session_id = ? AND {_CURRENT} = 'pending' GROUP BY i.arm_id""",
+            (rater, session_id),
+        )
+        return {r["arm_id"]: (r["newest"], r["n"]) for r in rows}
 
     def image_counts(self, session_id: int) -> dict[int, int]:
         """Images generated per arm (rated or not)."""
@@ -905,3 +972,263 @@ class Store:
                FROM ratings r JOIN images i ON i.id = r.image_id WHERE i.session_id = ? ORDER BY r.id""",
             (session_id,),
         )
+
+    # ---- generate-ahead queue (queue.py) -----------------------------------------------------------------------
+    # A job is 'pending' → 'claimed' (one executor, a random claim token) → 'done' (its image recorded in the same
+    # transaction) | back to 'pending' (the executor failed; 'failed' after too many attempts) | 'cancelled'.
+    # A queue is run by one owner at a time (a process; `take_queue`), which keeps `heartbeat` fresh.
+    @staticmethod
+    def _queue_job_out(row: dict[str, Any]) -> dict[str, Any]:
+        row["settings"] = json.loads(row["settings"])
+        row["slot_choices"] = json.loads(row["slot_choices"])
+        return row
+
+    def create_queue(
+        self, session_id: int, total: int, mode: str | None, shared_seeds: bool | None, use_local: bool
+    ) -> int:
+        self.get_session(session_id)
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO queues (session_id, total, mode, shared_seeds, use_local, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, int(total), mode, None if shared_seeds is None else int(shared_seeds), int(use_local),
+                 self.clock()),
+            )  # fmt: skip
+            return int(cur.lastrowid)
+
+    def get_queue(self, queue_id: int) -> dict[str, Any]:
+        """The queue with its jobs counted by state (`planned`: all its jobs)."""
+        row = self._one("SELECT * FROM queues WHERE id = ?", (queue_id,))
+        if row is None:
+            raise NotFoundError(f"no queue with id {queue_id}")
+        counts = dict.fromkeys(QUEUE_JOB_STATES, 0)
+        sql = "SELECT state, COUNT(*) AS n FROM queue_jobs WHERE queue_id = ? GROUP BY state"
+        for r in self._all(sql, (queue_id,)):
+            counts[r["state"]] = r["n"]
+        row["counts"] = counts
+        row["planned"] = sum(counts.values())
+        row["use_local"] = bool(row["use_local"])
+        row["shared_seeds"] = None if row["shared_seeds"] is None else bool(row["shared_seeds"])
+        return row
+
+    def list_queues(self, session_id: int | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT id FROM queues WHERE 1 = 1", []
+        if session_id is not None:
+            sql, args = sql + " AND session_id = ?", [*args, session_id]
+        if state is not None:
+            sql, args = sql + " AND state = ?", [*args, state]
+        return [self.get_queue(r["id"]) for r in self._all(sql + " ORDER BY id", args)]
+
+    def add_queue_batch(
+        self, queue_id: int, mode: str, shared_seeds: bool, jobs: Sequence[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """A new round holding `jobs` ({arm_id, seed, prompt, negative, settings, slot_choices}) of a running
+        queue, all in one transaction; None (nothing written) if the queue is no longer running or would exceed
+        its total. Returns the round."""
+        with self._write() as conn:
+            q = conn.execute("SELECT session_id, total, state FROM queues WHERE id = ?", (queue_id,)).fetchone()
+            if q is None:
+                raise NotFoundError(f"no queue with id {queue_id}")
+            planned = conn.execute("SELECT COUNT(*) FROM queue_jobs WHERE queue_id = ?", (queue_id,)).fetchone()[0]
+            if q[2] != "running" or not jobs or planned + len(jobs) > q[1]:
+                return None
+            number = conn.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM rounds WHERE session_id = ?", (q[0],)
+            ).fetchone()[0]
+            round_id = conn.execute(
+                "INSERT INTO rounds (session_id, number, mode, k, shared_seeds, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (q[0], number, mode, len(jobs), int(shared_seeds), self.clock()),
+            ).lastrowid
+            conn.executemany(
+                """INSERT INTO queue_jobs (queue_id, round_id, idx, arm_id, seed, prompt, negative, settings,
+                                           slot_choices) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [(queue_id, round_id, i, j["arm_id"], int(j["seed"]), j["prompt"], j["negative"],
+                  json.dumps(j["settings"]), json.dumps(list(j["slot_choices"]))) for i, j in enumerate(jobs)],
+            )  # fmt: skip
+            return {"id": int(round_id), "session_id": q[0], "number": int(number), "mode": mode, "k": len(jobs),
+                    "shared_seeds": bool(shared_seeds)}  # fmt: skip
+
+    def get_queue_job(self, job_id: int) -> dict[str, Any]:
+        row = self._one(_JOB_SELECT + " WHERE j.id = ?", (job_id,))
+        if row is None:
+            raise NotFoundError(f"no queue job with id {job_id}")
+        return self._queue_job_out(row)
+
+    def list_queue_jobs(self, queue_id: int, state: str | None = None) -> list[dict[str, Any]]:
+        sql = _JOB_SELECT + " WHERE j.queue_id = ?"
+        args: list[Any] = [queue_id]
+        if state is not None:
+            sql, args = sql + " AND j.state = ?", [*args, state]
+        return [self._queue_job_out(r) for r in self._all(sql + " ORDER BY j.id", args)]
+
+    def claim_queue_job(self, queue_id: int, claim: str, worker: str) -> dict[str, Any] | None:
+        """Claim the oldest pending job of a running queue for `worker` (committed); None if there is none."""
+        with self._write() as conn:
+            state = conn.execute("SELECT state FROM queues WHERE id = ?", (queue_id,)).fetchone()
+            if state is None or state[0] != "running":
+                return None
+            row = conn.execute(
+                "SELECT id FROM queue_jobs WHERE queue_id = ? AND state = 'pending' ORDER BY id LIMIT 1", (queue_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                """UPDATE queue_jobs SET state = 'claimed', claim = ?, worker = ?, claimed_at = ?,
+                   attempts = attempts + 1 WHERE id = ?""",
+                (claim, worker, self.clock(), row[0]),
+            )
+        return self.get_queue_job(row[0])
+
+    def release_queue_job(
+        self, job_id: int, claim: str, error: str, max_attempts: int, count: bool = True
+    ) -> str | None:
+        """Give a claimed job back after its executor failed: 'pending' again, or 'failed' (with the error) once it
+        has had `max_attempts`. `count=False`: the failure was not the job's (a worker down, a shutdown), so this
+        attempt does not count. Returns the new state; None if the claim is not (or no longer) this one."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT attempts FROM queue_jobs WHERE id = ? AND state = 'claimed' AND claim = ?", (job_id, claim)
+            ).fetchone()
+            if row is None:
+                return None
+            attempts = row[0] if count else row[0] - 1
+            new = "failed" if attempts >= max_attempts else "pending"
+            conn.execute(
+                "UPDATE queue_jobs SET state = ?, claim = NULL, error = ?, attempts = ?, finished = ? WHERE id = ?",
+                (new, error, attempts, self.clock() if new == "failed" else None, job_id),
+            )
+            return new
+
+    def complete_queue_job(
+        self,
+        job_id: int,
+        claim: str,
+        path: str,
+        sha256: str,
+        attachments: Sequence[dict[str, str]] = (),
+        worker_id: int | None = None,
+    ) -> int | None:
+        """Record a claimed job's image and mark the job done, in ONE transaction: a crash leaves either both or
+        neither. Returns the image id; None (nothing written) if the job is not claimed with `claim`."""
+        with self._write() as conn:
+            job = conn.execute(
+                """SELECT j.arm_id, j.round_id, j.seed, j.prompt, j.negative, j.slot_choices, r.session_id
+                   FROM queue_jobs j JOIN rounds r ON r.id = j.round_id
+                   WHERE j.id = ? AND j.state = 'claimed' AND j.claim = ?""",
+                (job_id, claim),
+            ).fetchone()
+            if job is None:
+                return None
+            arm_id, round_id, seed, prompt, negative, slots, session_id = job
+            image_id = self.add_image(session_id, arm_id, round_id, seed, prompt, negative, json.loads(slots), path,
+                                      sha256, attachments, _conn=conn)  # fmt: skip
+            conn.execute(
+                "UPDATE queue_jobs SET state = 'done', image_id = ?, claim = NULL, finished = ? WHERE id = ?",
+                (image_id, self.clock(), job_id),
+            )
+            if worker_id is not None:
+                conn.execute("UPDATE workers SET done = done + 1 WHERE id = ?", (worker_id,))
+            return image_id
+
+    def take_queue(self, queue_id: int, owner: str, lease_seconds: float, owner_gone: Callable[[str], bool]) -> bool:
+        """Become the queue's runner if it is running and unowned, owned by us, or its owner is gone (`owner_gone`)
+        or silent for `lease_seconds`. Taking it from another owner gives that owner's claimed jobs back."""
+        with self._write() as conn:
+            row = conn.execute("SELECT state, owner, heartbeat FROM queues WHERE id = ?", (queue_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no queue with id {queue_id}")
+            state, current, beat = row
+            now = self.clock()
+            if state != "running":
+                return False
+            free = current is None or current == owner or owner_gone(current) or (beat or 0) < now - lease_seconds
+            if not free:
+                return False
+            if current != owner:
+                conn.execute(
+                    "UPDATE queue_jobs SET state = 'pending', claim = NULL WHERE queue_id = ? AND state = 'claimed'",
+                    (queue_id,),
+                )
+            conn.execute("UPDATE queues SET owner = ?, heartbeat = ? WHERE id = ?", (owner, now, queue_id))
+            return True
+
+    def queue_heartbeat(self, queue_id: int, owner: str) -> bool:
+        """Keep our ownership fresh; False if another owner took the queue (or it stopped running)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE queues SET heartbeat = ? WHERE id = ? AND owner = ? AND state = 'running'",
+                (self.clock(), queue_id, owner),
+            )
+            return cur.rowcount == 1
+
+    def release_queue(self, queue_id: int, owner: str) -> None:
+        """The owner stops running the queue (it stays 'running' for the next start): its claims go back."""
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM queues WHERE id = ? AND owner = ?", (queue_id, owner)).fetchone():
+                conn.execute(
+                    "UPDATE queue_jobs SET state = 'pending', claim = NULL WHERE queue_id = ? AND state = 'claimed'",
+                    (queue_id,),
+                )
+                conn.execute("UPDATE queues SET owner = NULL, heartbeat = NULL WHERE id = ?", (queue_id,))
+
+    def cancel_queue(self, queue_id: int) -> int:
+        """Stop a queue: its pending jobs become 'cancelled' (claimed ones may still finish). Returns how many."""
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM queues WHERE id = ?", (queue_id,)).fetchone() is None:
+                raise NotFoundError(f"no queue with id {queue_id}")
+            n = conn.execute(
+                "UPDATE queue_jobs SET state = 'cancelled', finished = ? WHERE queue_id = ? AND state = 'pending'",
+                (self.clock(), queue_id),
+            ).rowcount
+            conn.execute(
+                "UPDATE queues SET state = 'cancelled', finished = COALESCE(finished, ?) WHERE id = ? "
+                "AND state = 'running'",
+                (self.clock(), queue_id),
+            )
+            return n
+
+    def finish_queue(self, queue_id: int) -> bool:
+        """Mark a running queue 'done' if every job is planned and none is pending or claimed."""
+        with self._write() as conn:
+            cur = conn.execute(
+                """UPDATE queues SET state = 'done', finished = ? WHERE id = ? AND state = 'running'
+                   AND (SELECT COUNT(*) FROM queue_jobs WHERE queue_id = queues.id) >= total
+                   AND NOT EXISTS (SELECT 1 FROM queue_jobs WHERE queue_id = queues.id
+                                   AND state IN ('pending', 'claimed'))""",
+                (self.clock(), queue_id),
+            )
+            return cur.rowcount == 1
+
+    # ---- worker WebUIs ------------------------------------------------------------------------------------------
+    def add_worker(self, session_id: int, url: str, username: str | None, password: str | None) -> int:
+        self.get_session(session_id)
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO workers (session_id, url, username, password, created) VALUES (?, ?, ?, ?, ?)",
+                (session_id, url, username, password, self.clock()),
+            )
+            return int(cur.lastrowid)
+
+    def get_worker(self, worker_id: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM workers WHERE id = ?", (worker_id,))
+        if row is None:
+            raise NotFoundError(f"no worker with id {worker_id}")
+        row["removed"] = bool(row["removed"])
+        return row
+
+    def list_workers(self, session_id: int, include_removed: bool = False) -> list[dict[str, Any]]:
+        self.get_session(session_id)
+        sql = "SELECT id FROM workers WHERE session_id = ?" + ("" if include_removed else " AND removed = 0")
+        return [self.get_worker(r["id"]) for r in self._all(sql + " ORDER BY id", (session_id,))]
+
+    def remove_worker(self, worker_id: int) -> None:
+        self.get_worker(worker_id)
+        with self._write() as conn:
+            conn.execute("UPDATE workers SET removed = 1 WHERE id = ?", (worker_id,))
+
+    def worker_error(self, worker_id: int, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE workers SET errors = errors + 1, last_error = ?, last_error_at = ? WHERE id = ?",
+                (error[:2000], self.clock(), worker_id),
+            )

@@ -147,7 +147,11 @@ class BanditTab:
         data_dir: Callable[[], Path] | str | os.PathLike,
         elem_prefix: str = "ps_bandit",
         display_size: int = 384,
+        queue_runner: Any = None,
     ):
+        from .ui_queue import QueuePanel
+
+        self.queue = QueuePanel(self, queue_runner)  # "Generate ahead" (queue, workers); ui_queue.py
         self.service_factory = service_factory
         self.generate_fn = generate_fn
         self.interrupt_fn = interrupt_fn
@@ -215,21 +219,16 @@ class BanditTab:
         self, sid: int, round_id: int | None = None, after: int | None = None, rater: str = ""
     ) -> tuple[dict | None, int]:
         """The next image for `rater` to rate and how many are left: the first image pending for them after `after`
-        in the round (else the round's first); when the round is done, the latest round that still has images
-        pending for them. Only the round's rows are read in the common case, so a rating costs the same in a
-        session of any size."""
+        in the round (else the round's first); when the round is done, the backlog's next by `next_to_rate`.
+        Only the round's rows are read in the common case, so a rating costs the same in a session of any size."""
         svc = self.svc
         if round_id is not None:
             in_round = svc.images(sid, round_id=round_id, rating="pending", rater=rater)
             if in_round:
                 later = [i for i in in_round if after is not None and i["id"] > after]
                 return (later or in_round)[0], len(in_round)
-        pending = svc.images(sid, rating="pending", rater=rater)
-        if not pending:
-            return None, 0
-        latest_round = max(i["round_id"] or 0 for i in pending)
-        in_latest = [i for i in pending if (i["round_id"] or 0) == latest_round]
-        return in_latest[0], len(in_latest)
+        # the backlog (e.g. a queue's): most to learn first, newest posterior first
+        return svc.next_to_rate(sid, rater)
 
     # ---- view builders (plain values) ----------------------------------------------------------------------------
     def sessions_update(self, selected: int | None = None) -> dict:
@@ -910,6 +909,7 @@ class BanditTab:
             with gr.Row():
                 c["run"] = gr.Button("Generate round", variant="primary", elem_id=f"{p}_run")
                 c["interrupt"] = gr.Button("Interrupt", elem_id=f"{p}_interrupt")
+            self.queue.build()
             start = "Choose a session above." if sessions else "Create a session to start (under “New session”)."
             c["status"] = gr.HTML(_err(startup_error) if startup_error else _msg(start), elem_id=f"{p}_status")
             with gr.Row():
@@ -982,6 +982,7 @@ class BanditTab:
                     c["ex_stats"] = gr.Button("Export statistics (CSV + JSON)", elem_id=f"{p}_ex_stats")
                 c["ex_status"] = gr.HTML(elem_id=f"{p}_ex_status")
         self._wire(wrap_run)
+        self.queue.wire()
         return c
 
     def safe_export_root(self) -> Path | str:
@@ -1133,9 +1134,11 @@ def build_bandit_tab(
     elem_prefix: str = "ps_bandit",
     wrap_run: Callable[[Callable[..., Any], int], Callable[..., Any]] | None = None,
     display_size: int = 384,
+    queue_runner: Any = None,
 ) -> BanditTab:
     """Build the tab's components inside the current gradio Blocks/Tab context; returns the `BanditTab`
-    (its `c` maps names to components, its methods are the handlers)."""
-    tab = BanditTab(service_factory, generate_fn, interrupt_fn, data_dir, elem_prefix, display_size)
+    (its `c` maps names to components, its methods are the handlers). `queue_runner`: the host's QueueRunner
+    (the "Generate ahead" accordion works with it)."""
+    tab = BanditTab(service_factory, generate_fn, interrupt_fn, data_dir, elem_prefix, display_size, queue_runner)
     tab.build(wrap_run)
     return tab

@@ -183,3 +183,15 @@ def test_two_raters_with_different_tastes_are_each_recovered(tmp_path):
             plan = svc.plan_round(sid, k=60)
             assert sum(j.arm_id == favourite for j in plan) > 40, rater
             assert svc.stats(sid)["stop"]["leader_arm_id"] == favourite
+
+
+def test_the_backlog_is_each_raters_own(svc, tmp_path):
+    sid, _arms, images, _rid = _round(svc, tmp_path, n=4)
+    for iid in images[:3]:
+        svc.rate(iid, "like", rater="ann")
+    image, pending = svc.next_to_rate(sid, rater="ann")
+    assert image["id"] == images[3] and pending == 1
+    image, pending = svc.next_to_rate(sid, rater="ben")
+    assert image["id"] in images and pending == 4
+    svc.rate(images[3], "dislike", rater="ann")
+    assert svc.next_to_rate(sid, rater="ann") == (None, 0)

@@ -1,0 +1,337 @@
+"""Generate ahead with several worker WebUIs: throughput, and nothing lost or made twice when something dies.
+
+`python -m bench seed_bandit_scale [--quick]`:
+- `images_per_minute[n]` (best of 2 runs) and `scale_efficiency_n` (= rate with n workers / (n × rate with 1))
+  for 1, 2, 4, 8 simulated workers of fixed latency (`bench/_sim_worker.py`: HTTP servers on local ports that
+  sleep a fixed time and answer with a PNG), driven by the real queue (claims, SQLite records with
+  synchronous=FULL, PNG files);
+- `app_speedup_2`: images per minute with 2 real standalone-app worker processes (`python -m lib_ext.app`, the toy
+  model, CPU-bound) over 1; on a machine with few cores they compete for the CPU, so this shows the machine;
+- `lost_jobs_after_worker_kill`: a worker process killed with SIGKILL mid-queue (3 simulated worker processes);
+- `queue_resume_duplicates` (and `queue_resume_lost`): the host process killed with SIGKILL mid-queue, restarted,
+  the queue finished: images recorded or files written beyond one per job, and jobs never done.
+The host child is `python -m bench.seed_bandit_scale host DATA N URL,URL` (`--resume` to carry on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER_COUNTS = (1, 2, 4, 8)
+
+
+def _runner(data: Path, **kw: Any) -> tuple[Any, Any]:
+    from lib_ext.bandit.hosting import ServiceProvider
+    from lib_ext.bandit.queue import QueueRunner
+
+    provider = ServiceProvider(data, seed=0)
+    kw.setdefault("poll_seconds", 0.02)
+    kw.setdefault("backoff_scale", 0.1)
+    return provider, QueueRunner(provider, None, **kw)
+
+
+def _session(svc: Any, settings: dict | None = None, round_size: int = 8) -> int:
+    sid = svc.create_session("scale", settings or {"steps": 8}, round_size=round_size)["id"]
+    for prompt in ("a red circle", "a blue square", "a {red|green} triangle"):
+        svc.add_arm(sid, prompt)
+    return sid
+
+
+def _check(svc: Any, qid: int) -> dict[str, int]:
+    """Per queue: jobs not done (lost), images beyond one per job, image files beyond one per job."""
+    jobs = svc.store.list_queue_jobs(qid)
+    q = svc.store.get_queue(qid)
+    done = [j for j in jobs if j["state"] == "done"]
+    image_ids = [j["image_id"] for j in done]
+    sid = q["session_id"]
+    rounds = {j["round_id"] for j in jobs}
+    images = [i for i in svc.images(sid) if i["round_id"] in rounds]
+    folder = Path(svc.store.folder) / "images" / f"session_{sid}"
+    stems = Counter()
+    for f in folder.glob("r*.png"):
+        if "-heatmaps" not in f.name:
+            stems[f.name.rsplit("-", 1)[0] if f.stem.count("_") == 2 and "-" in f.stem else f.stem] += 1
+    files = sum(stems.values())
+    return {
+        "jobs": q["total"],
+        "done": len(done),
+        "lost": q["total"] - len(done),
+        "duplicate_images": len(images) - len(set(image_ids)),
+        "duplicate_files": files - len(stems),
+        "files": files,
+    }
+
+
+def scale(latency: float, per_worker: int, repeats: int = 2) -> dict[str, Any]:
+    """Images per minute with n simulated workers: the best of `repeats` runs (a shared machine's load only ever
+    slows a run down)."""
+    from bench._sim_worker import SimWorker
+
+    rates: dict[int, float] = {}
+    runs = [0] + [n for n in WORKER_COUNTS for _ in range(repeats)]  # 0: a warm-up (imports, first PNG)
+    with tempfile.TemporaryDirectory(prefix="ps-scale-") as tmp:
+        for r, n in enumerate(runs):
+            workers = [SimWorker(latency).start() for _ in range(max(n, 1))]
+            provider, runner = _runner(Path(tmp) / f"w{n}_{r}")
+            try:
+                svc = provider()
+                sid = _session(svc)
+                for w in workers:
+                    runner.add_worker(sid, w.url)
+                total = max(n, 1) * per_worker if n else 2
+                t0 = time.perf_counter()
+                q = runner.start(sid, total, use_local=False)
+                runner.wait(q["id"])
+                seconds = time.perf_counter() - t0
+                check = _check(svc, q["id"])
+                assert check["lost"] == 0 and check["duplicate_images"] == 0, check
+                if n:
+                    rates[n] = max(rates.get(n, 0.0), total / seconds * 60.0)
+            finally:
+                runner.close()
+                provider.close()
+                for w in workers:
+                    w.close()
+    ideal = 60.0 / latency
+    return {
+        "latency_s": latency,
+        "images_per_worker": per_worker,
+        "best_of": repeats,
+        "ideal_images_per_minute_per_worker": ideal,
+        "images_per_minute": {str(n): r for n, r in rates.items()},
+        **{f"scale_efficiency_{n}": rates[n] / (n * rates[1]) for n in WORKER_COUNTS if n > 1},
+        **{f"efficiency_vs_ideal_{n}": rates[n] / (n * ideal) for n in WORKER_COUNTS},
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], ready: str, timeout: float = 180) -> tuple[subprocess.Popen, list[str]]:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if ready in line:
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not seen.wait(timeout):
+        _stop(proc)
+        raise RuntimeError(f"{' '.join(args)} did not start: {''.join(lines[-20:])}")
+    return proc, lines
+
+
+def _stop(proc: subprocess.Popen, kill: bool = False) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _sim_process(latency: float) -> tuple[subprocess.Popen, str]:
+    proc, lines = _start(["-m", "bench._sim_worker", "--latency", str(latency)], "PORT ")
+    port = next(line.split()[1] for line in lines if line.startswith("PORT "))
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def app_speedup(per_worker: int, steps: int) -> dict[str, Any]:
+    """Images per minute with 1 and with 2 real app worker processes (each torch on 1 thread)."""
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="ps-app-") as tmp:
+        try:
+            urls = []
+            for _ in range(2):
+                port = _free_port()
+                proc, _ = _start(["-m", "lib_ext.app", "--port", str(port), "--threads", "1", "--data-dir",
+                                  str(Path(tmp) / f"app{port}")], "PromptScope app on")  # fmt: skip
+                procs.append(proc)
+                urls.append(f"http://127.0.0.1:{port}")
+            from lib_ext.bandit.workers import WorkerClient
+
+            for url in urls:  # warm-up (the model's first call), not timed
+                WorkerClient(url, timeout=120).txt2img("a red circle", "", 1, {"steps": steps})
+            rates = {}
+            for n in (1, 2):
+                provider, runner = _runner(Path(tmp) / f"host{n}")
+                try:
+                    svc = provider()
+                    sid = _session(svc, {"steps": steps})
+                    for url in urls[:n]:
+                        runner.add_worker(sid, url)
+                    total = max(n, 1) * per_worker if n else 2
+                    t0 = time.perf_counter()
+                    q = runner.start(sid, total, use_local=False)
+                    runner.wait(q["id"])
+                    seconds = time.perf_counter() - t0
+                    check = _check(svc, q["id"])
+                    assert check["lost"] == 0 and check["duplicate_images"] == 0, check
+                    rates[n] = total / seconds * 60.0
+                finally:
+                    runner.close()
+                    provider.close()
+        finally:
+            for proc in procs:
+                _stop(proc)
+    return {"app_steps": steps, "app_images_per_worker": per_worker, "cpu_count": os.cpu_count(),
+            "app_images_per_minute": {str(n): r for n, r in rates.items()},
+            "app_speedup_2": rates[2] / rates[1]}  # fmt: skip
+
+
+def worker_kill(total: int, latency: float) -> dict[str, Any]:
+    """3 simulated worker processes; one is killed with SIGKILL while the queue runs."""
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="ps-kill-") as tmp:
+        provider, runner = _runner(Path(tmp) / "data", request_timeout=30)
+        try:
+            urls = []
+            for _ in range(3):
+                proc, url = _sim_process(latency)
+                procs.append(proc)
+                urls.append(url)
+            svc = provider()
+            sid = _session(svc)
+            for url in urls:
+                runner.add_worker(sid, url)
+            q = runner.start(sid, total, use_local=False)
+            while svc.store.get_queue(q["id"])["counts"]["done"] < total // 4:
+                time.sleep(0.01)
+            in_flight = svc.store.get_queue(q["id"])["counts"]["claimed"]
+            _stop(procs[0], kill=True)
+            runner.wait(q["id"])
+            check = _check(svc, q["id"])
+            killed = next(w for w in runner.workers(sid) if w["url"] == urls[0])
+        finally:
+            runner.close()
+            provider.close()
+            for proc in procs:
+                _stop(proc)
+    return {"kill_jobs": total, "kill_in_flight_at_kill": in_flight, "killed_worker_errors": killed["errors"],
+            "lost_jobs_after_worker_kill": check["lost"],
+            "duplicates_after_worker_kill": check["duplicate_images"] + check["duplicate_files"]}  # fmt: skip
+
+
+def host_kill(total: int, latency: float) -> dict[str, Any]:
+    """The host process runs a queue over 2 simulated worker processes and is killed with SIGKILL mid-queue; a
+    new host process resumes the queue and finishes it."""
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="ps-resume-") as tmp:
+        data = Path(tmp) / "data"
+        try:
+            urls = []
+            for _ in range(2):
+                proc, url = _sim_process(latency)
+                procs.append(proc)
+                urls.append(url)
+            host, lines = _start(["-m", "bench.seed_bandit_scale", "host", str(data), str(total), ",".join(urls)],
+                                 "QUEUE ")  # fmt: skip
+            from lib_ext.bandit.store import Store
+
+            with Store(data, checkpoint_seconds=None) as store:
+                qid = int(next(line.split()[1] for line in lines if line.startswith("QUEUE ")))
+                while store.get_queue(qid)["counts"]["done"] < total // 3:
+                    time.sleep(0.01)
+                at_kill = store.get_queue(qid)["counts"]
+            _stop(host, kill=True)
+            resumed, lines = _start(["-m", "bench.seed_bandit_scale", "host", str(data), str(total), ",".join(urls),
+                                     "--resume"], "FINISHED", timeout=300)  # fmt: skip
+            _stop(resumed)
+            from lib_ext.bandit.service import BanditService
+
+            with BanditService(data) as svc:
+                check = _check(svc, qid)
+        finally:
+            for proc in procs:
+                _stop(proc)
+    return {"resume_jobs": total, "resume_done_at_kill": at_kill["done"], "resume_claimed_at_kill": at_kill["claimed"],
+            "queue_resume_duplicates": check["duplicate_images"] + check["duplicate_files"],
+            "queue_resume_lost": check["lost"]}  # fmt: skip
+
+
+def host_main(argv: list[str]) -> int:
+    """The host child: start (or `--resume`) a queue over the given worker URLs, print QUEUE <id>, wait for it."""
+    ap = argparse.ArgumentParser(prog="python -m bench.seed_bandit_scale host")
+    ap.add_argument("data")
+    ap.add_argument("images", type=int)
+    ap.add_argument("urls")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    provider, runner = _runner(Path(args.data), request_timeout=30)
+    try:
+        svc = provider()
+        if args.resume:
+            ids = runner.resume_all()
+            qid = ids[0]
+        else:
+            sid = _session(svc)
+            for url in args.urls.split(","):
+                runner.add_worker(sid, url)
+            qid = runner.start(sid, args.images, use_local=False)["id"]
+        print(f"QUEUE {qid}", flush=True)
+        runner.wait(qid)
+        print(f"FINISHED {qid}", flush=True)
+    finally:
+        runner.close()
+        provider.close()
+    return 0
+
+
+def main(quick: bool = False) -> dict[str, Any]:
+    if quick:
+        out = scale(latency=0.25, per_worker=8)
+        out.update(app_speedup(per_worker=4, steps=8))
+        out.update(worker_kill(total=24, latency=0.1))
+        out.update(host_kill(total=24, latency=0.1))
+    else:
+        out = scale(latency=0.5, per_worker=16)
+        out.update(app_speedup(per_worker=12, steps=20))
+        out.update(worker_kill(total=80, latency=0.2))
+        out.update(host_kill(total=80, latency=0.2))
+    out["quick"] = quick
+    print(f"{'workers':>8} {'images/min':>11} {'efficiency':>10}")
+    for n in WORKER_COUNTS:
+        eff = 1.0 if n == 1 else out[f"scale_efficiency_{n}"]
+        print(f"{n:>8} {out['images_per_minute'][str(n)]:>11.1f} {eff:>10.3f}")
+    print(f"ideal per worker: {out['ideal_images_per_minute_per_worker']:.1f}/min (latency {out['latency_s']} s)")
+    app = out["app_images_per_minute"]
+    print(f"app workers ({out['cpu_count']} CPUs): 1 → {app['1']:.1f}/min, 2 → {app['2']:.1f}/min, "
+          f"speed-up {out['app_speedup_2']:.2f}")  # fmt: skip
+    print(
+        f"worker killed mid-queue: lost {out['lost_jobs_after_worker_kill']}, "
+        f"duplicates {out['duplicates_after_worker_kill']} ({out['kill_in_flight_at_kill']} in flight)"
+    )
+    print(
+        f"host killed mid-queue and resumed: duplicates {out['queue_resume_duplicates']}, "
+        f"lost {out['queue_resume_lost']} ({out['resume_claimed_at_kill']} claimed at the kill)"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "host":
+        sys.exit(host_main(sys.argv[2:]))
+    print("usage: python -m bench seed_bandit_scale [--quick]", file=sys.stderr)
+    sys.exit(2)
