@@ -7,30 +7,7 @@ import numpy as np
 import pytest
 
 from lib_ext.bandit.service import BanditService, ImageResult, NotFoundError
-
-
-class Clock:
-    def __init__(self):
-        self.t = 1_700_000_000.0
-
-    def __call__(self):
-        self.t += 0.5
-        return self.t
-
-
-def fake_generator(folder: Path, limit: int | None = None):
-    """Writes one small file per job, as the host's job runner would write a PNG."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def generate(jobs):
-        out = []
-        for job in jobs[:limit]:
-            path = folder / f"r{job.round_number}_{job.index}_{job.seed}.png"
-            path.write_bytes(f"{job.prompt}|{job.seed}".encode())
-            out.append(ImageResult(job, str(path)))
-        return out
-
-    return generate
+from tests.unit.bandit.fakes import Clock, fake_generator
 
 
 @pytest.fixture

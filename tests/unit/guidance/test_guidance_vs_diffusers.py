@@ -12,11 +12,8 @@ call per step with the schedulers used here).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import textwrap
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +24,7 @@ from lib_ext.guidance.settings import GuidanceSettings
 from lib_ext.guidance.state import GuidanceState
 from lib_ext.guidance.step import GuidanceStep
 from lib_ext.guidance.tree import SegaParams, StepCount
+from tests.peer_source import peer_source as read_peer
 
 ENV = "PROMPTSCOPE_DIFFUSERS"
 PIPELINE = "src/diffusers/pipelines/deprecated/semantic_stable_diffusion/pipeline_semantic_stable_diffusion.py"
@@ -34,16 +32,7 @@ SHAPE = (4, 8, 8)
 
 
 def peer_source(path: str) -> str:
-    root = os.environ.get(ENV)
-    if not root:
-        pytest.skip(f"{ENV} is not set (a checkout of huggingface/diffusers)")
-    file = Path(root) / path
-    if file.is_file():
-        return file.read_text(encoding="utf-8")
-    out = subprocess.run(["git", "-C", root, "show", f"HEAD:{path}"], capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        pytest.fail(f"{ENV}={root} holds no {path}: {out.stderr.strip()}")
-    return out.stdout
+    return read_peer(ENV, "huggingface/diffusers", path)
 
 
 @pytest.fixture(scope="module")

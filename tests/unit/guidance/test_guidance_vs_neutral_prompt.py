@@ -12,9 +12,7 @@ structure, weights, conciliations, the rest of the text — must be identical.
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
 import sys
 import types
 import unittest
@@ -26,6 +24,7 @@ from hypothesis import strategies as st
 
 from lib_ext.guidance.parser import PromptSyntaxError, parse_prompt, parse_root, safe_parse
 from lib_ext.guidance.tree import CompositePrompt
+from tests.peer_source import peer_source as read_peer
 
 ENV = "PROMPTSCOPE_NEUTRAL_PROMPT"
 PARSER = "lib_neutral_prompt/neutral_prompt_parser.py"
@@ -33,16 +32,7 @@ THEIR_TESTS = ("test/perp_parser/basic_test.py", "test/perp_parser/malicious_tes
 
 
 def peer_source(path: str) -> str:
-    root = os.environ.get(ENV)
-    if not root:
-        pytest.skip(f"{ENV} is not set (a checkout of ljleb/sd-webui-neutral-prompt)")
-    file = Path(root) / path
-    if file.is_file():
-        return file.read_text(encoding="utf-8")
-    out = subprocess.run(["git", "-C", root, "show", f"HEAD:{path}"], capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        pytest.fail(f"{ENV}={root} holds no {path}: {out.stderr.strip()}")
-    return out.stdout
+    return read_peer(ENV, "ljleb/sd-webui-neutral-prompt", path)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,8 @@ only; the locator runs on any module with diffusers' UNet layout, so small stand
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 from heatmap_blocks import DiffusersAttention
@@ -22,21 +19,13 @@ from lib_ext.attention_sites import find_cross_attention
 from lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings
 from lib_ext.patches import PatchSet
 from lib_ext.seam import BatchLayout, JobInfo, SamplingContext
+from tests.peer_source import peer_source as read_peer
 
 ENV = "PROMPTSCOPE_DAAM"
 
 
 def peer_source(path: str) -> str:
-    root = os.environ.get(ENV)
-    if not root:
-        pytest.skip(f"{ENV} is not set (a checkout of castorini/daam)")
-    file = Path(root) / path
-    if file.is_file():
-        return file.read_text(encoding="utf-8")
-    out = subprocess.run(["git", "-C", root, "show", f"HEAD:{path}"], capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        pytest.fail(f"{ENV}={root} holds no {path}: {out.stderr.strip()}")
-    return out.stdout
+    return read_peer(ENV, "castorini/daam", path)
 
 
 @pytest.fixture
