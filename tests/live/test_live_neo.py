@@ -32,6 +32,7 @@ def _hires(webui: WebUIClient) -> dict:
         "hr_upscaler": modes[0] if modes else "None",
         "hr_second_pass_steps": 1,
         "denoising_strength": 0.5,
+        "hr_additional_modules": ["Use same choices"],  # Neo's API needs it for a hires pass (None: a TypeError)
     }
 
 
