@@ -142,11 +142,13 @@ def generate(
     from promptscope_forge.sampling import prepare_sampling
 
     p = P(model, prompts, ["ugly"] * len(prompts), steps, cfg_scale)
+    if hires:  # Neo slices the batch's hires prompts before process_batch (parse_extra_network_prompts)
+        p.all_hr_prompts, p.hr_prompts = list(prompts), list(prompts)
     for feature in features:
         activate(p, feature)
         if hasattr(feature, "rewrite_prompts"):
             rewrite_batch_prompts(p, feature.rewrite_prompts)
-    c = m.prompt_parser.get_multicond_learned_conditioning(model.inner, p.prompts, steps)
+    c = m.prompt_parser.get_multicond_learned_conditioning(model.inner, p.hr_prompts if hires else p.prompts, steps)
     uc = m.prompt_parser.get_learned_conditioning(model.inner, p.negative_prompts, steps)
     model.forge_objects = model.forge_objects_after_applying_lora.shallow_copy()
     p.sampler = Sampler(p, model, fail_at_step)

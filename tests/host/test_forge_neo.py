@@ -10,6 +10,8 @@ import torch
 @pytest.fixture
 def neo(fake_webui):
     neo_double.mount()
+    import promptscope_a1111  # noqa: F401  (mounts lib_ext as promptscope_lib_ext, as inside the WebUI)
+
     try:
         yield fake_webui
     finally:
@@ -227,6 +229,53 @@ def test_hires_pass_gets_its_own_session_and_rows(neo):
     calls.clear()
     feature = GuidanceFeature()
     _out, p = neo_double.generate(neo, model, ["a cat AND_PERP a dog"], (feature,), steps=2, hires=True)
-    assert [rows for _k, rows in calls] == [3, 3]
+    assert calls == [([1, 0, 0], 3), ([1, 0, 0], 3)]  # Neo's uncond and cond chunks, then our concept chunk
     assert not feature.messages
+    _clean(model)
+
+
+def test_heatmap_rows_follow_cond_or_uncond_with_concept_rows_and_the_hires_pass(neo):
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature
+    from promptscope_lib_ext.heatmaps.feature import HeatmapFeature
+    from promptscope_lib_ext.seam import RowRole
+
+    from promptscope_forge import sampling
+
+    model = _model(neo)
+    seen: list = []
+    original = sampling.NeoHooks.unet_wrapper
+
+    def spy(self, apply_model, args):
+        def recording(*a, **kw):
+            seen.append(self.current_rows())
+            return apply_model(*a, **kw)
+
+        return original(self, recording, args)
+
+    sampling.NeoHooks.unet_wrapper = spy
+    try:
+        heat = HeatmapFeature()
+        prompts = ["a cat AND_PERP a dog :0.8", "a fox AND_PERP a hat :0.8"]
+        neo_double.generate(neo, model, prompts, (GuidanceFeature(), heat), steps=2, hires=True)
+    finally:
+        sampling.NeoHooks.unet_wrapper = original
+    expected = [RowRole(0, -1, True), RowRole(1, -1, True), RowRole(0, 0, False), RowRole(1, 0, False)]
+    expected += [RowRole(0, 1, False), RowRole(1, 1, False)]
+    assert seen == [expected, expected]
+    results = heat.take_results()
+    assert sorted((r.image, r.pass_name) for r in results) == [(0, "hires"), (1, "hires")]
+    _clean(model)
+
+
+def test_a_batch_with_different_sub_prompt_counts_says_so_and_keeps_neos_result(neo):
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature
+
+    model = _model(neo)
+    prompts = ["a cat AND_PERP a dog :0.8", "a fox"]
+    feature = GuidanceFeature()
+    calls = _calls()
+    calls.clear()
+    out, p = neo_double.generate(neo, model, prompts, (feature,), steps=2)
+    assert any("same number of sub-prompts" in c for c in p.comments), p.comments
+    assert all(rows == 4 for _k, rows in calls)  # no concept rows of ours
     _clean(model)
