@@ -23,7 +23,8 @@ def mount() -> None:
 def unmount() -> None:
     while FAKE_NEO in sys.path:
         sys.path.remove(FAKE_NEO)
-    for name in [n for n in sys.modules if n.split(".")[0] in (*NEO_PACKAGES, "promptscope_adapter")]:
+    ours = (*NEO_PACKAGES, "promptscope_adapter", "promptscope_forge")
+    for name in [n for n in sys.modules if n.split(".")[0] in ours]:
         del sys.modules[name]
 
 

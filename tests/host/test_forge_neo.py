@@ -279,3 +279,27 @@ def test_a_batch_with_different_sub_prompt_counts_says_so_and_keeps_neos_result(
     assert any("same number of sub-prompts" in c for c in p.comments), p.comments
     assert all(rows == 4 for _k, rows in calls)  # no concept rows of ours
     _clean(model)
+
+
+def test_the_same_scripts_load_the_forge_glue_and_unload_completely(neo):
+    import sys
+
+    from promptscope_webui import load_promptscope
+
+    for name in [n for n in sys.modules if n.startswith("promptscope_")]:  # as in a fresh WebUI process
+        del sys.modules[name]
+    load_promptscope(neo)
+    try:
+        runner = neo.scripts.scripts_txt2img
+        by_title = {s.title(): s for s in runner.alwayson_scripts}
+        assert {"PromptScope", "PromptScope: Semantic guidance", "PromptScope: Attention heatmaps"} <= set(by_title)
+        assert type(by_title["PromptScope"]).__module__ == "promptscope_forge.base_script"
+        names = [c.name for c in neo.script_callbacks.callback_map["callbacks_script_unloaded"]]
+        assert any("promptscope" in n for n in names)
+        assert not getattr(neo.errors, "reported", [])
+    finally:
+        neo.script_callbacks.script_unloaded_callback()
+    left = [n for n in sys.modules if n.split(".")[0] in ("promptscope_forge", "promptscope_adapter")]
+    assert left == []
+    names = [c.name for c in neo.script_callbacks.callback_map["callbacks_script_unloaded"]]
+    assert not any("promptscope" in n for n in names)
