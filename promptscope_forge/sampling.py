@@ -58,9 +58,14 @@ def run_with_session(p: Any, sampler: Any, conditioning: Any, call: Callable[[],
     session.ctx.current_rows = hooks.current_rows
     try:
         with session:
-            clone = patcher.clone()
-            hooks.install(clone)
-            session.patches.set_attr(forge_objects, "unet", clone)
+            try:
+                clone = patcher.clone()
+                hooks.install(clone)
+            except Exception as exc:  # a host we do not know: generate without us rather than fail
+                log.exception("PromptScope: could not patch Forge's UNet")
+                session.errors.append(f"PromptScope is off for this pass: could not patch Forge's UNet ({exc})")
+            else:
+                session.patches.set_attr(forge_objects, "unet", clone)
             return call()
     finally:
         for message in session.errors:
@@ -211,7 +216,7 @@ class NeoHooks:
                     new_c[key] = torch.cat([t.to(value.dtype) for t in parts])
                 else:
                     new_c[key] = value
-        except (KeyError, RuntimeError) as exc:
+        except Exception as exc:  # our rows must never cost the user the image
             self._fail(f"semantic guidance is off for this image: cannot batch its concepts with Forge's rows ({exc})")
             return None
         timestep = args["timestep"]
@@ -247,6 +252,14 @@ class NeoHooks:
         denoised = args["denoised"]
         if not self.session.ctx.step_hooks:
             return denoised
+        try:
+            return self._post_cfg(args, denoised)
+        except Exception as exc:  # a feature's failure must not cost the user the image
+            log.exception("PromptScope: the post-CFG step failed")
+            self._fail(f"PromptScope left this step to Forge: {type(exc).__name__}: {exc}")
+            return denoised
+
+    def _post_cfg(self, args: dict[str, Any], denoised: torch.Tensor) -> torch.Tensor:
         x, sigma = args["input"], args["sigma"]
         cond_den, uncond_den = args["cond_denoised"], args["uncond_denoised"]
         cond_scale = float(args["cond_scale"])

@@ -303,3 +303,19 @@ def test_the_same_scripts_load_the_forge_glue_and_unload_completely(neo):
     assert left == []
     names = [c.name for c in neo.script_callbacks.callback_map["callbacks_script_unloaded"]]
     assert not any("promptscope" in n for n in names)
+
+
+def test_a_failure_of_our_rows_is_a_message_not_a_lost_image(neo, monkeypatch):
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature
+
+    from promptscope_forge import sampling
+
+    def broken(_tensors):
+        raise TypeError("no padding today")
+
+    monkeypatch.setattr(sampling, "_lcm_pad", broken)
+    model = _model(neo)
+    out, p = neo_double.generate(neo, model, ["a cat AND_PERP a dog :0.8"], (GuidanceFeature(),), steps=2)
+    assert torch.isfinite(out).all()
+    assert any("no padding today" in c for c in p.comments), p.comments
+    _clean(model)
