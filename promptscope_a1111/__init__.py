@@ -16,6 +16,7 @@ from types import ModuleType
 
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
 LIB_NAME = "promptscope_lib_ext"
+CHOOSER = "promptscope_adapter"  # scripts/ load their classes through it (reloaded with us)
 
 
 def mount_library() -> ModuleType:
@@ -45,5 +46,5 @@ lib = mount_library()
 def forget_modules() -> None:
     """Drop our packages from `sys.modules` so a script reload imports the code on disk afresh."""
     for name in list(sys.modules):
-        if name == LIB_NAME or name.startswith(LIB_NAME + ".") or name.split(".", 1)[0] == __name__:
+        if name == LIB_NAME or name.startswith(LIB_NAME + ".") or name.split(".", 1)[0] in (__name__, CHOOSER):
             sys.modules.pop(name, None)

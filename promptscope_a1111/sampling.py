@@ -52,8 +52,12 @@ def is_timestep_denoiser(denoiser: Any) -> bool:
     return any(cls.__name__ == "CFGDenoiserTimesteps" for cls in type(denoiser).__mro__)
 
 
-def prepare_sampling(p: Any) -> bool:
-    """Wrap `p.sampler`'s sampling entry points for this call. Idempotent; returns True if a wrap is in place."""
+def prepare_sampling(p: Any, run: Callable[..., Any] | None = None) -> bool:
+    """Wrap `p.sampler`'s sampling entry points for this call. Idempotent; returns True if a wrap is in place.
+
+    `run(p, sampler, conditioning, call)` puts the session around the call (default: `run_with_session`, which
+    wraps A1111's CFG denoiser; the Forge adapter passes its own)."""
+    run = run or run_with_session
     features = active_features(p)
     sampler = getattr(p, "sampler", None)
     if not features or sampler is None:
@@ -75,7 +79,7 @@ def prepare_sampling(p: Any) -> bool:
         def wrapper(*args: Any, _name: str = name, _pos: int = cond_pos, **kwargs: Any) -> Any:
             unwrap()
             conditioning = kwargs.get("conditioning", args[_pos] if len(args) > _pos else None)
-            return run_with_session(p, sampler, conditioning, lambda: originals[_name](*args, **kwargs))
+            return run(p, sampler, conditioning, lambda: originals[_name](*args, **kwargs))
 
         setattr(sampler, name, wrapper)
     sampler.__dict__[WRAPPED_ATTR] = True

@@ -1,5 +1,5 @@
-# PromptScope's entry point; the code lives in promptscope_a1111 (host glue) and lib_ext (library).
-# A1111 registers the Script subclass it finds in this module's namespace.
-from promptscope_a1111.entry import PromptScopeScript, start  # noqa: F401
+# PromptScope's entry point; promptscope_adapter picks the host glue (promptscope_a1111 or promptscope_forge).
+from promptscope_adapter import load  # the host registers the Script subclass it finds in this namespace
 
+PromptScopeScript, start = load("entry", "PromptScopeScript", "start")
 lifetime = start()  # callbacks for as long as this script module is loaded; all removed on script unload

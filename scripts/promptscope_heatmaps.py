@@ -1,2 +1,4 @@
-# Attention heatmaps (DAAM); the code lives in promptscope_a1111.heatmaps_script.
-from promptscope_a1111.heatmaps_script import AttentionHeatmapsScript  # noqa: F401
+# Attention heatmaps (DAAM); the code lives in <adapter>.heatmaps_script.
+from promptscope_adapter import load
+
+AttentionHeatmapsScript = load("heatmaps_script", "AttentionHeatmapsScript")

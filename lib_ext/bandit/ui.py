@@ -1117,7 +1117,13 @@ def js_kwarg(listener: Callable[..., Any], code: str) -> dict[str, str]:
         params = inspect.signature(listener).parameters
     except (TypeError, ValueError):
         return {}
-    return {"_js": code} if "_js" in params else {"js": code} if "js" in params else {}
+    if "_js" in params or "js" in params:
+        return {"_js": code} if "_js" in params else {"js": code}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        # A host's wrapper around the listener (Forge Neo's EventWrapper(*args, **kwargs) maps `_js` to `js`):
+        # name it as this gradio does.
+        return {"_js": code} if str(getattr(gr, "__version__", "4")).split(".")[0] == "3" else {"js": code}
+    return {}
 
 
 def client_of(request: Any) -> str | None:

@@ -15,9 +15,12 @@ def shown_image_id(driver, prefix: str) -> str:
 
 
 def stats_rows(driver, prefix: str) -> list[list[str]]:
-    """The statistics table's body rows, as cell texts."""
+    """The statistics table's body rows, as cell texts (gradio 4 draws them in a virtual table, beside a hidden
+    table that measures column widths with one row of the widest values)."""
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
+        "const root = document.querySelector(arguments[0]); if (!root) return [];"
+        "const virtual = root.querySelector('svelte-virtual-table-viewport');"
+        "return Array.from((virtual || root).querySelectorAll('tbody tr'))"
         ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))",
         f"#{prefix}_stats_table",
     )

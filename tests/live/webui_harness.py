@@ -49,6 +49,10 @@ BASE_ARGS = (
     "--api",
     "--api-server-stop",
 )
+# Forge Neo (detected from its own `modules_forge/forge_version.py`): its launcher's flags for CPU, offline, API on;
+# `--server-name 127.0.0.1` because Neo binds 0.0.0.0 otherwise in some modes.
+NEO_BASE_ARGS = ("--skip-python-version-check", "--skip-torch-cuda-test", "--skip-prepare-environment", "--cpu",
+                 "--api", "--api-server-stop", "--server-name", "127.0.0.1")  # fmt: skip
 # The server must stay on the loopback interface: these would expose it.
 FORBIDDEN_ARGS = ("--listen", "--share", "--server-name", "--ngrok", "--cors-allow-origins-regex")
 # A1111 (and Forge) print this once the API routes exist and on_app_started callbacks have run.
@@ -149,8 +153,15 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def is_forge_neo(checkout: Path) -> bool:
+    """The checkout is Forge Neo: its version module says `version = "neo"`."""
+    version = checkout / "modules_forge" / "forge_version.py"
+    return version.is_file() and re.search(r"^version\s*=\s*[\"']neo[\"']", version.read_text("utf8"), re.M) is not None
+
+
 def launch_command(config: WebUIConfig, port: int) -> list[str]:
-    return [str(config.python), "launch.py", *BASE_ARGS, "--port", str(port), *config.extra_args]
+    base = NEO_BASE_ARGS if is_forge_neo(config.checkout) else BASE_ARGS
+    return [str(config.python), "launch.py", *base, "--port", str(port), *config.extra_args]
 
 
 @dataclass

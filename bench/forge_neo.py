@@ -1,0 +1,136 @@
+"""Forge Neo glue (promptscope_forge) on the Neo test double: cost and exactness of the patches.
+
+Host: `tests/host/fake_neo` (Neo's UnetPatcher / CFG path, re-implemented from its signatures) on the A1111
+double's tiny SD1-like and SDXL-like models — not a real Neo; the live tier runs the real one. Measures:
+- unet_calls_per_step / rows_per_call for 0, 1, 2 concepts (expected: 1 call, 2·B + B·concepts rows);
+- feature_off_identical: guidance off + heatmaps on gives the bit-identical image (torch.equal);
+- guided_max_abs_diff: first guided step vs lib_ext's `combine` recomputed from rows computed one by one;
+- capture_time_ratio: wall time with the heatmap capture on / off (median of repeats).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+HOST_TESTS = REPO / "tests" / "host"
+
+
+def _mount() -> Any:
+    for path in (str(HOST_TESTS / "fake_webui"), str(HOST_TESTS), str(REPO)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    import neo_double
+
+    neo_double.mount()
+    import modules
+    import modules.paths
+    import modules.processing
+    import modules.prompt_parser
+    import modules.sd_models
+    import modules.shared
+
+    modules.paths.data_path = tempfile.mkdtemp(prefix="bench-forge-neo-")
+    modules.shared.reset()
+    import promptscope_a1111  # noqa: F401  (mounts lib_ext as promptscope_lib_ext, as in the WebUI)
+
+    return modules, neo_double
+
+
+def _calls_per_step(m: Any, nd: Any, model: Any, n_concepts: int, steps: int) -> dict[str, Any]:
+    from backend.sampling.sampling_function import UNET_CALLS
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature
+
+    prompt = "a cat" + "".join([" AND_PERP a dog :0.8", " AND_SALT a hat :0.5"][:n_concepts])
+    UNET_CALLS.clear()
+    nd.generate(m, model, [prompt, prompt.replace("cat", "fox")], (GuidanceFeature(),), steps=steps)
+    return {
+        "unet_calls_per_step": len(UNET_CALLS) / steps,
+        "rows_per_call": sorted({rows for _k, rows in UNET_CALLS}),
+        "images": 2,
+    }
+
+
+def _guided_diff(m: Any, nd: Any, model: Any) -> float:
+    from promptscope_lib_ext.guidance.combine import combine
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature, prepare_prompts
+    from promptscope_lib_ext.guidance.state import GuidanceState
+    from promptscope_lib_ext.guidance.step import GuidanceStep
+    from promptscope_lib_ext.prompt_multicond import split_and
+
+    prompts = ["a cat AND_PERP a dog :0.8 AND_SALT a hat :0.5"]
+    seen: dict[str, Any] = {}
+    original = nd.Denoiser.forward
+
+    def spy(self, x, sigma, uncond, cond, cond_scale):
+        out = original(self, x, sigma, uncond, cond, cond_scale)
+        seen.setdefault("first", (x.clone(), sigma.clone(), out.clone()))
+        return out
+
+    nd.Denoiser.forward = spy
+    try:
+        feature = GuidanceFeature()
+        nd.generate(m, model, prompts, (feature,), steps=2)
+    finally:
+        nd.Denoiser.forward = original
+    x, sigma, guided = seen["first"]
+    prepared = prepare_prompts(prompts)
+    split = split_and(prepared.host_prompts[0])
+    kmodel = model.forge_objects_after_applying_lora.unet.model
+    rows = []
+    with torch.no_grad():
+        for text in [*(t for t, _w in split), "ugly"]:
+            ctx = model.get_learned_conditioning([text])
+            extra = {"y": ctx["vector"]} if isinstance(ctx, dict) else {}
+            context = ctx["crossattn"] if isinstance(ctx, dict) else ctx
+            rows.append(kmodel.apply_model(x, sigma, c_crossattn=context, **extra))
+    step = GuidanceStep(
+        x_out=torch.cat(rows),
+        x_in=x.repeat(len(rows), 1, 1, 1),
+        sigma=sigma,
+        conds_list=[[(j, w) for j, (_t, w) in enumerate(split)]],
+        cond_scale=7.0,
+        step=0,
+        total_steps=2,
+        prediction="x0",
+    )
+    expected = combine(step, prepared.trees, feature.settings, GuidanceState())
+    return float((guided - expected).abs().max())
+
+
+def main(quick: bool = False) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    m, nd = _mount()
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature
+    from promptscope_lib_ext.heatmaps.feature import HeatmapFeature
+
+    steps = 3 if quick else 6
+    repeats = 3 if quick else 7
+    result: dict[str, Any] = {"host": "fake_neo double (tests/host/fake_neo)", "steps": steps}
+    for kind in ("sd1", "sdxl"):
+        model = nd.NeoModel(m.sd_models.load_model(kind))
+        per = {str(n): _calls_per_step(m, nd, model, n, steps) for n in (0, 1, 2)}
+        prompts = ["a cat AND a dog :0.5", "a red fox"]
+        base, _ = nd.generate(m, model, prompts, steps=steps)
+        on, _ = nd.generate(m, model, prompts, (GuidanceFeature(enabled=False), HeatmapFeature()), steps=steps)
+        timings: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(repeats):
+            for name, features in (("off", ()), ("on", (HeatmapFeature(),))):
+                t0 = time.perf_counter()
+                nd.generate(m, model, prompts, features, steps=steps)
+                timings[name].append(time.perf_counter() - t0)
+        result[kind] = {
+            "concepts": per,
+            "feature_off_identical": bool(torch.equal(base, on)),
+            "capture_time_ratio": statistics.median(timings["on"]) / statistics.median(timings["off"]),
+            "guided_max_abs_diff": _guided_diff(m, nd, model),
+        }
+        print(f"{kind}: {result[kind]}")
+    return result
