@@ -59,49 +59,7 @@ def _calls_per_step(m: Any, nd: Any, model: Any, n_concepts: int, steps: int) ->
 
 
 def _guided_diff(m: Any, nd: Any, model: Any) -> float:
-    from promptscope_lib_ext.guidance.combine import combine
-    from promptscope_lib_ext.guidance.feature import GuidanceFeature, prepare_prompts
-    from promptscope_lib_ext.guidance.state import GuidanceState
-    from promptscope_lib_ext.guidance.step import GuidanceStep
-    from promptscope_lib_ext.prompt_multicond import split_and
-
-    prompts = ["a cat AND_PERP a dog :0.8 AND_SALT a hat :0.5"]
-    seen: dict[str, Any] = {}
-    original = nd.Denoiser.forward
-
-    def spy(self, x, sigma, uncond, cond, cond_scale):
-        out = original(self, x, sigma, uncond, cond, cond_scale)
-        seen.setdefault("first", (x.clone(), sigma.clone(), out.clone()))
-        return out
-
-    nd.Denoiser.forward = spy
-    try:
-        feature = GuidanceFeature()
-        nd.generate(m, model, prompts, (feature,), steps=2)
-    finally:
-        nd.Denoiser.forward = original
-    x, sigma, guided = seen["first"]
-    prepared = prepare_prompts(prompts)
-    split = split_and(prepared.host_prompts[0])
-    kmodel = model.forge_objects_after_applying_lora.unet.model
-    rows = []
-    with torch.no_grad():
-        for text in [*(t for t, _w in split), "ugly"]:
-            ctx = model.get_learned_conditioning([text])
-            extra = {"y": ctx["vector"]} if isinstance(ctx, dict) else {}
-            context = ctx["crossattn"] if isinstance(ctx, dict) else ctx
-            rows.append(kmodel.apply_model(x, sigma, c_crossattn=context, **extra))
-    step = GuidanceStep(
-        x_out=torch.cat(rows),
-        x_in=x.repeat(len(rows), 1, 1, 1),
-        sigma=sigma,
-        conds_list=[[(j, w) for j, (_t, w) in enumerate(split)]],
-        cond_scale=7.0,
-        step=0,
-        total_steps=2,
-        prediction="x0",
-    )
-    expected = combine(step, prepared.trees, feature.settings, GuidanceState())
+    guided, expected, _rows = nd.guided_and_recomputed(m, model, ["a cat AND_PERP a dog :0.8 AND_SALT a hat :0.5"])
     return float((guided - expected).abs().max())
 
 

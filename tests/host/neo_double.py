@@ -164,3 +164,51 @@ def generate(
         noise = torch.randn(x.shape, generator=gen)
         return p.sampler.sample_img2img(p, x, noise, c, uc), p
     return p.sampler.sample(p, x, c, uc), p
+
+
+def guided_and_recomputed(m: Any, model: NeoModel, prompts: list[str], cond_scale: float = 7.0):
+    """The first guided denoiser output of a 2-step run through the Forge glue, and lib_ext's `combine` recomputed
+    from rows computed one UNet call each: (guided, expected, rows), for the host test and `bench forge_neo`."""
+    from promptscope_lib_ext.guidance.combine import combine
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature, prepare_prompts
+    from promptscope_lib_ext.guidance.state import GuidanceState
+    from promptscope_lib_ext.guidance.step import GuidanceStep
+    from promptscope_lib_ext.prompt_multicond import split_and
+
+    seen: dict[str, Any] = {}
+    original = Denoiser.forward
+
+    def spy(self, x, sigma, uncond, cond, scale):
+        out = original(self, x, sigma, uncond, cond, scale)
+        seen.setdefault("first", (x.clone(), sigma.clone(), out.clone()))
+        return out
+
+    Denoiser.forward = spy
+    try:
+        feature = GuidanceFeature()
+        generate(m, model, prompts, (feature,), steps=2)
+    finally:
+        Denoiser.forward = original
+    x, sigma, guided = seen["first"]
+    prepared = prepare_prompts(prompts)
+    split = split_and(prepared.host_prompts[0])
+    kmodel = model.forge_objects_after_applying_lora.unet.model
+    rows = []
+    with torch.no_grad():
+        for text in [*(t for t, _w in split), "ugly"]:
+            ctx = model.get_learned_conditioning([text])
+            extra = {"y": ctx["vector"]} if isinstance(ctx, dict) else {}
+            context = ctx["crossattn"] if isinstance(ctx, dict) else ctx
+            rows.append(kmodel.apply_model(x, sigma, c_crossattn=context, **extra))
+    step = GuidanceStep(
+        x_out=torch.cat(rows),
+        x_in=x.repeat(len(rows), 1, 1, 1),
+        sigma=sigma,
+        conds_list=[[(j, w) for j, (_t, w) in enumerate(split)]],
+        cond_scale=cond_scale,
+        step=0,
+        total_steps=2,
+        prediction="x0",
+    )
+    expected = combine(step, prepared.trees, feature.settings, GuidanceState())
+    return guided, expected, torch.cat(rows)

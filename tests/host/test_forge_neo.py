@@ -96,54 +96,11 @@ def test_one_unet_call_per_step_with_one_row_per_concept(neo, kind, n_concepts):
 
 
 def test_guided_step_equals_lib_combine_from_separately_computed_rows(neo):
-    from promptscope_lib_ext.guidance.combine import combine
-    from promptscope_lib_ext.guidance.feature import GuidanceFeature, prepare_prompts
-    from promptscope_lib_ext.guidance.state import GuidanceState
-    from promptscope_lib_ext.guidance.step import GuidanceStep
-    from promptscope_lib_ext.prompt_multicond import split_and
-
     model = _model(neo)
     prompts = ["a cat AND_PERP a dog :0.8 AND_SALT a hat :0.5"]
-    seen = {}
-    original = neo_double.Denoiser.forward
-
-    def spy(self, x, sigma, uncond, cond, cond_scale):
-        out = original(self, x, sigma, uncond, cond, cond_scale)
-        seen.setdefault("first", (x.clone(), sigma.clone(), out.clone()))
-        return out
-
-    neo_double.Denoiser.forward = spy
-    try:
-        feature = GuidanceFeature()
-        neo_double.generate(neo, model, prompts, (feature,), steps=2)
-    finally:
-        neo_double.Denoiser.forward = original
-    x, sigma, guided = seen["first"]
-    prepared = prepare_prompts(prompts)
-    split = split_and(prepared.host_prompts[0])
-    leaves = [t for t, _w in split]
-    kmodel = model.forge_objects_after_applying_lora.unet.model
-    rows = []
-    for text in [*leaves, "ugly"]:
-        ctx = model.get_learned_conditioning([text])
-        extra = {"y": ctx["vector"]} if isinstance(ctx, dict) else {}
-        context = ctx["crossattn"] if isinstance(ctx, dict) else ctx
-        rows.append(kmodel.apply_model(x, sigma, c_crossattn=context, **extra))
-    weights = [w for _t, w in split]
-    step = GuidanceStep(
-        x_out=torch.cat(rows),
-        x_in=x.repeat(len(rows), 1, 1, 1),
-        sigma=sigma,
-        conds_list=[[(j, w) for j, w in enumerate(weights)]],
-        cond_scale=7.0,
-        step=0,
-        total_steps=2,
-        prediction="x0",
-    )
-    expected = combine(step, prepared.trees, feature.settings, GuidanceState())
+    guided, expected, rows = neo_double.guided_and_recomputed(neo, model, prompts)
     assert torch.allclose(guided, expected, atol=1e-4, rtol=1e-4)
-    base_rows = torch.cat(rows)
-    plain = base_rows[-1:] + 7.0 * (base_rows[0:1] - base_rows[-1:])
+    plain = rows[-1:] + 7.0 * (rows[0:1] - rows[-1:])
     assert not torch.allclose(guided, plain, atol=1e-3)
 
 
