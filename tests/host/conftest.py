@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +74,18 @@ def sd_model(fake_webui):
 def sdxl_model(fake_webui):
     """A loaded SDXL-like model: dict conds {crossattn, vector}; ``cond_stage_model`` is the conditioner."""
     return fake_webui.sd_models.load_model("sdxl")
+
+
+@pytest.fixture
+def booted_webui(fake_webui):
+    """The double's whole start-up (UI, tabs, on_app_started routes) with PromptScope installed: (double, demo, app);
+    PromptScope unloaded and forgotten afterwards."""
+    from modules import initialize
+    from promptscope_webui import unload_promptscope
+
+    demo, app = initialize.boot(str(Path(__file__).resolve().parents[2]))
+    yield fake_webui, demo, app
+    unload_promptscope(fake_webui)
 
 
 @pytest.fixture

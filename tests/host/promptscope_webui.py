@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-OUR_PACKAGES = ("promptscope_a1111", "promptscope_lib_ext")
+OUR_PACKAGES = ("promptscope_a1111", "promptscope_forge", "promptscope_adapter", "promptscope_lib_ext")
 
 
 def load_promptscope(m: Any) -> None:

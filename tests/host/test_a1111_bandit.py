@@ -16,14 +16,8 @@ PREFIX = "/promptscope/v1/bandit"
 
 
 @pytest.fixture
-def webui(fake_webui):
-    from modules import initialize
-
-    demo, app = initialize.boot(str(REPO))
-    yield fake_webui, demo, app
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
+def webui(booted_webui):
+    return booted_webui
 
 
 def bandit(m) -> Any:

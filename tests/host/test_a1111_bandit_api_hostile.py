@@ -17,16 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def api(fake_webui, tmp_path):
-    from modules import initialize
-
-    _demo, app = initialize.boot(str(REPO))
+def api(booted_webui, tmp_path):
+    fake_webui, _demo, app = booted_webui
     b = sys.modules["promptscope_a1111.bandit_tab"]
     fake_webui.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
-    yield checks.Api(app)
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
+    return checks.Api(app)
 
 
 def test_ids_out_of_range_on_any_route_are_404_or_422(api):

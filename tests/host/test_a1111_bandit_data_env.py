@@ -33,6 +33,6 @@ def test_env_folder_wins_from_start_up_on(fake_webui, tmp_path, monkeypatch):
         assert b.data_dir() == (tmp_path / "from-setting").resolve()
         assert "PROMPTSCOPE_BANDIT_DIR" in m.shared.opts.data_labels[b.OPT_DIR].label
     finally:
-        m.script_callbacks.script_unloaded_callback()
-        for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-            del sys.modules[name]
+        from promptscope_webui import unload_promptscope
+
+        unload_promptscope(m)

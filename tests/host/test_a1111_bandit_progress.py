@@ -69,9 +69,9 @@ def webui(fake_webui):
     call_queue.wrap_gradio_gpu_call = wrap_gradio_gpu_call
     demo, app = initialize.boot(str(REPO))
     yield fake_webui, progress
-    fake_webui.script_callbacks.script_unloaded_callback()
-    for name in [n for n in sys.modules if n.split(".")[0] in ("promptscope_a1111", "promptscope_lib_ext")]:
-        del sys.modules[name]
+    from promptscope_webui import unload_promptscope
+
+    unload_promptscope(fake_webui)
 
 
 def run_event(m: Any, tab: Any) -> tuple[Any, dict]:
