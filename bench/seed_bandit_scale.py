@@ -74,6 +74,17 @@ def _check(svc: Any, qid: int) -> dict[str, int]:
     }
 
 
+def _timed_queue(svc: Any, runner: Any, sid: int, total: int) -> float:
+    """Seconds for a queue of `total` images on the session's workers; nothing lost or made twice, or it raises."""
+    t0 = time.perf_counter()
+    q = runner.start(sid, total, use_local=False)
+    runner.wait(q["id"])
+    seconds = time.perf_counter() - t0
+    check = _check(svc, q["id"])
+    assert check["lost"] == 0 and check["duplicate_images"] == 0, check
+    return seconds
+
+
 def scale(latency: float, per_worker: int, repeats: int = 2) -> dict[str, Any]:
     """Images per minute with n simulated workers: the best of `repeats` runs (a shared machine's load only ever
     slows a run down)."""
@@ -91,12 +102,7 @@ def scale(latency: float, per_worker: int, repeats: int = 2) -> dict[str, Any]:
                 for w in workers:
                     runner.add_worker(sid, w.url)
                 total = max(n, 1) * per_worker if n else 2
-                t0 = time.perf_counter()
-                q = runner.start(sid, total, use_local=False)
-                runner.wait(q["id"])
-                seconds = time.perf_counter() - t0
-                check = _check(svc, q["id"])
-                assert check["lost"] == 0 and check["duplicate_images"] == 0, check
+                seconds = _timed_queue(svc, runner, sid, total)
                 if n:
                     rates[n] = max(rates.get(n, 0.0), total / seconds * 60.0)
             finally:
@@ -183,12 +189,7 @@ def app_speedup(per_worker: int, steps: int) -> dict[str, Any]:
                     for url in urls[:n]:
                         runner.add_worker(sid, url)
                     total = max(n, 1) * per_worker if n else 2
-                    t0 = time.perf_counter()
-                    q = runner.start(sid, total, use_local=False)
-                    runner.wait(q["id"])
-                    seconds = time.perf_counter() - t0
-                    check = _check(svc, q["id"])
-                    assert check["lost"] == 0 and check["duplicate_images"] == 0, check
+                    seconds = _timed_queue(svc, runner, sid, total)
                     rates[n] = total / seconds * 60.0
                 finally:
                     runner.close()
