@@ -23,3 +23,8 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
 # Words the tokenizer knows besides colours and shapes; anything else maps to an unknown token.
 FILLER_WORDS: tuple[str, ...] = ("a", "an", "and", "the", "with", "on", "background", "grey", "gray", "image", "of")
+
+# Synonyms the LDM checkpoint (`ldm_model.py`) learns besides the canonical words: CLIP's BPE splits each into several
+# tokens (vermilion = ver·mil·ion, cerulean = cer·u·lean, roundel = roun·del, 赤 = three byte-level pieces), so a
+# word's heatmap must gather its pieces, and 赤 is a non-ASCII word. The word-level toy model does not know them.
+SYNONYMS: dict[str, str] = {"vermilion": "red", "赤": "red", "cerulean": "blue", "roundel": "circle"}

@@ -1,0 +1,296 @@
+"""Trains the toy world's LDM checkpoint (`ldm_model.py`): a CLIP text model and ldm UNet on the constructed latents.
+
+    python -m lib_ext.toyworld.train_ldm --minutes 75 --max-steps 6000 --anneal-from 2000 \
+        --ckpt work/ldm/ckpt.pt --out lib_ext/toyworld/weights/toyworld-sd1.safetensors [--resume]
+
+Same recipe as the word-level model (`train.py`): ε-prediction on SD's schedule plus the attention loss that pulls
+each colour and shape word's cross-attention map towards its object's mask; EMA weights exported. What differs:
+the prompt goes through CLIP's BPE tokenizer and a causal CLIP text model, as in the WebUI, so a word may be several
+tokens and its attention is the sum over its tokens (as the heatmaps read it); synonyms split into several tokens
+(vermilion, cerulean, roundel, 赤) stand in for their word in a fifth of the captions; one step in eight conditions
+on two 77-token chunks, filler words first (a prompt past token 75, or with BREAK, in the WebUI); one step in ten
+draws 48×48 latents (the hires pass at 1.5×). The latent is the picture itself (channels 0–2 = RGB, 3 = 0): the
+autoencoder is constructed to read and write exactly that (`ldm_model.vae_state_dict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .clip_bpe import ClipTokenizer
+from .ldm_model import ClipTextModel, LdmConfig, LdmUNet
+from .ldm_weights import export_checkpoint_file
+from .scenes import random_scene
+from .schedule import alphas_cumprod
+from .train import learning_rate, set_store_probs
+from .vocab import FILLER_WORDS, SYNONYMS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 75
+_SYNONYMS_OF: dict[str, list[str]] = {}
+for _syn, _word in SYNONYMS.items():
+    _SYNONYMS_OF.setdefault(_word, []).append(_syn)
+
+
+@dataclass
+class Batch:
+    latents: torch.Tensor  # (B, 4, H, W): RGB in [-1, 1] and a zero channel
+    ids: torch.Tensor  # (B, 77 × chunks)
+    masks: torch.Tensor  # (B, W, H, W) float: object mask of supervised word w
+    spans: torch.Tensor  # (B, W, 77 × chunks) float: 1 at the tokens of word w
+    supervised: torch.Tensor  # (B, W) bool
+
+
+def caption_words(rng: np.random.Generator, size: int) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
+    """(words, image, [(word index, mask)]) of one training example (the word-level model's mix, plus synonyms)."""
+    u = rng.random()
+    if u < 0.10:
+        return [], random_scene(rng, (1, 3), size).image, []
+    if u < 0.25:
+        scene = random_scene(rng, 1, size)
+        obj = scene.objects[0]
+        v = rng.random()
+        words = [obj.color] if v < 0.4 else [obj.shape] if v < 0.8 else [obj.color, obj.shape]
+        pairs = [(i, obj.mask) for i in range(len(words))]
+    else:
+        n = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.20]))
+        scene = random_scene(rng, n, size)
+        words = scene.caption.split()
+        pairs = [(i, m) for i, _, m in scene.word_masks]
+    for i, word in enumerate(words):
+        if word in _SYNONYMS_OF and rng.random() < 0.2:
+            words[i] = str(rng.choice(_SYNONYMS_OF[word]))
+    return words, scene.image, pairs
+
+
+def context_ids(tok: ClipTokenizer, chunks: list[list[int]]) -> list[int]:
+    """The WebUI's SD1 layout: each chunk = start, ≤ 75 ids, end, padded with the end token to 77."""
+    out: list[int] = []
+    for ids in chunks:
+        ids = ids[:CHUNK]
+        out += [tok.bos_id, *ids, tok.eos_id] + [tok.eos_id] * (CHUNK - len(ids))
+    return out
+
+
+def make_batch(rng: np.random.Generator, batch: int, tok: ClipTokenizer, size: int, two_chunks: bool) -> Batch:
+    n_ctx = 77 * (2 if two_chunks else 1)
+    max_words = 12
+    images = np.empty((batch, size, size, 3), dtype=np.uint8)
+    ids = np.empty((batch, n_ctx), dtype=np.int64)
+    masks = np.zeros((batch, max_words, size, size), dtype=np.float32)
+    spans = np.zeros((batch, max_words, n_ctx), dtype=np.float32)
+    sup = np.zeros((batch, max_words), dtype=bool)
+    for b in range(batch):
+        words, image, pairs = caption_words(rng, size)
+        images[b] = image
+        word_ids = [tok.encode(w) for w in words]
+        flat = [t for w in word_ids for t in w]
+        offset = 1  # the start token
+        if two_chunks:
+            filler = [t for w in rng.choice(FILLER_WORDS, size=int(rng.integers(1, 40))) for t in tok.encode(str(w))]
+            ids[b] = context_ids(tok, [filler, flat])
+            offset = 77 + 1
+        else:
+            ids[b] = context_ids(tok, [flat])
+        starts = np.cumsum([0] + [len(w) for w in word_ids])
+        for k, (i, mask) in enumerate(pairs):
+            masks[b, k] = mask
+            spans[b, k, offset + starts[i] : offset + starts[i + 1]] = 1.0
+            sup[b, k] = True
+    rgb = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    latents = torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1)
+    return Batch(
+        latents, torch.from_numpy(ids), torch.from_numpy(masks), torch.from_numpy(spans), torch.from_numpy(sup)
+    )
+
+
+def encode_context(te: ClipTextModel, ids: torch.Tensor) -> torch.Tensor:
+    """Each 77-token chunk through the text model on its own, then concatenated (the WebUI's long prompts)."""
+    return torch.cat([te(chunk) for chunk in ids.split(77, dim=1)], dim=1)
+
+
+def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
+    """Mean over attn2 layers of KL(mask ‖ word attention) over pixels; a word's attention sums its tokens'."""
+    bi, wi = batch.supervised.nonzero(as_tuple=True)
+    if bi.numel() == 0:
+        return torch.zeros(())
+    size = batch.masks.shape[-1]
+    targets: dict[int, torch.Tensor] = {}
+    spans = batch.spans[bi, wi]  # (N, T)
+    losses = []
+    for _, mod in unet.cross_attention_modules():
+        probs = mod.last_probs  # (B, heads, HW, T)
+        if probs is None:
+            continue
+        res = int(round(probs.shape[2] ** 0.5))
+        if res not in targets:
+            pooled = F.adaptive_avg_pool2d(batch.masks[bi, wi][:, None], res)[:, 0].flatten(1)
+            targets[res] = pooled / pooled.sum(-1, keepdim=True).clamp_min(1e-8)
+        m = targets[res]
+        a = torch.einsum("nqt,nt->nq", probs.mean(1)[bi], spans)
+        a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
+        kl = (m * (torch.log(m.clamp_min(1e-8)) - torch.log(a.clamp_min(1e-8)))).sum(-1)
+        losses.append(kl.mean())
+    del size
+    return torch.stack(losses).mean()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=75.0)
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "lib_ext/toyworld/weights/toyworld-sd1.safetensors")
+    ap.add_argument("--ckpt", type=Path, default=REPO_ROOT / "work/ldm/ckpt.pt")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--anneal-from", type=int, default=0)
+    ap.add_argument("--attn-weight", type=float, default=0.05)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export-only", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    log_path = args.ckpt.with_suffix(".csv")
+
+    cfg = LdmConfig()
+    tok = ClipTokenizer()
+    torch.manual_seed(args.seed)
+    te, unet = ClipTextModel(cfg), LdmUNet(cfg)
+    params = list(te.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    ema = [p.detach().clone() for p in params]
+    rng = np.random.default_rng(args.seed)
+    step, minutes_before = 0, 0.0
+    if (args.resume or args.export_only) and args.ckpt.exists():
+        ck = torch.load(args.ckpt, map_location="cpu")
+        if ck["config"] != cfg.to_dict():
+            raise SystemExit("checkpoint config differs from this code's model config")
+        te.load_state_dict(ck["text_encoder"])
+        unet.load_state_dict(ck["unet"])
+        opt.load_state_dict(ck["opt"])
+        for e, v in zip(ema, ck["ema"]):
+            e.copy_(v)
+        rng.bit_generator.state = ck["numpy_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        step, minutes_before = ck["step"], ck["minutes"]
+        print(f"resumed at step {step} after {minutes_before:.1f} min", flush=True)
+    elif log_path.exists():
+        log_path.unlink()
+
+    def info() -> dict:
+        return {
+            "steps": step,
+            "minutes": round(minutes_before + (time.time() - t_start) / 60.0, 1),
+            "seed": args.seed,
+            "batch": args.batch,
+            "lr": args.lr,
+            "anneal_from": args.anneal_from,
+            "attn_weight": args.attn_weight,
+            "ema": args.ema,
+        }
+
+    def export() -> None:
+        live = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
+        export_checkpoint_file(args.out, te, unet, cfg, info())
+        with torch.no_grad():
+            for p, v in zip(params, live):
+                p.copy_(v)
+
+    t_start = time.time()
+    if args.export_only:
+        export()
+        print(f"wrote {args.out}")
+        return
+
+    def save_ckpt() -> None:
+        ck = {
+            "config": cfg.to_dict(),
+            "text_encoder": te.state_dict(),
+            "unet": unet.state_dict(),
+            "opt": opt.state_dict(),
+            "ema": [e.clone() for e in ema],
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "minutes": minutes_before + (time.time() - t_start) / 60.0,
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
+        args.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.ckpt.with_suffix(".tmp")
+        torch.save(ck, tmp)
+        os.replace(tmp, args.ckpt)
+
+    ac = alphas_cumprod()
+    set_store_probs(unet, args.attn_weight > 0)
+    te.train()
+    unet.train()
+    args.ckpt.parent.mkdir(parents=True, exist_ok=True)
+    if not log_path.exists():
+        log_path.write_text("step,minutes,loss,mse,attn_kl,lr\n")
+    last_ckpt = time.time()
+    acc, acc_n = np.zeros(3), 0
+    while not (args.max_steps and step >= args.max_steps) and (time.time() - t_start) / 60.0 < args.minutes:
+        size = 48 if step % 10 == 9 else 32
+        two = step % 8 == 7
+        batch = make_batch(rng, args.batch if size == 32 else args.batch // 2, tok, size, two)
+        t = torch.randint(0, len(ac), (batch.latents.shape[0],))
+        noise = torch.randn_like(batch.latents)
+        a = ac[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * batch.latents + (1 - a).sqrt() * noise
+        lr = learning_rate(args.lr, step, args.warmup, args.anneal_from, args.max_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        eps = unet(x_t, t, encode_context(te, batch.ids))
+        mse = F.mse_loss(eps, noise)
+        attn = attention_loss(unet, batch) if args.attn_weight > 0 else torch.zeros(())
+        loss = mse + args.attn_weight * attn
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        acc += (loss.item(), mse.item(), attn.item())
+        acc_n += 1
+        if step % 25 == 0:
+            m = acc / acc_n
+            minutes = minutes_before + (time.time() - t_start) / 60.0
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow(
+                    [step, f"{minutes:.2f}", f"{m[0]:.5f}", f"{m[1]:.5f}", f"{m[2]:.5f}", f"{lr:.2e}"]
+                )
+            print(f"step {step} min {minutes:.1f} loss {m[0]:.4f} mse {m[1]:.4f} attn {m[2]:.4f}", flush=True)
+            acc[:], acc_n = 0, 0
+        if time.time() - last_ckpt >= args.ckpt_minutes * 60:
+            save_ckpt()
+            export()
+            last_ckpt = time.time()
+    save_ckpt()
+    export()
+    print(json.dumps(info()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
