@@ -21,7 +21,9 @@ repositories/, models/Stable-diffusion/) or into the Hugging Face cache (HF_HUB_
 3. The CLIP tokenizer and text-model config the WebUI loads by name (openai/clip-vit-large-patch14 for SD1 and
    SDXL, laion/CLIP-ViT-bigG-14-laion2B-39B-b160k for SDXL) in the Hugging Face cache, made from the BPE
    vocabulary open_clip ships (bpe_simple_vocab_16e6.txt.gz, in the venv of step 2) — no download.
-4. Random-weight checkpoints in models/Stable-diffusion/: random-sd15.safetensors (SD1.5's architecture) and
+4. Checkpoints in models/Stable-diffusion/: toyworld-sd1.safetensors + .yaml (the toy world's trained SD1
+   checkpoint, copied from lib_ext/toyworld/weights; its tiny CLIP config is the promptscope/toyworld-clip entry of
+   step 3), and random-weight ones: random-sd15.safetensors (SD1.5's architecture) and
    random-sdxl-tiny.safetensors with random-sdxl-tiny.yaml (SDXL's text encoders, conditioning and VAE; a
    narrow UNet), built by the checkout's own ldm/sgm code in the venv. Norm layers get random non-zero weights and
    biases (A1111's emphasis rescaling divides by the mean of the text encoder's output) and zero-initialised
@@ -48,7 +50,10 @@ from pathlib import Path
 CHECKPOINTS = {
     "sd15": "random-sd15.safetensors",
     "sdxl": "random-sdxl-tiny.safetensors",
+    "toyworld": "toyworld-sd1.safetensors",
 }
+# The toy world's trained SD1 checkpoint ships in this repository with its yaml; it is copied, not built.
+TOYWORLD_DIR = Path(__file__).resolve().parents[1] / "lib_ext" / "toyworld" / "weights"
 SDXL_TINY_YAML = "random-sdxl-tiny.yaml"
 CLIP_FALLBACK = "openai-clip==1.0.1"  # PyPI's packaging of OpenAI's CLIP code, for when GitHub is unreachable
 # The narrow UNet of the SDXL-shaped checkpoint (SDXL's base config with these values replaced).
@@ -70,6 +75,16 @@ HF_MODELS = {
                        patch_size=14, image_size=224, hidden_act="gelu", projection_dim=1280),
         "projection_dim": 1280,
         "pad_token": "!",
+    },
+    # The toy world checkpoint's tiny CLIP text model (lib_ext/toyworld/ldm_model.py LdmConfig; a unit test checks
+    # the numbers agree); its yaml names this entry. The vision half is never built, only read as config.
+    "promptscope/toyworld-clip": {
+        "text": dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2,
+                     hidden_act="quick_gelu", projection_dim=64),
+        "vision": dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=1,
+                       patch_size=14, image_size=224, hidden_act="quick_gelu", projection_dim=64),
+        "projection_dim": 64,
+        "pad_token": "<|endoftext|>",
     },
 }  # fmt: skip
 
@@ -399,11 +414,27 @@ def sdxl_tiny_yaml(webui: Path) -> str:
     return "# SDXL's base config with a narrow UNet (tools/prepare_webui.py of PromptScope)\n" + base
 
 
+def copy_if_changed(src: Path, dest: Path) -> None:
+    if not src.is_file():
+        raise Problem(f"{src} is missing: the toy-world checkpoint ships with PromptScope (git lfs? a partial clone?)")
+    if dest.is_file() and dest.read_bytes() == src.read_bytes():
+        say(f"{dest} is up to date")
+        return
+    say(f"copying {src.name} to {dest}")
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, dest)
+
+
 def prepare_checkpoints(webui: Path, python: Path, kinds: list[str], seed: int) -> None:
     folder = webui / "models" / "Stable-diffusion"
     folder.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         out = folder / CHECKPOINTS[kind]
+        if kind == "toyworld":
+            copy_if_changed(TOYWORLD_DIR / CHECKPOINTS[kind], out)
+            copy_if_changed((TOYWORLD_DIR / CHECKPOINTS[kind]).with_suffix(".yaml"), out.with_suffix(".yaml"))
+            continue
         if kind == "sd15":
             config = webui / "configs" / "v1-inference.yaml"
         else:
@@ -432,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--venv", type=Path, help="default: <checkout>/venv (where A1111 and the live tier look)")
     ap.add_argument("--python", default=getattr(sys, "_base_executable", sys.executable),
                     help="the interpreter the venv is made from (A1111 v1.10 supports 3.10 and 3.11)")  # fmt: skip
-    ap.add_argument("--models", default="sd15,sdxl", help="which checkpoints to build (sd15, sdxl)")
+    ap.add_argument("--models", default="sd15,sdxl,toyworld",
+                    help="which checkpoints to put in models/Stable-diffusion (sd15, sdxl: random weights; toyworld: "
+                         "the trained toy-world SD1 checkpoint)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-venv", action="store_true", help="use the venv as it is (no pip)")
     args = ap.parse_args(argv)

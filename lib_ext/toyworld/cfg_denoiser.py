@@ -71,8 +71,10 @@ class ToyCFGDenoiser(torch.nn.Module):
         on_step: Callable[[int, int], None] | None = None,
         alphas_cumprod: torch.Tensor | None = None,
         sampler_steps: int | None = None,
+        pass_name: str = "first",
     ) -> None:
         super().__init__()
+        self.pass_name = pass_name
         self.inner_model = inner_model
         self.prediction: Prediction = prediction
         self.empty_chunk = empty_chunk  # (1, 77, D)
@@ -119,7 +121,7 @@ class ToyCFGDenoiser(torch.nn.Module):
             step=self.step,
             total_steps=self.total_steps,
             prediction=self.prediction,
-            pass_name="first",
+            pass_name=self.pass_name,
             uncond_skipped=False,
             job=self.job,
             **sampler_step_of(self.step, self.sampler_steps or self.total_steps, self.total_steps),

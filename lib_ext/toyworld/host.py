@@ -35,8 +35,11 @@ from ..seam import (
 from ..session import SamplingSession
 from . import sampling
 from .cfg_denoiser import Interrupted, MulticondBatch, ToyCFGDenoiser, stack_conds
+from .clip_bpe import ClipTokenizer
+from .clip_conditioning import ClipConditioner
 from .conditioning import ToyConditioner
 from .infotext import create_infotext
+from .ldm_model import pixels_from_latent
 from .schedule import alphas_cumprod
 from .tokenizer import ToyTokenizer
 
@@ -49,6 +52,23 @@ DEFAULT_SAMPLER = "DPM++ 2M"  # A1111 v1.10.1's default
 BEST_SAMPLER, BEST_CFG = "Euler a", 3.0
 IMAGE_SIZE = 32
 EXTRA_PARAMS_KEY = "extra_generation_params"  # JobInfo.extra[...]: a dict features may add infotext keys to
+
+
+@dataclass(frozen=True)
+class Hires:
+    """A1111's hires fix with the "Latent" upscaler: bilinear latent upscale, then img2img at the new size with
+    `steps` (0: the first pass's) of the int(steps / strength)-step schedule."""
+
+    scale: float = 1.5
+    denoising_strength: float = 0.5
+    steps: int = 0
+
+    def infotext(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Denoising strength": self.denoising_strength, "Hires upscale": self.scale}
+        if self.steps:
+            out["Hires steps"] = self.steps
+        out["Hires upscaler"] = "Latent"
+        return out
 
 
 @dataclass
@@ -106,14 +126,25 @@ class ToyHost:
         model_name: str = "toyworld",
         device: str | torch.device = "cpu",
         outdir: str | Path | None = None,
+        latent_channels: int = 3,
+        pixel_scale: int = 1,
     ) -> None:
+        """`latent_channels`/`pixel_scale`: 3 and 1 for the word-level pixel model; 4 and 8 for the SD1 checkpoint,
+        whose 32×32 latent is the picture (channels 0–2) and whose images are 256×256 (each latent pixel 8×8)."""
         self.text_encoder = text_encoder.eval()
         self.unet = unet.eval()
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.device = torch.device(device)
         self.outdir = Path(outdir) if outdir is not None else None
-        self.conditioner = ToyConditioner(text_encoder, tokenizer)
+        self.latent_channels = latent_channels
+        self.pixel_scale = pixel_scale
+        self.image_size = IMAGE_SIZE * pixel_scale
+        self.conditioner: ToyConditioner = (
+            ClipConditioner(text_encoder, tokenizer)
+            if isinstance(tokenizer, ClipTokenizer)
+            else ToyConditioner(text_encoder, tokenizer)
+        )
         self.alphas_cumprod = alphas_cumprod().to(self.device)
         self.sigma_denoiser = sampling.DiscreteEpsDenoiser(self._model_fn, self.alphas_cumprod)
         self.timestep_denoiser = sampling.TimestepsEpsDenoiser(self._model_fn, self.alphas_cumprod)
@@ -143,6 +174,18 @@ class ToyHost:
             raise FileNotFoundError(f"toy-world weights not found at {weights}")
         log.warning("PromptScope: %s not found; using an untrained toy model (images will be noise)", weights)
         return cls.random(device=device, outdir=outdir)
+
+    @classmethod
+    def load_sd1(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu", outdir: str | Path | None = None
+    ) -> ToyHost:
+        """The toy world's SD1-format checkpoint (`ldm_weights.py`), the file the WebUI loads."""
+        from .ldm_weights import DEFAULT_LDM_WEIGHTS, load_ldm_toyworld
+
+        te, unet, _cfg, _info = load_ldm_toyworld(path or DEFAULT_LDM_WEIGHTS, device=device)
+        name = Path(path or DEFAULT_LDM_WEIGHTS).stem
+        return cls(te, unet, ClipTokenizer(), model_name=name, device=device, outdir=outdir, latent_channels=4,
+                   pixel_scale=8)  # fmt: skip
 
     @classmethod
     def random(cls, seed: int = 0, device: str | torch.device = "cpu", outdir: str | Path | None = None) -> ToyHost:
@@ -221,15 +264,18 @@ class ToyHost:
         cfg_scale: float = 7.0,
         sampler_name: str = DEFAULT_SAMPLER,
         batch_size: int = 1,
-        width: int = IMAGE_SIZE,
-        height: int = IMAGE_SIZE,
+        width: int | None = None,
+        height: int | None = None,
         features: Sequence[Feature] = (),
         progress: Progress | None = None,
         extra_generation_params: Mapping[str, Any] | None = None,
+        hires: Hires | None = None,
     ) -> ToyProcessed:
-        """Generate one batch. Raises ValueError on settings the toy model cannot honour."""
-        if width != IMAGE_SIZE or height != IMAGE_SIZE:
-            raise ValueError(f"the toy model draws {IMAGE_SIZE}x{IMAGE_SIZE} images, not {width}x{height}")
+        """Generate one batch. Raises ValueError on settings the toy model cannot honour. `hires`: a second pass
+        (the SD1 checkpoint only: its latent can be upscaled; images come out scale × 256 pixels)."""
+        size = self.image_size
+        if (width or size) != size or (height or size) != size:
+            raise ValueError(f"the toy model draws {size}x{size} images, not {width}x{height}")
         if sampler_name not in sampling.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler_name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
         steps, batch_size = int(steps), int(batch_size)
@@ -243,6 +289,14 @@ class ToyHost:
         seeds = sampling.batch_seeds(seed, len(prompts))
         extra: dict[str, Any] = dict(extra_generation_params or {})
         settings = {"steps": steps, "cfg_scale": float(cfg_scale), "sampler_name": sampler_name}
+        hr_size = IMAGE_SIZE
+        if hires is not None:
+            if self.pixel_scale == 1:
+                raise ValueError("the word-level toy model has no hires pass (it draws 32x32 pixels)")
+            hr_size = int(self.image_size * hires.scale) // self.pixel_scale
+            if hr_size <= IMAGE_SIZE or not 0 < hires.denoising_strength <= 1:
+                raise ValueError("hires needs a scale above 1 and a denoising strength in (0, 1]")
+            extra.update(hires.infotext())
 
         with self._job():
             if self._interrupted:  # inside run_jobs after an interrupt: A1111 skips the batch, no images
@@ -251,7 +305,16 @@ class ToyHost:
                 samples, interrupted, messages = self._sample(
                     prompts, negatives, seeds, steps, float(cfg_scale), sampler_name, features, progress, extra
                 )
-        images = to_pil(samples) if samples is not None else []
+                if hires is not None and not interrupted and not self._interrupted:
+                    upscaled = torch.nn.functional.interpolate(samples, size=(hr_size, hr_size), mode="bilinear")
+                    samples, interrupted, more = self._sample(
+                        prompts, negatives, seeds, hires.steps or steps, float(cfg_scale), sampler_name, features,
+                        progress, extra, init=upscaled, denoise=hires.denoising_strength,
+                    )  # fmt: skip
+                    messages += [m for m in more if m not in messages]
+        if samples is not None:
+            samples = samples[:, :3]  # the picture: the latent's RGB channels (the SD1 checkpoint's 4th is 0)
+        images = to_pil(self._pixels(samples)) if samples is not None else []
         processed = ToyProcessed(
             images=images,
             infotexts=[],
@@ -265,6 +328,8 @@ class ToyHost:
             n_generated=len(images),
             samples=samples,
         )
+        if hires is not None:
+            processed.settings["size"] = hr_size * self.pixel_scale
         self._refresh_infotexts(processed)
         return processed
 
@@ -279,22 +344,28 @@ class ToyHost:
         features: Sequence[Feature],
         progress: Progress | None,
         extra: dict[str, Any],
+        init: torch.Tensor | None = None,
+        denoise: float = 1.0,
     ) -> tuple[torch.Tensor, bool, list[str]]:
+        """One sampling pass: txt2img from noise, or (with `init`, a latent) A1111's hires pass from it."""
         info = sampling.SAMPLERS[sampler_name]
+        size = IMAGE_SIZE if init is None else int(init.shape[-1])
+        pass_name = "first" if init is None else "hires"
         cond = self.multicond(rewrite_prompts(features, prompts))
         uncond = self.uncond(negatives)
         job = JobInfo(
             prompts=list(prompts),
             negative_prompts=list(negatives),
             seeds=list(seeds),
-            pass_name="first",
-            width=IMAGE_SIZE,
-            height=IMAGE_SIZE,
+            pass_name=pass_name,
+            width=size * self.pixel_scale,
+            height=size * self.pixel_scale,
             steps=steps,
             model_kind="toyworld",
             extra={"iteration": 0, "sampler_name": sampler_name, "cfg_scale": cfg_scale, EXTRA_PARAMS_KEY: extra},
         )
-        rng = sampling.ImageRNG((3, IMAGE_SIZE, IMAGE_SIZE), seeds, device=self.device)
+        rng = sampling.ImageRNG((self.latent_channels, size, size), seeds, device=self.device)
+        total = info.model_calls(steps)  # a hires pass runs `steps` steps too (the tail of a longer schedule)
 
         def on_step(done: int, total: int) -> None:
             if progress is not None:
@@ -305,8 +376,9 @@ class ToyHost:
                 self.timestep_denoiser if info.timesteps else self.sigma_denoiser,
                 "eps" if info.timesteps else "x0",
                 self.conditioner.empty_prompt().to(self.device),
-                total_steps=info.model_calls(steps),
+                total_steps=total,
                 sampler_steps=steps,
+                pass_name=pass_name,
                 session=session,
                 job=job,
                 should_interrupt=lambda: self._interrupted,
@@ -317,24 +389,34 @@ class ToyHost:
             interrupted = False
             try:
                 with torch.no_grad():
-                    samples = sampling.sample(
-                        sampler_name,
-                        denoiser,
-                        rng,
-                        steps,
-                        extra_args=extra_args,
-                        alphas_cumprod=self.alphas_cumprod,
-                        sigma_denoiser=self.sigma_denoiser,
-                    )
+                    if init is None:
+                        samples = sampling.sample(
+                            sampler_name,
+                            denoiser,
+                            rng,
+                            steps,
+                            extra_args=extra_args,
+                            alphas_cumprod=self.alphas_cumprod,
+                            sigma_denoiser=self.sigma_denoiser,
+                        )
+                    else:
+                        samples = sampling.sample_img2img(
+                            sampler_name, denoiser, rng, steps, init, denoise, self.sigma_denoiser, extra_args
+                        )
             except Interrupted:
                 interrupted = True
                 samples = denoiser.last_latent
                 if samples is None:  # interrupted before the first step: A1111 returns the initial noise
-                    samples = torch.zeros((len(prompts), 3, IMAGE_SIZE, IMAGE_SIZE), device=self.device)
+                    shape = (len(prompts), self.latent_channels, size, size)
+                    samples = torch.zeros(shape, device=self.device)
         messages = list(session.ctx.messages) + list(session.errors)
         if interrupted:
             messages.append("Interrupted")
         return samples, interrupted, messages
+
+    def _pixels(self, samples: torch.Tensor) -> torch.Tensor:
+        """What the checkpoint's autoencoder decodes (`ldm_model.pixels_from_latent`): each pixel pixel_scale²."""
+        return pixels_from_latent(samples, self.pixel_scale)
 
     # -- results ----------------------------------------------------------------------------------------------
     def _refresh_infotexts(self, processed: ToyProcessed) -> None:
@@ -347,8 +429,8 @@ class ToyHost:
                 sampler_name=s["sampler_name"],
                 cfg_scale=s["cfg_scale"],
                 seed=processed.seeds[i],
-                width=IMAGE_SIZE,
-                height=IMAGE_SIZE,
+                width=s.get("size", self.image_size),
+                height=s.get("size", self.image_size),
                 model_name=self.model_name,
                 extra=processed.extra_generation_params,
             )
@@ -411,8 +493,8 @@ class ToyHost:
                     steps=int(settings.get("steps", 20)),
                     cfg_scale=float(settings.get("cfg_scale", 7.0)),
                     sampler_name=str(settings.get("sampler_name", DEFAULT_SAMPLER)),
-                    width=int(settings.get("width", IMAGE_SIZE)),
-                    height=int(settings.get("height", IMAGE_SIZE)),
+                    width=int(settings.get("width", self.image_size)),
+                    height=int(settings.get("height", self.image_size)),
                     features=features(req) if callable(features) else features,
                     extra_generation_params=req.infotext,
                 )

@@ -456,3 +456,32 @@ def sample(
     elif info.func is sample_euler:
         kwargs = {"noise_sampler": rng.noise_sampler()}
     return info.func(cfg_model, x, sigmas, extra_args=extra_args, callback=callback, **kwargs)
+
+
+def sample_img2img(
+    sampler: str,
+    cfg_model: Callable[..., torch.Tensor],
+    rng: ImageRNG,
+    steps: int,
+    init: torch.Tensor,
+    denoising_strength: float,
+    sigma_denoiser: DiscreteEpsDenoiser,
+    extra_args: dict[str, Any] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> torch.Tensor:
+    """A1111's `KDiffusionSampler.sample_img2img` with a step count given (the hires pass): the schedule of
+    int(steps / strength) steps, its last `steps` (`setup_img2img_steps`), started from init + noise·σ."""
+    info = SAMPLERS[sampler]
+    if info.timesteps:
+        raise ValueError(f"the toy host has no img2img path for {sampler}; use a k-diffusion sampler")
+    total = int(steps / min(denoising_strength, 0.999)) if denoising_strength > 0 else 0
+    t_enc = steps - 1
+    sigmas = sigmas_for(sampler, sigma_denoiser, total).to(init.device)
+    schedule = sigmas[total - t_enc - 1 :]
+    x = init + rng.next() * schedule[0]
+    kwargs: dict[str, Any] = {}
+    if info.ancestral:
+        kwargs = {"eta": 1.0, "s_noise": 1.0, "noise_sampler": rng.noise_sampler()}
+    elif info.func is sample_euler:
+        kwargs = {"noise_sampler": rng.noise_sampler()}
+    return info.func(cfg_model, x, schedule, extra_args=extra_args, callback=callback, **kwargs)

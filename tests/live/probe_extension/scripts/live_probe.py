@@ -1,7 +1,8 @@
 """A test-only WebUI extension (linked by the live tier as `extensions/ps-live-probe`): records the order in which
 the real host calls script hooks and denoiser callbacks, and can fail or interrupt a job mid-sampling on request.
 Inert unless its first arg is True; its second arg is an action: "raise_in_sampling" (the UNet raises in the
-denoiser's second call) or "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call).
+denoiser's second call), "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call) or
+"prompts:" + a JSON list (a different prompt per image of the batch, set in process() as Dynamic Prompts does).
 Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG. Two routes serve the Reload UI test:
 GET /ps-live-probe/callbacks (the host's callbacks by category) and POST /ps-live-probe/reload-ui."""
 
@@ -17,6 +18,7 @@ from modules import script_callbacks, scripts, shared
 
 TITLE = "Live probe"
 DELIBERATE = "live-probe: deliberate failure"
+PROMPTS_ACTION = "prompts:"  # + a JSON list: the job's prompts, one per image
 _active: dict[str, Any] = {"p": None, "action": "", "hook": None, "denoiser_call": None}
 
 
@@ -123,7 +125,14 @@ class LiveProbe(scripts.Script):
             _active["p"] = None
 
     def process(self, p: Any, *args: Any) -> None:
-        self._hook("process", p, args, prompts=list(p.all_prompts), batch_size=p.batch_size)
+        if self._hook("process", p, args, prompts=list(p.all_prompts), batch_size=p.batch_size):
+            action = str(args[1] or "")
+            if action.startswith(PROMPTS_ACTION):
+                # One prompt per image of the job, as Dynamic Prompts sets them (the API's prompt is one string).
+                prompts = json.loads(action[len(PROMPTS_ACTION) :])
+                p.all_prompts = list(prompts)
+                if hasattr(p, "all_hr_prompts"):
+                    p.all_hr_prompts = list(prompts)
 
     def before_process_batch(self, p: Any, *args: Any, **kw: Any) -> None:
         self._hook("before_process_batch", p, args, batch_number=kw.get("batch_number"))
