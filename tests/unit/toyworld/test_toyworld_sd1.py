@@ -1,0 +1,205 @@
+"""The toy world's SD1 checkpoint pieces: the constructed autoencoder is the 8×8 block map (checked by running
+ldm's Encoder/Decoder maths on its tensors), the CLIP text model is causal and honours clip skip, the WebUI yaml
+and the Hugging Face entry of tools/prepare_webui.py agree with the config, the toy host tokenizes as A1111's SD1
+wrapper (chunks, BREAK, comma back-tracking, multi-token words) and runs A1111's Latent hires pass. Live-tier tests
+compare the same tensors with the WebUI's own ldm and transformers classes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib_ext.toyworld.clip_bpe import ClipTokenizer
+from lib_ext.toyworld.clip_conditioning import ClipConditioner
+from lib_ext.toyworld.ldm_model import (
+    VAE_LEVELS,
+    ClipTextModel,
+    LdmConfig,
+    LdmUNet,
+    latent_from_pixels,
+    pixels_from_latent,
+    vae_state_dict,
+)
+from lib_ext.toyworld.ldm_weights import checkpoint_state, hf_text_config, webui_yaml
+
+CFG = LdmConfig()
+REPO = Path(__file__).resolve().parents[3]
+
+
+# ---- ldm's autoencoder maths (ldm/modules/diffusionmodules/model.py), run on the constructed tensors ----------------
+def _norm(sd: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.group_norm(x, 32, sd[f"{name}.weight"], sd[f"{name}.bias"], eps=1e-6)
+
+
+def _conv(sd: dict, name: str, x: torch.Tensor, **kw) -> torch.Tensor:
+    w = sd[f"{name}.weight"]
+    return F.conv2d(x, w, sd[f"{name}.bias"], padding=kw.get("padding", w.shape[-1] // 2), stride=kw.get("stride", 1))
+
+
+def _resblock(sd: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    h = _conv(sd, f"{name}.conv1", F.silu(_norm(sd, f"{name}.norm1", x)))
+    h = _conv(sd, f"{name}.conv2", F.silu(_norm(sd, f"{name}.norm2", h)))
+    return x + h
+
+
+def _attn(sd: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    h = _norm(sd, f"{name}.norm", x)
+    q, k, v = (_conv(sd, f"{name}.{p}", h) for p in "qkv")
+    b, c, hh, ww = q.shape
+    w = torch.softmax(q.reshape(b, c, -1).transpose(1, 2) @ k.reshape(b, c, -1) * c**-0.5, dim=-1)
+    out = (v.reshape(b, c, -1) @ w.transpose(1, 2)).reshape(b, c, hh, ww)
+    return x + _conv(sd, f"{name}.proj_out", out)
+
+
+def _mid(sd: dict, prefix: str, h: torch.Tensor) -> torch.Tensor:
+    h = _resblock(sd, f"{prefix}.mid.block_1", h)
+    h = _attn(sd, f"{prefix}.mid.attn_1", h)
+    return _resblock(sd, f"{prefix}.mid.block_2", h)
+
+
+def ldm_encode(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    h = _conv(sd, "encoder.conv_in", x)
+    for level in range(VAE_LEVELS - 1):
+        h = _conv(sd, f"encoder.down.{level}.downsample.conv", F.pad(h, (0, 1, 0, 1)), stride=2, padding=0)
+    h = _mid(sd, "encoder", h)
+    h = _conv(sd, "encoder.conv_out", F.silu(_norm(sd, "encoder.norm_out", h)))
+    moments = _conv(sd, "quant_conv", h)
+    mean, logvar = moments.chunk(2, dim=1)
+    return mean, logvar.clamp(-30.0, 20.0)
+
+
+def ldm_decode(sd: dict, z: torch.Tensor) -> torch.Tensor:
+    h = _conv(sd, "decoder.conv_in", _conv(sd, "post_quant_conv", z))
+    h = _mid(sd, "decoder", h)
+    for level in reversed(range(VAE_LEVELS)):
+        h = _resblock(sd, f"decoder.up.{level}.block.0", h)
+        if level:
+            h = _conv(sd, f"decoder.up.{level}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return _conv(sd, "decoder.conv_out", F.silu(_norm(sd, "decoder.norm_out", h)))
+
+
+def test_constructed_autoencoder_is_the_block_map() -> None:
+    sd = vae_state_dict(CFG)
+    g = torch.Generator().manual_seed(0)
+    picture = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    pixels = pixels_from_latent(picture, 8)  # block-constant, like every toy image
+    mean, logvar = ldm_encode(sd, pixels)
+    assert torch.allclose(mean, latent_from_pixels(pixels), atol=1e-4)
+    assert torch.all(logvar == -30.0)
+    z = torch.randn(2, 4, 4, 4, generator=g)
+    assert torch.allclose(ldm_decode(sd, z), pixels_from_latent(z), atol=1e-3)
+    # a non-constant image: the encoder still averages each 8x8 block
+    noisy = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    assert torch.allclose(ldm_encode(sd, noisy)[0], latent_from_pixels(noisy), atol=1e-4)
+
+
+def test_checkpoint_names_and_yaml() -> None:
+    torch.manual_seed(0)
+    state = checkpoint_state(ClipTextModel(CFG), LdmUNet(CFG), CFG)
+    prefixes = {k.split(".")[0] for k in state}
+    assert prefixes == {"model", "cond_stage_model", "first_stage_model"}
+    assert "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in state
+    assert "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight" in state
+    yaml = webui_yaml(CFG)
+    assert "target: ldm.modules.encoders.modules.FrozenCLIPEmbedder" in yaml
+    assert "version: promptscope/toyworld-clip" in yaml
+    assert "scale_factor: 1.0" in yaml
+    shipped = REPO / "lib_ext" / "toyworld" / "weights" / "toyworld-sd1.yaml"
+    if shipped.exists():
+        assert shipped.read_text(encoding="utf8") == yaml
+
+
+def test_prepare_webui_knows_the_text_config() -> None:
+    spec = importlib.util.spec_from_file_location("prepare_webui_sd1", REPO / "tools" / "prepare_webui.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        entry = module.HF_MODELS["promptscope/toyworld-clip"]["text"]
+    finally:
+        sys.modules.pop(spec.name, None)
+    want = hf_text_config(CFG)
+    for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "hidden_act"):
+        assert entry[key] == want[key], key
+
+
+def test_text_model_is_causal_and_clip_skip_reads_an_earlier_layer() -> None:
+    torch.manual_seed(0)
+    te = ClipTextModel(CFG).eval()
+    a = torch.randint(0, 49408, (1, 77))
+    b = a.clone()
+    b[0, 40:] = 7
+    with torch.no_grad():
+        za, zb = te(a), te(b)
+        assert torch.allclose(za[0, :40], zb[0, :40], atol=1e-6)
+        assert not torch.allclose(za[0, 40:], zb[0, 40:])
+        assert not torch.allclose(te(a, clip_skip=2), za)
+
+
+def test_unet_shapes_at_the_first_and_hires_sizes() -> None:
+    torch.manual_seed(0)
+    unet = LdmUNet(CFG).eval()
+    with torch.no_grad():
+        for size in (32, 48):
+            x = torch.randn(2, 4, size, size)
+            out = unet(x, torch.tensor([10.0, 900.0]), torch.randn(2, 154, CFG.text_dim))
+            assert out.shape == x.shape
+
+
+# ---- tokenization as A1111's SD1 wrapper -------------------------------------------------------------------------
+class _Ids(torch.nn.Module):
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids.float()[..., None].repeat(1, 1, 4)
+
+
+def _conditioner() -> ClipConditioner:
+    return ClipConditioner(_Ids(), ClipTokenizer())
+
+
+def test_chunks_break_and_words() -> None:
+    c = _conditioner()
+    line = c.tokenize_line("a vermilion roundel BREAK a 赤 (triangle:1.3)")
+    assert len(line.chunks) == 2
+    assert all(len(ch.tokens) == 77 for ch in line.chunks)
+    assert line.chunks[0].tokens[:7] == [49406, 320, 624, 1469, 3668, 5602, 2003]
+    assert line.chunks[0].tokens[7:] == [49407] * 70
+    assert line.chunks[1].multipliers[5] == pytest.approx(1.3)  # start, a, 3 pieces of 赤, triangle
+    tokens = c.prompt_tokens("a vermilion roundel BREAK a 赤 (triangle:1.3)")
+    assert tokens.words == ("a", "vermilion", "roundel", "a", "赤", "triangle")
+    pieces = [p for p in tokens.chunks[1] if p.word_index == 4]
+    assert len(pieces) == 3
+
+
+def test_long_prompts_fill_chunks_and_backtrack_to_a_comma() -> None:
+    c = _conditioner()
+    plain = c.tokenize_line(" ".join(["red"] * 80))
+    assert len(plain.chunks) == 2 and plain.token_count == 80
+    assert plain.chunks[1].tokens[1:6] == [736] * 5
+    # a comma 10 tokens before the chunk fills: what follows it moves to the next chunk (A1111's back-tracking)
+    text = " ".join(["red"] * 64) + " , " + " ".join(["blue"] * 20)
+    line = c.tokenize_line(text)
+    first = line.chunks[0].tokens
+    assert first[65] == c.comma_token and first[66:76] == [49407] * 10
+    assert line.chunks[1].tokens[1:21] == [1746] * 20
+
+
+def test_hires_pass_in_the_toy_host() -> None:
+    from lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings
+    from lib_ext.toyworld.host import Hires, ToyHost
+
+    torch.manual_seed(0)
+    host = ToyHost(ClipTextModel(CFG), LdmUNet(CFG), ClipTokenizer(), latent_channels=4, pixel_scale=8)
+    feature = HeatmapFeature(HeatmapSettings())
+    p = host.txt2img("a red circle", seed=3, steps=2, cfg_scale=3, sampler_name="Euler a", features=[feature],
+                     hires=Hires(scale=1.5, denoising_strength=0.5))  # fmt: skip
+    assert p.images[0].size == (384, 384)
+    assert "Hires upscale: 1.5" in p.info and "Size: 384x384" in p.info
+    passes = {(r.pass_name, tuple(r.words[0].raw.shape)) for r in feature.take_results()}
+    assert passes == {("first", (32, 32)), ("hires", (48, 48))}
+    with pytest.raises(ValueError, match="hires"):
+        ToyHost.random().txt2img("a red circle", steps=1, hires=Hires())
