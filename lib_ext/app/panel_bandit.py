@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ HEATMAPS_KEY = SWEEP_KEY
 HEATMAP_TILE = 128  # px per word tile: the toy model's 32 px images would leave no room for the word
 # Session/arm settings the toy host can use (ToyHost.run_jobs reads steps, cfg_scale, sampler_name, width, height).
 TOY_RULES = SettingsRules(keys=BASE_KEYS, size=(IMAGE_SIZE, IMAGE_SIZE, 1), samplers=lambda: SAMPLER_NAMES)
+
+
+def toy_rules(image_size: int) -> SettingsRules:
+    """The rules for the host's model: 32 px (word-level model) or 256 px (the SD1 checkpoint)."""
+    return dataclasses.replace(TOY_RULES, size=(image_size, image_size, 1))
 
 
 def heatmap_settings(value: Any) -> HeatmapSettings | None:
@@ -85,8 +91,8 @@ def sweep_features(requests) -> list:
 
 def build(ctx: TabContext) -> None:
     data_dir = Path(ctx.data_dir) if getattr(ctx, "data_dir", None) else DEFAULT_DATA_DIR
-    provider = ServiceProvider(data_dir, settings_rules=TOY_RULES)
     host = ctx.host
+    provider = ServiceProvider(data_dir, settings_rules=toy_rules(getattr(host, "image_size", IMAGE_SIZE)))
 
     def run_jobs(requests, progress=None):
         guidance = sweep_features(requests)

@@ -163,10 +163,14 @@ class ToyHost:
         allow_random: bool = True,
         outdir: str | Path | None = None,
     ) -> ToyHost:
-        """The shipped weights; without them (and `allow_random`) a randomly initialised model, named so."""
+        """The shipped weights (or `path`: the word-level model's file or the SD1 checkpoint, told apart by their
+        metadata); without them (and `allow_random`) a randomly initialised model, named so."""
+        from .ldm_weights import is_sd1_checkpoint
         from .weights import DEFAULT_WEIGHTS, load_toyworld
 
         weights = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if weights.exists() and is_sd1_checkpoint(weights):
+            return cls.load_sd1(weights, device=device, outdir=outdir)
         if weights.exists():
             te, unet, tok, _cfg = load_toyworld(weights, device=device)
             return cls(te, unet, tok, model_name="toyworld", device=device, outdir=outdir)

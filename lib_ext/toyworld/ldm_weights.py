@@ -50,6 +50,13 @@ def export_checkpoint_file(path: Path, te: ClipTextModel, unet: LdmUNet, cfg: Ld
     path.with_suffix(".yaml").write_text(webui_yaml(cfg), encoding="utf8")
 
 
+def is_sd1_checkpoint(path: Path | str) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("format") == FORMAT
+
+
 def load_ldm_toyworld(
     path: Path | str = DEFAULT_LDM_WEIGHTS, device: str | torch.device = "cpu"
 ) -> tuple[ClipTextModel, LdmUNet, LdmConfig, dict]:

@@ -109,10 +109,13 @@ class WebUIConfig:
 
 
 SETTINGS_ARG = "--ui-settings-file"  # A1111's settings (config.json): output folders, disabled extensions, ...
-# Every output folder setting of A1111 v1.10 with a blank default falls back to the `outdir_*_samples/grids` ones
-# under <checkout>/outputs; these two override all of them for generated images and grids.
+# A1111 v1.10's output folders. The UI's jobs use `outdir_samples`/`outdir_grids` when set, but its API's jobs
+# always take the per-tab ones (`p.outpath_samples = opts.outdir_txt2img_samples`), whose defaults are under
+# <checkout>/outputs: every one is redirected, or an API job that saves (heatmap exports) writes into the checkout.
 SCRATCH_OUTDIRS = {"outdir_samples": "samples", "outdir_grids": "grids", "outdir_save": "saved",
-                   "outdir_init_images": "init-images"}  # fmt: skip
+                   "outdir_init_images": "init-images", "outdir_txt2img_samples": "txt2img-images",
+                   "outdir_img2img_samples": "img2img-images", "outdir_extras_samples": "extras-images",
+                   "outdir_txt2img_grids": "txt2img-grids", "outdir_img2img_grids": "img2img-grids"}  # fmt: skip
 
 
 def scratch_settings(config: WebUIConfig, folder: Path) -> WebUIConfig:

@@ -1,0 +1,365 @@
+"""The toy world measured through the real WebUI and through the toy host, on the same SD1 checkpoint and seeds.
+
+    PROMPTSCOPE_WEBUI=/path/to/stable-diffusion-webui python -m bench webui_quality [--quick]
+
+The checkout is one `tools/prepare_webui.py` prepared (it puts lib_ext/toyworld/weights/toyworld-sd1.safetensors
+and its yaml in models/Stable-diffusion and the tiny CLIP config in the Hugging Face cache). The WebUI is started
+with that checkpoint (the live tier's harness: CPU, offline, 127.0.0.1, scratch output folders) and driven through
+`/sdapi/v1/txt2img` with PromptScope's `alwayson_scripts`; the toy host (`ToyHost.load_sd1`) runs the same prompts,
+seeds and settings in this process. Keys `webui_<case>_<metric>` and `toyhost_<case>_<metric>`, and
+`max_abs_delta` over every pair.
+
+Cases (20 steps, CFG 3, Euler a unless named; 256×256):
+- plain; batch2 (two different captions in one batch of 2: the WebUI gets them through the live tier's probe
+  extension, which sets one prompt per image as Dynamic Prompts does); past_75 (76 filler tokens first, so the
+  object words are in the second 75-token chunk); break (`filler BREAK caption`); emphasis (the first colour word
+  as `(word:1.3)`); multi_token (every colour or shape with a synonym takes it: vermilion / 赤 for red, cerulean
+  for blue, roundel for circle — several CLIP tokens each, 赤 three byte-level pieces); hires (Latent upscaler
+  ×1.5, denoising 0.5, the second pass's maps and image at 48×48 latents); dpmpp_2m; heun.
+Metrics per case: `caption_accuracy` (the judge finds exactly the caption's objects in the picture, read at latent
+resolution: the mean of each 8×8 pixel block); `miou_shape` / `miou_color` (each colour/shape word's raw map —
+the WebUI's exported `.safetensors`, the toy host's feature result — resized to the picture, min-max normalised,
+DAAM's τ 0.4, against the mask of the object the judge found for its phrase; a synonym's map stands for its word).
+Semantic guidance (`sega_*`): SEGA's "add" trials of `bench semantic_guidance` (shape-only caption, `AND_TOPK
+<another colour> :1`, mode sega at the UI's defaults, DPM++ 2M, CFG 4): `concept_success`, `composition_iou` (median
+mask IoU of the object before and after), `rewrite_iou` (the same with the colour written into the caption).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lib_ext.heatmaps.aggregate import iou, threshold_mask
+from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge, parse_caption
+from lib_ext.toyworld.scenes import caption_for, random_specs
+from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
+
+STEPS = 20
+CFG = 3.0
+SIZE = 256
+TAU = 0.4
+CAPTION_SEED = 9100
+IMAGE_SEED = 12000
+N_FULL, N_QUICK = 24, 4
+SEGA_FULL, SEGA_QUICK = 18, 3
+SEGA_SEED = 4500
+SEGA_SAMPLER, SEGA_CFG = "DPM++ 2M", 4.0
+FILLER = "image of the background with"  # one CLIP token per word
+HEATMAPS_TITLE = "PromptScope: Attention heatmaps"
+GUIDANCE_TITLE = "PromptScope: Semantic guidance"
+PROBE_TITLE = "Live probe"
+_SYNONYM_FOR = {word: [s for s, w in SYNONYMS.items() if w == word] for word in set(SYNONYMS.values())}
+
+
+# ---------------------------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    name: str
+    sampler: str = "Euler a"
+    batch: int = 1
+    hires: bool = False
+    prompt: Callable[[str, int], str] = lambda caption, i: caption
+
+    def words(self, caption: str, i: int) -> str:
+        return self.prompt(caption, i)
+
+
+def _past_75(caption: str, i: int) -> str:
+    words = FILLER.split()
+    return " ".join(words[k % len(words)] for k in range(76)) + " " + caption
+
+
+def _emphasis(caption: str, i: int) -> str:
+    out, done = [], False
+    for word in caption.split():
+        if not done and word in COLORS:
+            out.append(f"({word}:1.3)")
+            done = True
+        else:
+            out.append(word)
+    return " ".join(out)
+
+
+def _synonyms(caption: str, i: int) -> str:
+    out = []
+    for k, word in enumerate(caption.split()):
+        options = _SYNONYM_FOR.get(word)
+        out.append(options[(i + k) % len(options)] if options else word)
+    return " ".join(out)
+
+
+CASES = (
+    Case("plain"),
+    Case("batch2", batch=2),
+    Case("past_75", prompt=_past_75),
+    Case("break", prompt=lambda c, i: f"{FILLER} BREAK {c}"),
+    Case("emphasis", prompt=_emphasis),
+    Case("multi_token", prompt=_synonyms),
+    Case("hires", hires=True),
+    Case("dpmpp_2m", sampler="DPM++ 2M"),
+    Case("heun", sampler="Heun"),
+)
+
+
+def canonical(word: str) -> str:
+    return SYNONYMS.get(word, word)
+
+
+def captions(n: int) -> list[str]:
+    rng = np.random.default_rng(CAPTION_SEED)
+    out = []
+    for _ in range(n):
+        caption = caption_for(random_specs(rng, (1, 2)))
+        out.append(caption)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- backends
+@dataclass
+class Output:
+    picture: np.ndarray  # (h, w, 3) uint8 at latent resolution (8×8 block means of the image)
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)  # prompt word → raw map
+
+
+def latent_picture(image: Any) -> np.ndarray:
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    h, w = arr.shape[0] // 8, arr.shape[1] // 8
+    return arr[: h * 8, : w * 8].reshape(h, 8, w, 8, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+
+
+class ToyBackend:
+    name = "toyhost"
+
+    def __init__(self, weights: Path) -> None:
+        from lib_ext.toyworld.host import ToyHost
+
+        self.host = ToyHost.load_sd1(weights)
+
+    def generate(
+        self, prompts: list[str], seed: int, sampler: str, cfg: float, hires: bool, heatmaps: bool, sega: bool
+    ) -> list[Output]:
+        from lib_ext.guidance import GuidanceSettings
+        from lib_ext.guidance.feature import GuidanceFeature
+        from lib_ext.heatmaps.feature import HeatmapFeature, HeatmapSettings
+        from lib_ext.toyworld.host import Hires
+
+        heat = HeatmapFeature(HeatmapSettings()) if heatmaps else None
+        features: list[Any] = [heat] if heat else []
+        if sega:
+            features.append(GuidanceFeature(GuidanceSettings(mode="sega")))
+        p = self.host.txt2img(prompts, seed=seed, steps=STEPS, cfg_scale=cfg, sampler_name=sampler,
+                              features=features, hires=Hires() if hires else None)  # fmt: skip
+        outs = [Output(latent_picture(img)) for img in p.images[: p.n_generated]]
+        if heat is not None:
+            want = "hires" if hires else "first"
+            for result in heat.take_results():
+                if result.pass_name == want:
+                    outs[result.image].maps = {w.word: w.raw for w in result.words if w.raw is not None}
+        return outs
+
+    def close(self) -> None:
+        pass
+
+
+class WebUIBackend:
+    name = "webui"
+
+    def __init__(self, checkpoint: Path) -> None:
+        from tests.live.webui_harness import WebUIConfig, WebUIServer, scratch_settings
+
+        config = WebUIConfig.from_env()
+        if config is None:
+            raise RuntimeError("set PROMPTSCOPE_WEBUI to an A1111 checkout prepared by tools/prepare_webui.py")
+        self.tmp = Path(tempfile.mkdtemp(prefix="webui-quality-"))
+        config = scratch_settings(config, self.tmp)
+        args = [a for a in config.extra_args]
+        installed = config.checkout / "models" / "Stable-diffusion" / checkpoint.name
+        if not installed.is_file() or installed.read_bytes() != checkpoint.read_bytes():
+            raise RuntimeError(f"{installed} is not {checkpoint}: run tools/prepare_webui.py on the checkout again")
+        ckpt_arg = ("--ckpt", f"models/Stable-diffusion/{checkpoint.name}")
+        config = type(config)(config.checkout, config.python, (*args, *ckpt_arg), config.port, config.start_timeout)
+        probe = Path(__file__).resolve().parents[1] / "tests" / "live" / "probe_extension"
+        self.server = WebUIServer(config, self.tmp / "webui.log", extra_extensions={"ps-live-probe": probe})
+        self.server.start()
+        self.exports = self.tmp / "outputs" / "txt2img-images" / "promptscope-heatmaps"  # the API's folder
+
+    def generate(
+        self, prompts: list[str], seed: int, sampler: str, cfg: float, hires: bool, heatmaps: bool, sega: bool
+    ) -> list[Output]:
+        from PIL import Image
+
+        from lib_ext.heatmaps.render import load_safetensors
+
+        alwayson: dict[str, Any] = {}
+        if heatmaps:
+            alwayson[HEATMAPS_TITLE] = {"args": [{"enabled": True, "export_raw": True,
+                                                  "show_pass": "hires" if hires else "first"}]}  # fmt: skip
+        if sega:
+            alwayson[GUIDANCE_TITLE] = {"args": [{"enabled": "on", "mode": "sega"}]}
+        if len(set(prompts)) > 1:
+            alwayson[PROBE_TITLE] = {"args": [True, "prompts:" + json.dumps(prompts)]}
+        body: dict[str, Any] = {
+            "prompt": prompts[0], "negative_prompt": "", "width": SIZE, "height": SIZE, "steps": STEPS,
+            "cfg_scale": cfg, "sampler_name": sampler, "seed": seed, "batch_size": len(prompts), "n_iter": 1,
+            "send_images": True, "save_images": False, "alwayson_scripts": alwayson,
+        }  # fmt: skip
+        if hires:
+            body.update(enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5)
+        for f in self.exports.glob("*.safetensors") if self.exports.is_dir() else []:
+            f.unlink()
+        res = self.server.client.post("/sdapi/v1/txt2img", body)
+        images = [Image.open(io.BytesIO(base64.b64decode(b))) for b in res["images"][: len(prompts)]]
+        outs = [Output(latent_picture(img)) for img in images]
+        if heatmaps:
+            pass_name = "hires" if hires else "first"
+            for i in range(len(prompts)):
+                found = sorted(self.exports.glob(f"*-{i:02d}-{pass_name}.safetensors"))
+                if found:
+                    outs[i].maps = load_safetensors(found[-1])[0]
+        return outs
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+def word_truth(objects: list[DetectedObject], caption: str) -> dict[str, np.ndarray | None]:
+    truth: dict[str, np.ndarray | None] = {}
+    for color, shape in parse_caption(caption):
+        same = [o for o in objects if o.color == color and o.shape == shape]
+        obj = max(same, key=lambda o: o.area) if same else None
+        for word in (color, shape):
+            if word is None:
+                continue
+            if obj is None:
+                truth[word] = None
+            elif truth.get(word, 0) is not None:
+                prev = truth.get(word)
+                truth[word] = obj.mask.copy() if prev is None else prev | obj.mask
+    return truth
+
+
+def word_ious(out: Output, caption: str) -> dict[str, list[float]]:
+    """IoU per colour/shape word of the caption whose object the judge found."""
+    scores: dict[str, list[float]] = {"color": [], "shape": []}
+    h, w = out.picture.shape[:2]
+    maps = {canonical(k): v for k, v in out.maps.items()}
+    for word, mask in word_truth(judge(out.picture), caption).items():
+        raw = maps.get(word)
+        if mask is None or raw is None:
+            continue
+        heat = torch.nn.functional.interpolate(raw.float()[None, None], size=(h, w), mode="bilinear")[0, 0]
+        kind = "color" if word in COLORS else "shape" if word in SHAPES else None
+        if kind:
+            scores[kind].append(iou(threshold_mask(heat, TAU), torch.from_numpy(mask)))
+    return scores
+
+
+def run_case(backend: Any, case: Case, caps: list[str]) -> dict[str, float | None]:
+    ok, shape_ious, color_ious = [], [], []
+    for start in range(0, len(caps), case.batch):
+        chunk = caps[start : start + case.batch]
+        prompts = [case.words(c, start + k) for k, c in enumerate(chunk)]
+        outs = backend.generate(prompts, IMAGE_SEED + start, case.sampler, CFG, case.hires, True, False)
+        for caption, out in zip(chunk, outs):
+            ok.append(caption_matches(judge(out.picture), caption))
+            scores = word_ious(out, caption)
+            shape_ious += scores["shape"]
+            color_ious += scores["color"]
+    return {
+        "caption_accuracy": float(np.mean(ok)) if ok else None,
+        "miou_shape": float(np.mean(shape_ious)) if shape_ious else None,
+        "miou_color": float(np.mean(color_ious)) if color_ious else None,
+    }
+
+
+def main_object(picture: np.ndarray) -> DetectedObject | None:
+    objects = judge(picture)
+    return objects[0] if objects else None
+
+
+def mask_iou(a: DetectedObject | None, b: DetectedObject | None) -> float:
+    if a is None or b is None:
+        return 0.0
+    union = np.logical_or(a.mask, b.mask).sum()
+    return float(np.logical_and(a.mask, b.mask).sum() / union) if union else 0.0
+
+
+def run_sega(backend: Any, n: int) -> dict[str, float | None]:
+    """SEGA "add" trials, one image per call (seeds are per trial)."""
+    colors = list(COLORS)
+    success, comp, rewrite = [], [], []
+    for k in range(n):
+        shape, seed = SHAPES[k % len(SHAPES)], SEGA_SEED + k
+
+        def one(prompt: str, sega: bool, seed: int = seed) -> Output:
+            return backend.generate([prompt], seed, SEGA_SAMPLER, SEGA_CFG, False, False, sega)[0]
+
+        base = main_object(one(shape, False).picture)
+        if base is None or base.shape != shape:
+            continue  # the trial counts when the base image draws its shape
+        concept = colors[(colors.index(base.color) + 1) % len(colors)] if base.color in colors else colors[0]
+        edit = main_object(one(f"{shape} AND_TOPK {concept} :1", True).picture)
+        rewritten = main_object(one(f"{concept} {shape}", False).picture)
+        success.append(edit is not None and edit.color == concept)
+        comp.append(mask_iou(base, edit))
+        rewrite.append(mask_iou(base, rewritten))
+    return {
+        "sega_trials": len(success),
+        "sega_concept_success": float(np.mean(success)) if success else None,
+        "sega_composition_iou": statistics.median(comp) if comp else None,
+        "sega_rewrite_iou": statistics.median(rewrite) if rewrite else None,
+    }
+
+
+def measure(backend: Any, quick: bool) -> dict[str, Any]:
+    caps = captions(N_QUICK if quick else N_FULL)
+    out: dict[str, Any] = {}
+    for case in CASES:
+        t0 = time.time()
+        for key, value in run_case(backend, case, caps).items():
+            out[f"{case.name}_{key}"] = value
+        print(f"  {backend.name} {case.name}: {time.time() - t0:.0f} s "
+              f"{ {k: v for k, v in out.items() if k.startswith(case.name + '_')} }", flush=True)  # fmt: skip
+    out.update(run_sega(backend, SEGA_QUICK if quick else SEGA_FULL))
+    return out
+
+
+def main(quick: bool = False) -> dict:
+    from lib_ext.toyworld.ldm_weights import DEFAULT_LDM_WEIGHTS
+
+    torch.set_num_threads(int(os.environ.get("PROMPTSCOPE_BENCH_THREADS", "2")))
+    weights = Path(os.environ.get("PROMPTSCOPE_TOYWORLD_SD1") or DEFAULT_LDM_WEIGHTS)
+    t0 = time.time()
+    toy = measure(ToyBackend(weights), quick)
+    webui_backend = WebUIBackend(weights)
+    try:
+        web = measure(webui_backend, quick)
+    finally:
+        webui_backend.close()
+    result: dict[str, Any] = {"weights": str(weights), "n_captions": N_QUICK if quick else N_FULL}
+    deltas = []
+    for key in toy:
+        result[f"webui_{key}"] = web.get(key)
+        result[f"toyhost_{key}"] = toy[key]
+        a, b = web.get(key), toy[key]
+        if isinstance(a, float) and isinstance(b, float) and not key.endswith("trials"):
+            deltas.append((abs(a - b), key))
+    worst = max(deltas) if deltas else (None, None)
+    result["max_abs_delta"] = worst[0]
+    result["max_abs_delta_key"] = worst[1]
+    result["seconds"] = round(time.time() - t0)
+    return result
