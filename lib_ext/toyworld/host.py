@@ -128,6 +128,7 @@ class ToyHost:
         outdir: str | Path | None = None,
         latent_channels: int = 3,
         pixel_scale: int = 1,
+        prediction: str = "eps",
     ) -> None:
         """`latent_channels`/`pixel_scale`: 3 and 1 for the word-level pixel model; 4 and 8 for the SD1 checkpoint,
         whose 32×32 latent is the picture (channels 0–2) and whose images are 256×256 (each latent pixel 8×8)."""
@@ -146,8 +147,10 @@ class ToyHost:
             else ToyConditioner(text_encoder, tokenizer)
         )
         self.alphas_cumprod = alphas_cumprod().to(self.device)
-        self.sigma_denoiser = sampling.DiscreteEpsDenoiser(self._model_fn, self.alphas_cumprod)
-        self.timestep_denoiser = sampling.TimestepsEpsDenoiser(self._model_fn, self.alphas_cumprod)
+        # ε- or v-prediction (the SD1 checkpoint's yaml says which), wrapped as A1111 wraps each
+        denoiser = sampling.DiscreteVDenoiser if prediction == "v" else sampling.DiscreteEpsDenoiser
+        self.sigma_denoiser = denoiser(self._model_fn, self.alphas_cumprod)
+        self.timestep_denoiser = sampling.TimestepsEpsDenoiser(self._model_fn, self.alphas_cumprod, prediction)
         self._interrupted = False
         self._depth = 0
         self._lock = threading.RLock()
@@ -186,10 +189,10 @@ class ToyHost:
         """The toy world's SD1-format checkpoint (`ldm_weights.py`), the file the WebUI loads."""
         from .ldm_weights import DEFAULT_LDM_WEIGHTS, load_ldm_toyworld
 
-        te, unet, _cfg, _info = load_ldm_toyworld(path or DEFAULT_LDM_WEIGHTS, device=device)
+        te, unet, cfg, _info = load_ldm_toyworld(path or DEFAULT_LDM_WEIGHTS, device=device)
         name = Path(path or DEFAULT_LDM_WEIGHTS).stem
         return cls(te, unet, ClipTokenizer(), model_name=name, device=device, outdir=outdir, latent_channels=4,
-                   pixel_scale=8)  # fmt: skip
+                   pixel_scale=8, prediction=cfg.prediction)  # fmt: skip
 
     @classmethod
     def random(cls, seed: int = 0, device: str | torch.device = "cpu", outdir: str | Path | None = None) -> ToyHost:

@@ -47,6 +47,10 @@ class LdmConfig:
     # AutoencoderKL (ldm ddconfig): 4 levels = the WebUI's 8× factor; 128 channels = 32 groups of (v, −v, K, −K)
     vae_channels: int = 128
     image_size: int = 32  # latent size the model was trained at (256×256 pixels)
+    # v-prediction: at high noise the target is about −x0, whose mean (the dark background) a bias can give; an
+    # ε-model must predict the noise's per-channel mean, which its last GroupNorm (32 groups of 32 channels = one
+    # channel each) removes, so its pictures came out on a random background tint.
+    prediction: str = "v"
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -57,7 +61,7 @@ class LdmConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LdmConfig:
-        d = dict(d)
+        d = {"prediction": "eps", **d}
         d["channel_mult"] = tuple(d["channel_mult"])
         d["disable_self_attentions"] = tuple(d["disable_self_attentions"])
         return cls(**d)

@@ -115,6 +115,7 @@ def webui_yaml(cfg: LdmConfig) -> str:
         "    conditioning_key: crossattn",
         "    monitor: val/loss_simple_ema",
         "    scale_factor: 1.0",
+        *([f"    parameterization: {cfg.prediction}"] if cfg.prediction != "eps" else []),
         "    use_ema: false",
         "    unet_config:",
         "      target: ldm.modules.diffusionmodules.openaimodel.UNetModel",

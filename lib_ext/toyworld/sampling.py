@@ -168,16 +168,35 @@ class DiscreteEpsDenoiser(torch.nn.Module):
         return x + eps * c_out
 
 
-class TimestepsEpsDenoiser(torch.nn.Module):
-    """The ε-model called on integer timesteps, as A1111's `CompVisTimestepsDenoiser` for DDIM/PLMS/UniPC."""
+class DiscreteVDenoiser(DiscreteEpsDenoiser):
+    """x0-denoiser around a v-model (ldm's parameterization "v"): k-diffusion's `CompVisVDenoiser`, as A1111 wraps
+    such checkpoints. x0 = c_skip·x + c_out·v(x·c_in, t)."""
 
-    def __init__(self, model_fn: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor):
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        s = _append_dims(sigma, x.dim())
+        d2 = self.sigma_data**2
+        c_skip = d2 / (s**2 + d2)
+        c_out = -s * self.sigma_data / (s**2 + d2) ** 0.5
+        c_in = 1 / (s**2 + d2) ** 0.5
+        return self.get_eps(x * c_in, self.sigma_to_t(sigma), **cond) * c_out + x * c_skip
+
+
+class TimestepsEpsDenoiser(torch.nn.Module):
+    """The ε-model called on integer timesteps, as A1111's `CompVisTimestepsDenoiser` for DDIM/PLMS/UniPC; a v-model
+    (`prediction="v"`) gets A1111's `CompVisTimestepsVDenoiser` conversion ε = √ᾱ·v + √(1−ᾱ)·x."""
+
+    def __init__(self, model_fn: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor, prediction: str = "eps"):
         super().__init__()
         self.model_fn = model_fn
+        self.prediction = prediction
         self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, **cond: Any) -> torch.Tensor:
-        return self.model_fn(x, timesteps, **cond)
+        out = self.model_fn(x, timesteps, **cond)
+        if self.prediction != "v":
+            return out
+        ac = _append_dims(self.alphas_cumprod[timesteps.long()].to(x.dtype), x.dim())
+        return ac.sqrt() * out + (1 - ac).sqrt() * x
 
 
 # ------------------------------------------------------------------------------------------- schedules

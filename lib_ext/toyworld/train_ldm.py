@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     step, minutes_before = 0, 0.0
     if (args.resume or args.export_only) and args.ckpt.exists():
         ck = torch.load(args.ckpt, map_location="cpu")
-        if ck["config"] != cfg.to_dict():
+        if cfg.to_dict() != {**ck["config"], "prediction": cfg.prediction}:
             raise SystemExit("checkpoint config differs from this code's model config")
+        if ck["config"].get("prediction", "eps") != cfg.prediction:
+            print(f"continuing an {ck['config'].get('prediction', 'eps')}-model with the {cfg.prediction} objective")
         te.load_state_dict(ck["text_encoder"])
         unet.load_state_dict(ck["unet"])
         opt.load_state_dict(ck["opt"])
@@ -259,8 +261,10 @@ def main(argv: list[str] | None = None) -> None:
         lr = learning_rate(args.lr, step, args.warmup, args.anneal_from, args.max_steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        eps = unet(x_t, t, encode_context(te, batch.ids))
-        mse = F.mse_loss(eps, noise)
+        out = unet(x_t, t, encode_context(te, batch.ids))
+        # ldm's targets: ε, or v = √ᾱ·ε − √(1−ᾱ)·x0 (`get_v`)
+        target = noise if cfg.prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * batch.latents
+        mse = F.mse_loss(out, target)
         attn = attention_loss(unet, batch) if args.attn_weight > 0 else torch.zeros(())
         loss = mse + args.attn_weight * attn
         opt.zero_grad(set_to_none=True)

@@ -203,3 +203,29 @@ def test_hires_pass_in_the_toy_host() -> None:
     assert passes == {("first", (32, 32)), ("hires", (48, 48))}
     with pytest.raises(ValueError, match="hires"):
         ToyHost.random().txt2img("a red circle", steps=1, hires=Hires())
+
+
+def test_v_denoisers_recover_x0_from_an_exact_v_model() -> None:
+    from lib_ext.toyworld import sampling as S
+    from lib_ext.toyworld.schedule import alphas_cumprod
+
+    ac = alphas_cumprod()
+    x0 = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    eps = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    k = S.DiscreteVDenoiser(lambda x, t: None, ac)
+
+    def v_model(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # x_in = x_t·c_in: the DDPM-scaled sample
+        a = torch.exp(torch.lerp(ac[t.floor().long()].log(), ac[t.ceil().long()].log(), t.frac()))
+        a = a.reshape(-1, 1, 1, 1)
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+    k.model_fn = v_model
+    for sigma in (0.1, 1.0, 14.0):
+        s = torch.tensor([sigma])
+        x = x0 + s.reshape(1, 1, 1, 1) * eps
+        assert torch.allclose(k(x, s), x0, atol=2e-3), sigma
+    ddim = S.TimestepsEpsDenoiser(lambda x, t: None, ac, prediction="v")
+    t = torch.tensor([500])
+    a = ac[500]
+    ddim.model_fn = lambda x, tt: a.sqrt() * eps - (1 - a).sqrt() * x0
+    assert torch.allclose(ddim(a.sqrt() * x0 + (1 - a).sqrt() * eps, t), eps, atol=1e-5)
