@@ -9,7 +9,10 @@
   model, CPU-bound) over 1; on a machine with few cores they compete for the CPU, so this shows the machine;
 - `lost_jobs_after_worker_kill`: a worker process killed with SIGKILL mid-queue (3 simulated worker processes);
 - `queue_resume_duplicates` (and `queue_resume_lost`): the host process killed with SIGKILL mid-queue, restarted,
-  the queue finished: images recorded or files written beyond one per job, and jobs never done.
+  the queue finished: images recorded or files written beyond one per job, and jobs never done;
+- `next_image_ms_p95` (and `_first_100`, `_last_100`): rating a backlog of 1,500 pending images (200 with --quick)
+  in a real Chromium, key press to the next image painted (bench/_rating_speed.py); null with the reason in
+  `next_image_skipped` where Chromium, chromedriver or selenium is missing.
 The host child is `python -m bench.seed_bandit_scale host DATA N URL,URL` (`--resume` to carry on).
 """
 
@@ -300,7 +303,18 @@ def host_main(argv: list[str]) -> int:
     return 0
 
 
+def rating_speed(n: int) -> dict[str, Any]:
+    """The rating view in Chromium over a backlog of `n` images (see bench/_rating_speed.py)."""
+    from bench import _rating_speed
+
+    why = _rating_speed.chromium_missing()
+    if why is not None:
+        return {"next_image_ms_p95": None, "next_image_skipped": why}
+    return _rating_speed.measure(n, interval=0.15)
+
+
 def main(quick: bool = False) -> dict[str, Any]:
+    out_speed = rating_speed(200 if quick else 1500)
     if quick:
         out = scale(latency=0.25, per_worker=8)
         out.update(app_speedup(per_worker=4, steps=8))
@@ -311,6 +325,7 @@ def main(quick: bool = False) -> dict[str, Any]:
         out.update(app_speedup(per_worker=12, steps=20))
         out.update(worker_kill(total=80, latency=0.2))
         out.update(host_kill(total=80, latency=0.2))
+    out.update(out_speed)
     out["quick"] = quick
     print(f"{'workers':>8} {'images/min':>11} {'efficiency':>10}")
     for n in WORKER_COUNTS:
@@ -328,6 +343,15 @@ def main(quick: bool = False) -> dict[str, Any]:
         f"host killed mid-queue and resumed: duplicates {out['queue_resume_duplicates']}, "
         f"lost {out['queue_resume_lost']} ({out['resume_claimed_at_kill']} claimed at the kill)"
     )
+    if out["next_image_ms_p95"] is None:
+        print(f"rating view: not measured ({out['next_image_skipped']})")
+    else:
+        print(
+            f"rating view, {out['key_presses']} key presses {out['press_interval_ms']:.0f} ms apart: next image "
+            f"p95 {out['next_image_ms_p95']:.1f} ms (first 100 {out['next_image_ms_p95_first_100']:.1f}, last 100 "
+            f"{out['next_image_ms_p95_last_100']:.1f}), median {out['next_image_ms_median']:.1f}, max "
+            f"{out['next_image_ms_max']:.1f}; {out['ratings_stored']} ratings stored"
+        )
     return out
 
 

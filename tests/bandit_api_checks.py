@@ -61,6 +61,11 @@ ID_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/sessions/{id}/undo", None),
     ("POST", "/rounds/{id}/mark-rest", None),
     ("GET", "/images/{id}/file", None),
+    ("GET", "/images/{id}", None),
+    ("GET", "/images/{id}/attachments/0", None),
+    ("GET", "/sessions/{id}/upcoming", None),
+    ("GET", "/sessions/{sid}/upcoming?start={id}", None),
+    ("GET", "/sessions/{sid}/upcoming?after={id}", None),
 ]
 
 BAD_IDS = st.one_of(

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
 
 from .hosting import ServiceProvider
 from .queue import QueueConflictError, QueueRunner
-from .service import MAX_ROUND, BanditService
+from .service import MAX_ROUND, MAX_UPCOMING, BanditService
 from .store import DB_FILENAME, NotFoundError, StoreError, unacknowledged_backups
 
 PREFIX = "/promptscope/v1/bandit"
@@ -337,17 +337,33 @@ def make_router(
         body = body or MarkRestIn()
         return _call(svc().mark_rest, round_id, body.rating, body.client, body.rater)
 
+    @router.get("/images/{image_id}")
+    def get_image(image_id: int, rater: str = Query("", max_length=100)) -> dict[str, Any]:
+        """One image: `rater`'s rating (`rating`), every rater's (`ratings`), arm, round, seed, prompt, attachments."""
+        return _call(svc().get_image, image_id, rater)
+
+    def serve(s: BanditService, path_text: str, what: str) -> FileResponse:
+        path = Path(path_text).resolve()
+        roots = [Path(s.store.folder).resolve(), *(Path(r).resolve() for r in allowed_roots())]
+        if not _inside(path, roots):
+            raise HTTPException(status_code=403, detail=f"{what} is outside the data and output folders")
+        if not path.is_file():
+            raise HTTPException(status_code=404, detail=f"{what} is missing")
+        return FileResponse(str(path))
+
     @router.get("/images/{image_id}/file")
     def image_file(image_id: int) -> FileResponse:
         s = svc()
-        img = _call(s.get_image, image_id)
-        path = Path(img["path"]).resolve()
-        roots = [Path(s.store.folder).resolve(), *(Path(r).resolve() for r in allowed_roots())]
-        if not _inside(path, roots):
-            raise HTTPException(status_code=403, detail="the image file is outside the data and output folders")
-        if not path.is_file():
-            raise HTTPException(status_code=404, detail=f"image {image_id}'s file is missing")
-        return FileResponse(str(path))
+        return serve(s, _call(s.get_image, image_id)["path"], f"image {image_id}'s file")
+
+    @router.get("/images/{image_id}/attachments/{index}")
+    def attachment_file(image_id: int, index: int) -> FileResponse:
+        """The `index`-th image attached to an image (its word-heatmap grid), from 0."""
+        s = svc()
+        attached = _call(s.get_image, image_id)["attachments"]
+        if not 0 <= index < len(attached):
+            raise HTTPException(status_code=404, detail=f"image {image_id} has no attachment {index}")
+        return serve(s, attached[index]["path"], f"attachment {index} of image {image_id}")
 
     def queues() -> QueueRunner:
         if runner is None:
@@ -400,6 +416,24 @@ def make_router(
         """`rater`'s next image to rate in the backlog (see README: most to learn first, newest posterior first)."""
         image, pending = _call(svc().next_to_rate, session_id, rater)
         return {"image": image, "pending": pending}
+
+    @router.get("/sessions/{session_id}/upcoming")
+    def upcoming(
+        session_id: int,
+        rater: str = Query("", max_length=100),
+        n: int = Query(4, ge=1, le=MAX_UPCOMING),
+        start: int | None = None,
+        after: int | None = None,
+        exclude: str = Query("", max_length=4000),
+    ) -> dict[str, Any]:
+        """The next `n` images the rating view shows `rater`, in order (the page loads them ahead): `start` an
+        image to show first, `after` the image the list continues from, `exclude` comma-separated ids the page
+        holds already or has not sent the rating of yet."""
+        try:
+            skip = [int(x) for x in exclude.split(",") if x.strip()]
+        except ValueError:
+            raise HTTPException(status_code=422, detail="exclude must be comma-separated image ids") from None
+        return _call(svc().upcoming, session_id, rater, n, start, after, skip)
 
     def provider() -> ServiceProvider:
         if not isinstance(service_factory, ServiceProvider):

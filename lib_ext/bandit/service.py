@@ -55,6 +55,8 @@ log = logging.getLogger("promptscope")
 MAX_ROUND = 256
 MAX_TEXT = 20_000
 MAX_RATER = 100
+MAX_UPCOMING = 32  # images the rating view may ask for at once
+MAX_UPCOMING_EXCLUDE = 200  # images it holds or has not sent yet
 POOLED = "pooled"  # the view / learn_from value of every rater's ratings together (not a rater name)
 LIKES_WINDOW = 100  # the learning curve's moving window: likes per this many latest ratings
 PRIORS = ("empirical", "uniform")
@@ -721,6 +723,13 @@ class BanditService:
         if not by_arm:
             return None, 0
         arm_ids = sorted(by_arm)
+        pick = self._pick_arm(m, arm_ids)
+        return self.store.get_image(by_arm[arm_ids[pick]][0], rater), sum(n for _, n in by_arm.values())
+
+    def _pick_arm(self, m: dict[str, Any], arm_ids: Sequence[int]) -> int:
+        """Index into `arm_ids` of the arm the session's sampling rule picks now (the backlog rule)."""
+        if len(arm_ids) < 2:
+            return 0
         prior, counts, mode = m["prior"], m["counts"], m["session"]["options"]["mode"]
         beliefs = [
             ArmBelief(prior.alpha + counts[a].successes, prior.beta + counts[a].failures,
@@ -729,8 +738,79 @@ class BanditService:
             for a in arm_ids
         ]  # fmt: skip
         with self._rng_lock:
-            pick = int(choose_arms(beliefs, 1, mode, self._rng)[0]) if len(arm_ids) > 1 else 0
-        return self.store.get_image(by_arm[arm_ids[pick]][0], rater), sum(n for _, n in by_arm.values())
+            return int(choose_arms(beliefs, 1, mode, self._rng)[0])
+
+    def upcoming(
+        self,
+        session_id: int,
+        rater: str = "",
+        n: int = 4,
+        start: int | None = None,
+        after: int | None = None,
+        exclude: Sequence[int] = (),
+    ) -> dict[str, Any]:
+        """The next `n` images the rating view shows `rater`, in order, so the page can load them before the key
+        press: {"images": [...], "pending": how many are pending for the rater}.
+
+        The order is the tab's (`BanditTab.next_pending` and `next_to_rate`) played ahead: after an image, the
+        pending images later in its round, then the round's earlier ones; a finished round hands over to the
+        backlog rule (the arm the session's sampling rule picks, its newest pending image). The picks use the
+        posterior as it is now: the page asks again after each rating, so the lag is the few images it holds.
+        `start`: an image to show first (any rating: re-rating); `after`: the image the list continues from (its
+        round first); `exclude`: images the page holds or has rated but not yet sent."""
+        m = self._model(session_id)
+        sid = m["session"]["id"]
+        rater = _rater(rater)
+        n = int(n)
+        if not 1 <= n <= MAX_UPCOMING:
+            raise ValueError(f"n must be an integer from 1 to {MAX_UPCOMING}, got {n}")
+        if len(exclude) > MAX_UPCOMING_EXCLUDE:
+            raise ValueError(f"at most {MAX_UPCOMING_EXCLUDE} images can be excluded, got {len(exclude)}")
+        skip = {_id(i, "image id") for i in exclude}
+        pending = self.store.pending_images(sid, rater)
+        chosen: list[int] = []
+        round_of: dict[int, int | None] = {}
+        for ref, what in ((start, "start"), (after, "after")):
+            if ref is None:
+                continue
+            img = self.store.get_image(_id(ref, f"{what} image id"))
+            if img["session_id"] != sid:
+                raise ValueError(f"image {img['id']} belongs to another session")
+            round_of[img["id"]] = img["round_id"]
+        if start is not None:
+            chosen.append(int(start))
+            after = int(start)
+        skip.update(chosen)
+        by_round: dict[int | None, list[int]] = {}
+        by_arm: dict[int, list[int]] = {}  # ascending ids: the newest last
+        arm_of: dict[int, int] = {}
+        for iid, arm, rnd in pending:
+            if iid not in skip:
+                by_round.setdefault(rnd, []).append(iid)
+                by_arm.setdefault(arm, []).append(iid)
+                round_of[iid], arm_of[iid] = rnd, arm
+        while len(chosen) < n and by_arm:
+            rnd = round_of.get(after) if after is not None else None
+            in_round = by_round.get(rnd, []) if rnd is not None else []
+            later = [i for i in in_round if i > after]
+            nxt = (later or in_round or [None])[0]
+            if nxt is None:  # the round is done: the backlog rule, on the posterior as it is now
+                arm_ids = sorted(by_arm)
+                nxt = by_arm[arm_ids[self._pick_arm(m, arm_ids)]][-1]
+            by_round[round_of[nxt]].remove(nxt)
+            by_arm[arm_of[nxt]].remove(nxt)
+            if not by_arm[arm_of[nxt]]:
+                del by_arm[arm_of[nxt]]
+            chosen.append(nxt)
+            after = nxt
+        arms = {a["id"]: a for a in self.store.list_arms(sid)}
+        images = []
+        for iid in chosen:
+            img = self.store.get_image(iid, rater)
+            arm = arms.get(img["arm_id"]) or {}
+            img["arm_label"] = arm.get("label") or ""
+            images.append(img)
+        return {"images": images, "pending": len(pending)}
 
     def get_image(self, image_id: int, rater: str = "") -> dict[str, Any]:
         """One image with `rater`'s current rating, every rater's (`ratings`), session, arm, round, seed, path,

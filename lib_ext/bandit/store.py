@@ -787,6 +787,17 @@ class Store:
         )
         return {r["arm_id"]: (r["newest"], r["n"]) for r in rows}
 
+    def pending_images(self, session_id: int, rater: str = "") -> list[tuple[int, int, int | None]]:
+        """(id, arm id, round id) of every image `rater` has not rated, in id order: one indexed scan, a few ms
+        for thousands (the rating view plans its next images from it)."""
+        with self._read() as conn:  # tuples, not a dict per row: a backlog has thousands
+            rows = conn.execute(
+                f"""SELECT i.id, i.arm_id, i.round_id FROM images i {_STATE_JOIN}
+                    WHERE i.session_id = ? AND {_CURRENT} = 'pending' ORDER BY i.id""",
+                (rater, session_id),
+            ).fetchall()
+        return [(int(r[0]), int(r[1]), None if r[2] is None else int(r[2])) for r in rows]
+
     def image_counts(self, session_id: int) -> dict[int, int]:
         """Images generated per arm (rated or not)."""
         rows = self._all("SELECT arm_id, COUNT(*) AS n FROM images WHERE session_id = ? GROUP BY arm_id", (session_id,))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import itertools
 import json
 import logging
 import math
@@ -27,10 +28,13 @@ from typing import Any
 import gradio as gr
 
 from .hosting import GenerateFn
+from .routes import PREFIX as API_PREFIX
 from .service import BanditService
 from .store import StoreError, acknowledge_backups, unacknowledged_backups
+from .ui_fast import SYNC_JS, fast_view_html
 
 log = logging.getLogger("promptscope")
+_CAPTIONS = itertools.count(1)  # numbers the captions (data-view): the page tells a new showing from an old one
 
 MODE_LABELS = {
     "more good images (Thompson sampling)": "more_good",
@@ -59,8 +63,10 @@ SETTINGS_INFO = (
 )
 
 
-def _css(prefix: str) -> str:
-    return f"""<style>
+def _css(prefix: str, display_size: int = 384) -> str:
+    from .ui_fast import fast_css
+
+    return f"""<style>{fast_css(prefix, display_size)}
 #{prefix}_current img {{ image-rendering: pixelated; object-fit: contain; width: 100%; height: 100%; }}
 #{prefix}_round_gallery img, #{prefix}_browse_gallery img {{ image-rendering: pixelated; }}
 #{prefix}_caption {{ min-height: 3em; }}
@@ -196,18 +202,25 @@ class BanditTab:
         flag = " <b class='ps-disagree'>⚡ raters disagree</b>" if clash else ""
         return f"<br><span class='ps-raters'>ratings: {parts}</span>{flag}"
 
-    def caption(self, image: dict | None, pending: int) -> str:
-        """What is on show: arm, seed, round, each rater's rating; the element carries the image id (the keyboard
-        script reads it)."""
+    def caption(self, image: dict | None, pending: int, sid: int | None = None, rater: str = "") -> str:
+        """What is on show: arm, seed, round, each rater's rating. The element carries the image id, session and
+        rater, and a number new with every caption: the page's rating view (promptscope_bandit.js) takes over
+        each image the tab shows (a session loaded, a round made, a gallery pick, another rater), also the same
+        image again."""
+        sid = image["session_id"] if image is not None else sid
+        data = (
+            f"data-image-id='{'' if image is None else int(image['id'])}' data-session-id='{sid or ''}' "
+            f"data-rater='{html.escape(rater, quote=True)}' data-view='{next(_CAPTIONS)}'"
+        )
         if image is None:
             return (
-                f"<div data-image-id='' class='ps-caption'>Nothing left to rate"
+                f"<div {data} class='ps-caption'>Nothing left to rate"
                 f"{' in this session' if pending == 0 else ''}. Generate a round.</div>"
             )
         arm = self.svc.get_arm(image["arm_id"])
         missing = "" if os.path.isfile(image["path"]) else " <span class='ps-error'>(file missing)</span>"
         return (
-            f"<div data-image-id='{int(image['id'])}' class='ps-caption'>"
+            f"<div {data} class='ps-caption'>"
             f"<b>image {int(image['id'])}</b> · arm {arm['id']} <i>{html.escape(arm_name(arm))}</i> · "
             f"round {image.get('round_number') or '?'} · seed {int(image['seed'])} · {pending} to rate{missing}"
             f"{self.raters_line(image)}<br>"
@@ -415,7 +428,8 @@ class BanditTab:
         if sid is None:
             return [None, self.caption(None, 0), ""]
         image, pending = self.next_pending(sid, round_id, after, rater)
-        return [self._image_or_none(image), self.caption(image, pending), "" if image is None else str(image["id"])]
+        return [self._image_or_none(image), self.caption(image, pending, sid, rater),
+                "" if image is None else str(image["id"])]  # fmt: skip
 
     # ---- a damaged database moved aside -------------------------------------------------------------------------
     def pending_backups(self) -> list[Path]:
@@ -688,7 +702,7 @@ class BanditTab:
             if back:
                 img = svc.get_image(back[0]["image_id"], rater)
                 _, pending = self.next_pending(sid, rater=rater)
-                view = [self._image_or_none(img), self.caption(img, pending), str(img["id"])]
+                view = [self._image_or_none(img), self.caption(img, pending, sid, rater), str(img["id"])]
             else:
                 view = self.current_view(sid, parse_id(round_value), rater=rater)
             ids = ", ".join(str(u["image_id"]) for u in undone)
@@ -710,7 +724,8 @@ class BanditTab:
             _, pending = self.next_pending(sid, rid, rater=rater)
             state = "" if img["rating"] == "pending" else f" (now {img['rating']}d; rating again replaces it)"
             state = state.replace("skipd", "skipped")
-            return [img["path"], self.caption(img, pending), str(img["id"]), _msg(f"Image {img['id']}{state}.")]
+            return [img["path"], self.caption(img, pending, sid, rater), str(img["id"]),
+                    _msg(f"Image {img['id']}{state}.")]  # fmt: skip
         except (ValueError, StoreError) as exc:
             return [gr.update(), gr.update(), gr.update(), _err(str(exc))]
 
@@ -752,6 +767,11 @@ class BanditTab:
         except (ValueError, StoreError):
             log.exception("PromptScope: seed-bandit view refresh failed")
             return [gr.update()] * (1 + N_STATS)
+
+    def sync_view(self, session_value: Any, round_value: Any, view: Any = None, rater_value: Any = "") -> list[Any]:
+        """The rating view paused (its round and rater in the inputs): [round id, round gallery, stats ×N_STATS]."""
+        rid = parse_id(round_value)
+        return [gr.update() if rid is None else str(rid), *self.refresh_view(session_value, rid, view, rater_value)]
 
     def _browsed(
         self, sid: int, arm_value: Any, rating: Any, rater_value: Any = ""
@@ -835,7 +855,7 @@ class BanditTab:
         backups = self.pending_backups()
 
         with gr.Column(elem_id=p):
-            gr.HTML(_css(p))
+            gr.HTML(_css(p, self.display_size))
             c["store_notice"] = gr.HTML(self.store_notice_html(backups) if backups else "", visible=bool(backups),
                                         elem_id=f"{p}_store_notice")  # fmt: skip
             c["store_ack"] = gr.Button("Acknowledge: keep the backup, start a new database", variant="stop",
@@ -914,6 +934,8 @@ class BanditTab:
             c["status"] = gr.HTML(_err(startup_error) if startup_error else _msg(start), elem_id=f"{p}_status")
             with gr.Row():
                 with gr.Column(scale=2):
+                    # The rating view (ui_fast.py): rates without a gradio round-trip once the page script runs
+                    c["fast"] = gr.HTML(fast_view_html(p, API_PREFIX), elem_id=f"{p}_fast")
                     c["current"] = gr.Image(label="Rate this image", interactive=False, type="filepath",
                                             elem_id=f"{p}_current", height=self.display_size)  # fmt: skip
                     c["caption"] = gr.HTML(self.caption(None, 0), elem_id=f"{p}_caption")
@@ -921,9 +943,12 @@ class BanditTab:
                         c["like"] = gr.Button("Like (L)", variant="primary", elem_id=f"{p}_like")
                         c["dislike"] = gr.Button("Dislike (D)", elem_id=f"{p}_dislike")
                         c["skip"] = gr.Button("Skip (S)", elem_id=f"{p}_skip")
-                    with gr.Row():
+                    with gr.Row(elem_id=f"{p}_undo_row"):
                         c["undo"] = gr.Button("↶ Undo (U)", elem_id=f"{p}_undo")
                         c["mark_rest"] = gr.Button("Mark the rest as bad", elem_id=f"{p}_mark_rest")
+                    # Pressed by the rating view when the ratings pause (hidden by CSS: still in the page)
+                    c["fast_sync"] = gr.Button("Refresh statistics", elem_id=f"{p}_fast_sync",
+                                               elem_classes=["ps-hidden"])  # fmt: skip
                     # Who rates in this browser: remembered in localStorage by promptscope_bandit.js
                     c["rater"] = gr.Textbox(label="Rater (remembered in this browser; empty: unnamed)", max_lines=1,
                                             placeholder="your name", elem_id=f"{p}_rater")  # fmt: skip
@@ -1074,6 +1099,10 @@ class BanditTab:
         ):
             event.then(self.refresh_view, refresh_in, refresh_out)
             then_attached(event)
+        # The rating view paused: the statistics and gallery of the round it is on (not queued: a running round
+        # must not hold it up).
+        c["fast_sync"].click(self.sync_view, refresh_in, [c["round_id"], *refresh_out], queue=False,
+                             **js_kwarg(c["fast_sync"].click, SYNC_JS))  # fmt: skip
         # Another statistics view: only the statistics change (the picker keeps its choice).
         c["stats_view"].select(self.refresh_view, refresh_in, refresh_out)
         # The Rater changes (typed, or filled from this browser's memory): show the next image pending for them.

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 
 def shown_image_id(driver, prefix: str) -> str:
-    """The id of the image being rated ('' while none is shown)."""
+    """The id of the image being rated ('' while none is shown). With the rating view running (the page script's,
+    lib_ext/bandit/ui_fast.py): the image it shows, painted, once every rating and undo it queued has reached the
+    server (so a test can read the API next); else the gradio caption's."""
     return driver.execute_script(
+        "const v = window.promptscopeBanditView ? window.promptscopeBanditView() : null;"
+        "if (v && v.on) { const img = v.shown && v.shown.img;"
+        "  const settled = img && img.complete && !v.outbox.length && !v.sending && !v.fetching;"
+        "  return settled ? String(v.shown.data.id) : ''; }"
         "const e = document.querySelector(arguments[0]); return e ? e.getAttribute('data-image-id') : '';",
         f"#{prefix}_caption [data-image-id]",
     )

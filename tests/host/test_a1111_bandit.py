@@ -269,3 +269,44 @@ def test_two_raters_rate_through_the_a1111_tab_and_the_api_sees_who(webui, sd_mo
     assert stats[7]["value"] == "bob" and "ann × bob" in stats[6]
     assert all(type(chart).__module__.startswith("altair") for chart in (stats[2], stats[3], stats[5]))
     assert get(app, "/sessions/1/raters").json()["agreement"][0]["n"] == 1
+
+
+def test_the_rating_view_in_a1111_routes_and_sync(webui, sd_model, tmp_path):
+    """Issue 14 "rating at speed" on the A1111 double: the tab carries the rating view (the page script's markup,
+    pointing at the routes A1111 mounted) and its hidden sync button, whose click runs the page-side step first;
+    the routes the view reads answer on A1111's app (pydantic 1, fastapi 0.94)."""
+    m, demo, app = webui
+    b = bandit(m)
+    m.shared.opts.data[b.OPT_DIR] = str(tmp_path / "bandit")
+    tab = b.current_tab
+    value = _session_with_arms(tab)
+    from modules import call_queue
+
+    with call_queue.queue_lock:
+        out = tab.run_round(value, 3, None, False)
+    first = int(out[2])
+    assert f"data-image-id='{first}' data-session-id='1'" in out[1]
+    html = tab.c["fast"].value
+    assert "class='ps-fast'" in html and f"data-api='{PREFIX}'" in html and "ps_bandit_fast_like" in html
+    blocks = tabs_blocks(m)
+    dep = next(d for d in blocks.dependencies if tab.c["fast_sync"]._id in [t[0] if isinstance(t, list | tuple) else t
+                                                                         for t in d["targets"]])  # fmt: skip
+    assert "promptscopeBanditSync" in (dep.get("js") or "") and dep["queue"] is False
+    sync = handler(blocks, tab.c["fast_sync"])
+    res = sync(value, out[3], None, "ann")
+    from promptscope_lib_ext.bandit.ui import N_STATS
+
+    assert res[0] == out[3] and len(res) == 2 + N_STATS and res[1]  # round id, its gallery, the statistics
+    r = get(app, f"/sessions/1/upcoming?rater=ann&n=5&start={first}")
+    assert r.status_code == 200, r.text
+    ids = [im["id"] for im in r.json()["images"]]
+    assert ids[0] == first and sorted(ids) == sorted(im["id"] for im in get(app, "/sessions/1/images").json())
+    assert get(app, f"/images/{first}?rater=ann").json()["rating"] == "pending"
+    assert get(app, f"/images/{first}/file").status_code == 200
+    rated = request(app, "POST", f"/images/{first}/rating", json={"rating": "like", "rater": "ann", "client": "page:x"},
+                    headers={"origin": "http://127.0.0.1:7860"})  # fmt: skip
+    assert rated.status_code == 200
+    assert first not in [im["id"] for im in get(app, "/sessions/1/upcoming?rater=ann&n=5").json()["images"]]
+    undone = request(app, "POST", "/sessions/1/undo", json={"rater": "ann", "client": "page:x"},
+                     headers={"origin": "http://127.0.0.1:7860"})  # fmt: skip
+    assert [u["image_id"] for u in undone.json()["undone"]] == [first]

@@ -308,3 +308,38 @@ def test_stats_of_a_session_without_arms_is_plain_json(setup):
     assert r.status_code == 200, r.text
     assert r.json()["stop"]["kind"] == "none" and r.json()["stop"]["more_ratings"] is None
     assert r.json()["stop"]["reason"] == "no active arms"
+
+
+def test_the_rating_view_routes_upcoming_image_and_attachment(setup):
+    """What the page's rating view reads: the next images in order (`upcoming`), one image, an attachment file."""
+    client, provider, tmp = setup
+    sid = client.post("/sessions", json={"name": "fast"}).json()["id"]
+    client.post(f"/sessions/{sid}/arms", json={"prompt": "a cat", "label": "cat"})
+    images = _round(provider, sid, tmp / "data" / "images")
+    ids = [im["id"] for im in images]
+    grid = tmp / "data" / "images" / "grid.png"
+    grid.write_bytes(b"grid")
+    with provider().store._write() as conn:  # an attached heatmap grid, as the hosts record it
+        conn.execute("UPDATE images SET attachments = ? WHERE id = ?", (f'[{{"path": "{grid}", "caption": "g"}}]',
+                                                                          ids[1]))  # fmt: skip
+    r = client.get(f"/sessions/{sid}/upcoming", params={"n": 3, "start": ids[1], "exclude": f"{ids[2]}"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [im["id"] for im in body["images"]] == [ids[1], ids[3], ids[0]] and body["pending"] == 4
+    assert body["images"][0]["arm_label"] == "cat" and body["images"][0]["attachments"][0]["caption"] == "g"
+    client.post(f"/images/{ids[0]}/rating", json={"rating": "like", "rater": "ann"})
+    # no start: the backlog rule picks the arm's newest pending image, then the rest of its round
+    got = [im["id"] for im in client.get(f"/sessions/{sid}/upcoming?rater=ann&n=8").json()["images"]]
+    assert got == [ids[3], ids[1], ids[2]]
+    one = client.get(f"/images/{ids[0]}?rater=ann").json()
+    assert one["rating"] == "like" and one["ratings"] == {"ann": "like"}
+    assert client.get(f"/images/{ids[1]}/attachments/0").content == b"grid"
+    assert client.get(f"/images/{ids[1]}/attachments/1").status_code == 404
+    assert client.get(f"/images/{ids[0]}/attachments/0").status_code == 404
+    assert client.get(f"/sessions/{sid}/upcoming?exclude=1,x").status_code == 422
+    assert client.get(f"/sessions/{sid}/upcoming?n=33").status_code == 422
+    outside = tmp / "elsewhere" / "x.png"
+    outside.write_bytes(b"x")
+    with provider().store._write() as conn:
+        conn.execute("UPDATE images SET attachments = ? WHERE id = ?", (f'[{{"path": "{outside}"}}]', ids[2]))
+    assert client.get(f"/images/{ids[2]}/attachments/0").status_code == 403

@@ -48,3 +48,23 @@ def test_sigkill_of_a_worker_or_of_the_host_loses_and_duplicates_nothing():
     host = b.host_kill(total=16, latency=0.15)
     assert host["queue_resume_duplicates"] == 0 and host["queue_resume_lost"] == 0
     assert 0 < host["resume_done_at_kill"] < 16  # killed mid-queue
+
+
+def test_rating_speed_is_null_with_the_reason_without_chromium(monkeypatch):
+    from bench import _rating_speed
+
+    monkeypatch.setattr(_rating_speed, "chromium_missing", lambda: "Chromium not installed (test)")
+    assert b.rating_speed(10) == {"next_image_ms_p95": None, "next_image_skipped": "Chromium not installed (test)"}
+
+
+def test_the_seeded_backlog_is_pending_in_rounds_with_files(tmp_path):
+    from bench import _rating_speed
+    from lib_ext.bandit.store import Store
+
+    sid = _rating_speed.seed_backlog(tmp_path / "data", 20, round_size=8, size=16)
+    with Store(tmp_path / "data") as store:
+        pending = store.pending_images(sid)
+        assert len(pending) == 20 and len({r for _i, _a, r in pending}) == 3  # rounds of 8, 8, 4
+        assert all(store.verify_image(i) == "ok" for i, _a, _r in pending)
+    figures = _rating_speed.summarize([{"ms": float(m), "key": "l", "ready": m < 90} for m in range(100)], 100)
+    assert figures["next_image_ms_p95"] == 94.05 and figures["next_image_not_loaded_at_press"] == 10
