@@ -1,7 +1,9 @@
-"""Forge Neo glue (promptscope_forge) on the Neo test double: cost and exactness of the patches.
+"""Forge Neo glue (promptscope_forge): cost and exactness of the patches, on the Neo test double and on a real Neo.
 
-Host: `tests/host/fake_neo` (Neo's UnetPatcher / CFG path, re-implemented from its signatures) on the A1111
-double's tiny SD1-like and SDXL-like models — not a real Neo; the live tier runs the real one. Measures:
+Keys `sd1`, `sdxl`: `tests/host/fake_neo` (Neo's UnetPatcher / CFG path, re-implemented from its signatures) on the
+A1111 double's tiny SD1-like and SDXL-like models. Key `real_neo`: the same figures measured through a real Forge
+Neo's HTTP API when PROMPTSCOPE_WEBUI names a Neo checkout, as for the live tier (see bench/_forge_neo_real.py);
+otherwise it says why it was skipped. On the double:
 - unet_calls_per_step / rows_per_call for 0, 1, 2 concepts (expected: 1 call, 2·B + B·concepts rows);
 - feature_off_identical: guidance off + heatmaps on gives the bit-identical image (torch.equal);
 - guided_max_abs_diff: first guided step vs lib_ext's `combine` recomputed from rows computed one by one;
@@ -91,4 +93,12 @@ def main(quick: bool = False) -> dict[str, Any]:
             "guided_max_abs_diff": _guided_diff(m, nd, model),
         }
         print(f"{kind}: {result[kind]}")
+    from bench import _forge_neo_real
+
+    config = _forge_neo_real.neo_config()
+    if isinstance(config, str):
+        result["real_neo"] = {"skipped": config}
+    else:
+        result["real_neo"] = _forge_neo_real.run(config, quick)
+    print(f"real_neo: {result['real_neo']}")
     return result

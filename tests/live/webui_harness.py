@@ -361,15 +361,18 @@ class WebUIServer:
         log_path: Path,
         extra_extensions: dict[str, Path] | None = None,
         extra_env: dict[str, str] | None = None,
+        promptscope: bool = True,
     ):
         """`extra_extensions` maps a folder name under extensions/ to a directory to link there for the run
-        (test-only extensions); `extra_env` is added to the server's environment."""
+        (test-only extensions); `extra_env` is added to the server's environment; `promptscope=False` runs the
+        WebUI without our extension (the reference a feature-off image must equal)."""
         self.config = config
         self.log_path = log_path
         self.port = config.port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         ext_dir = config.data_dir / "extensions"
         self.link = ExtensionLink(ext_dir)
+        self.links = [self.link] if promptscope else []
         self.extra_links = [ExtensionLink(ext_dir, name, target) for name, target in (extra_extensions or {}).items()]
         self.extra_env = dict(extra_env or {})
         self.start_seconds: float | None = None
@@ -392,7 +395,9 @@ class WebUIServer:
             raise HarnessError("; ".join(problems))
         if port_in_use(self.port):
             raise HarnessError(f"port {self.port} on 127.0.0.1 is already in use")
-        for link in (self.link, *self.extra_links):
+        if not self.links and self.link.path.exists():
+            raise HarnessError(f"{self.link.path} exists: cannot run the WebUI without PromptScope")
+        for link in (*self.links, *self.extra_links):
             link.install()
         env = {**os.environ, **OFFLINE_ENV, **self.extra_env}
         env.pop("PYTHONPATH", None)  # pytest's path must not leak into the WebUI's interpreter
@@ -450,7 +455,7 @@ class WebUIServer:
                     self._kill_group()
         finally:
             atexit.unregister(self._kill_group)
-            for link in (self.link, *self.extra_links):
+            for link in (*self.links, *self.extra_links):
                 link.remove()
 
     def _signal_group(self, sig: signal.Signals) -> None:

@@ -24,8 +24,12 @@ from lib_ext.seam import GenerationRequest
 
 def handler(blocks: Any, elem_id: str) -> Any:
     comp = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == elem_id)
-    for dep, fn in zip(blocks.dependencies, blocks.fns):
-        targets = [t[0] if isinstance(t, list | tuple) else t for t in dep["targets"]]
+    if hasattr(blocks, "dependencies"):  # gradio 3: parallel lists of configs and functions
+        events = [(dep["targets"], fn) for dep, fn in zip(blocks.dependencies, blocks.fns)]
+    else:  # gradio 4: BlockFunction objects carry their (id, event) targets
+        events = [(fn.targets, fn) for fn in blocks.fns.values()]
+    for raw_targets, fn in events:
+        targets = [t[0] if isinstance(t, list | tuple) else t for t in raw_targets]
         if comp._id in targets:
             return fn.fn
     raise LookupError(elem_id)

@@ -20,7 +20,8 @@ from lib_ext.toyworld.host import ToyHost
 def build(host: ToyHost, data_dir: Path) -> tuple[Any, Any]:
     with gr.Blocks() as blocks:
         panel_bandit.build(TabContext(host=host, data_dir=data_dir, app_hooks=[]))
-    tab = next(f.fn.__self__ for f in blocks.fns if getattr(f.fn, "__name__", "") == "attachments_view")
+    fns = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns  # gradio 4: a dict by id
+    tab = next(f.fn.__self__ for f in fns if getattr(f.fn, "__name__", "") == "attachments_view")
     return blocks, tab
 
 

@@ -259,3 +259,22 @@ def test_busy_port_is_refused(tmp_path: Path) -> None:
         with pytest.raises(HarnessError, match="already in use"):
             WebUIServer(config_for(checkout, port=port), tmp_path / "c.log").start()
         assert not (checkout / "extensions" / "promptscope").exists()
+
+
+def test_server_without_promptscope_links_nothing_of_ours(tmp_path: Path) -> None:
+    """The reference run of `bench forge_neo` (feature-off images vs the WebUI alone)."""
+    checkout = fake_checkout(tmp_path)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    with WebUIServer(config_for(checkout), tmp_path / "c.log", {"probe": probe}, promptscope=False) as server:
+        assert server.client.get("/sdapi/v1/options") == {"path": "/sdapi/v1/options"}
+        assert not (checkout / "extensions" / "promptscope").exists()
+        assert (checkout / "extensions" / "probe").is_symlink()
+    assert not (checkout / "extensions" / "probe").exists()
+
+
+def test_server_without_promptscope_refuses_a_checkout_that_has_it(tmp_path: Path) -> None:
+    checkout = fake_checkout(tmp_path)
+    (checkout / "extensions" / "promptscope").mkdir(parents=True)
+    with pytest.raises(HarnessError, match="without PromptScope"):
+        WebUIServer(config_for(checkout), tmp_path / "c.log", promptscope=False).start()

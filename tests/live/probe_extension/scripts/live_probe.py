@@ -1,8 +1,11 @@
 """A test-only WebUI extension (linked by the live tier as `extensions/ps-live-probe`): records the order in which
 the real host calls script hooks and denoiser callbacks, and can fail or interrupt a job mid-sampling on request.
 Inert unless its first arg is True; its second arg is an action: "raise_in_sampling" (the UNet raises in the
-denoiser's second call), "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call) or
-"prompts:" + a JSON list (a different prompt per image of the batch, set in process() as Dynamic Prompts does).
+denoiser's second call), "interrupt_in_sampling" (shared.state.interrupt() at the first denoiser call),
+"prompts:" + a JSON list (a different prompt per image of the batch, set in process() as Dynamic Prompts does) or, on
+Forge, "forge_rows" (an event per UNet forward with its rows, and — when PROMPTSCOPE_PROBE_DUMP names a folder —
+each UNet call's input/output rows, seen through a function wrapper installed before PromptScope's, and each step's
+denoised result after every CFG hook, as .npz files: what `bench forge_neo` recomputes).
 Events go as JSON lines to the file named by PROMPTSCOPE_PROBE_LOG. Two routes serve the Reload UI test:
 GET /ps-live-probe/callbacks (the host's callbacks by category) and POST /ps-live-probe/reload-ui."""
 
@@ -19,7 +22,7 @@ from modules import script_callbacks, scripts, shared
 TITLE = "Live probe"
 DELIBERATE = "live-probe: deliberate failure"
 PROMPTS_ACTION = "prompts:"  # + a JSON list: the job's prompts, one per image
-_active: dict[str, Any] = {"p": None, "action": "", "hook": None, "denoiser_call": None}
+_active: dict[str, Any] = {"p": None, "action": "", "hook": None, "denoiser_call": None, "dump_seq": 0}
 
 
 def _record(event: str, **data: Any) -> None:
@@ -49,6 +52,7 @@ def _on_cfg_denoiser(params: Any) -> None:
     _record(
         "cfg_denoiser",
         call=call,
+        total_calls=getattr(params.denoiser, "total_steps", None),
         step=params.sampling_step,
         total=params.total_sampling_steps,
         x=_shape(params.x),
@@ -70,6 +74,52 @@ def _on_cfg_denoised(params: Any) -> None:
 def _on_cfg_after_cfg(params: Any) -> None:
     if _active["p"] is not None:
         _record("cfg_after_cfg", step=params.sampling_step, x=_shape(params.x))
+        if _active["action"] == "forge_rows":
+            _dump("after_cfg", denoised=params.x, step=_active["denoiser_call"] or 0)
+
+
+def _dump(kind: str, **arrays: Any) -> None:
+    """One .npz in PROMPTSCOPE_PROBE_DUMP (float32 arrays; numbered in call order)."""
+    folder = os.environ.get("PROMPTSCOPE_PROBE_DUMP")
+    if not folder:
+        return
+    import numpy as np
+    import torch
+
+    def plain(v: Any) -> Any:
+        return v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+    _active["dump_seq"] += 1
+    path = os.path.join(folder, f"{_active['dump_seq']:05d}-{kind}.npz")
+    np.savez(path, **{k: plain(v) for k, v in arrays.items()})
+
+
+def _watch_forge_unet(p: Any) -> None:
+    """Forge: count UNet forwards (rows each) and record every UNet call's rows through a function wrapper on this
+    pass's UnetPatcher clone. Installed here, before the sampler starts, it is the INNER wrapper once PromptScope
+    wraps the pass, so it sees the rows PromptScope appends too."""
+    patcher = p.sd_model.forge_objects.unet.clone()
+    previous = patcher.model_options.get("model_function_wrapper")
+
+    def wrapper(apply_model: Any, args: dict[str, Any]) -> Any:
+        if previous is not None:
+            out = previous(apply_model, args)
+        else:
+            out = apply_model(args["input"], args["timestep"], **args["c"])
+        kinds = list(args["cond_or_uncond"])
+        _record("unet_call", rows=int(args["input"].shape[0]), cond_or_uncond=kinds, step=_active["denoiser_call"])
+        _dump("unet", input=args["input"], timestep=args["timestep"], out=out, cond_or_uncond=kinds,
+              step=_active["denoiser_call"] or 0, dtype=str(out.dtype))  # fmt: skip
+        return out
+
+    patcher.set_model_unet_function_wrapper(wrapper)
+    p.sd_model.forge_objects.unet = patcher
+
+    def pre_hook(module: Any, inputs: Any) -> None:
+        _record("unet_forward", rows=int(inputs[0].shape[0]), step=_active["denoiser_call"])
+
+    _drop_unet_hook()
+    _active["hook"] = patcher.model.diffusion_model.register_forward_pre_hook(pre_hook)
 
 
 script_callbacks.on_cfg_denoiser(_on_cfg_denoiser, name="live_probe")
@@ -119,7 +169,8 @@ class LiveProbe(scripts.Script):
     def before_process(self, p: Any, *args: Any) -> None:
         _drop_unet_hook()  # left over when the last job failed before postprocess
         _active["denoiser_call"] = None
-        if self._hook("before_process", p, args, batch_cond_uncond=bool(shared.opts.batch_cond_uncond)):
+        _active["dump_seq"] = 0
+        if self._hook("before_process", p, args, batch_cond_uncond=getattr(shared.opts, "batch_cond_uncond", None)):
             _active["p"], _active["action"] = p, str(args[1] or "")
         else:
             _active["p"] = None
@@ -147,6 +198,8 @@ class LiveProbe(scripts.Script):
         on = self._hook("process_before_every_sampling", p, args, x=_shape(kw.get("x")), width=p.width, height=p.height)
         if on and _active["action"] == "raise_in_sampling":
             _fail_in_second_denoiser_call(p.sd_model.model.diffusion_model)
+        if on and _active["action"] == "forge_rows":
+            _watch_forge_unet(p)
 
     def before_hr(self, p: Any, *args: Any) -> None:
         self._hook("before_hr", p, args)
