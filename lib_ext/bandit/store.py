@@ -822,12 +822,31 @@ class Store:
     def add_rating(
         self, image_id: int, value: str, client: str | None = None, batch: str | None = None, rater: str = ""
     ) -> int:
-        """Append one rating event of `rater` ('' the unnamed rater) and commit it before returning its id."""
+        """Append one rating event of `rater` ('' the unnamed rater) and commit it before returning its id.
+
+        A repeat of the rater's latest event on this image (same value, same client id, not undone) adds nothing and
+        returns that event's id: a client retrying a request whose answer was lost (the rating view's outbox) must
+        not leave two events, or one undo would seem to do nothing."""
         if value not in RATING_VALUES:
             raise ValueError(f"rating must be one of {RATING_VALUES}, got {value!r}")
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
                 raise NotFoundError(f"no image with id {image_id}")
+            last = conn.execute(
+                "SELECT r.id, r.value, r.client, r.undoes, r.batch, "
+                "EXISTS (SELECT 1 FROM ratings u WHERE u.undoes = r.id) FROM ratings r "
+                "WHERE r.image_id = ? AND r.rater = ? ORDER BY r.id DESC LIMIT 1",
+                (image_id, rater),
+            ).fetchone()
+            if (
+                client is not None
+                and last is not None
+                and (last[1], last[2]) == (value, client)
+                and last[3] is None
+                and last[4] is None
+                and not last[5]
+            ):
+                return int(last[0])
             cur = conn.execute(
                 "INSERT INTO ratings (image_id, value, created, batch, client, rater) VALUES (?, ?, ?, ?, ?, ?)",
                 (image_id, value, self.clock(), batch, client, rater),

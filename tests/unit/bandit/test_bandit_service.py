@@ -266,8 +266,8 @@ def test_threads_rating_at_once_lose_nothing(svc, tmp_path):
     ids = [i["id"] for i in svc.run_round(sess["id"], fake_generator(tmp_path / "o"), k=10)["images"]]
 
     def worker(n):
-        for j in range(40):
-            svc.rate(ids[(j + n) % 10], "like", client=f"t{n}")
+        for j in range(40):  # a thread's next rating of an image changes it (a repeat would be one event)
+            svc.rate(ids[(j + n) % 10], ("like", "dislike")[(j // 10) % 2], client=f"t{n}")
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
     for t in threads:

@@ -98,6 +98,23 @@ def test_undo_restores_previous_state_and_keeps_history(tmp_path):
         assert store.current_ratings(sid) == []
 
 
+def test_a_retried_rating_is_one_event_and_one_undo_takes_it_back(tmp_path):
+    # the rating view's outbox retries a request whose answer was lost: the server may get it twice
+    with Store(tmp_path, clock=Clock()) as store:
+        sid, arm, rnd, imgs = _populate(store)
+        first = store.add_rating(imgs[0], "like", client="page:1", rater="ann")
+        assert store.add_rating(imgs[0], "like", client="page:1", rater="ann") == first
+        assert len(store.rating_events(imgs[0])) == 1
+        assert store.undo_last(sid, "page:1", "ann") == [{"image_id": imgs[0], "value": "pending", "rater": "ann"}]
+        # after an undo, the same rating again is a new event; another value or client always is
+        assert store.add_rating(imgs[0], "like", client="page:1", rater="ann") != first
+        store.add_rating(imgs[0], "dislike", client="page:1", rater="ann")
+        store.add_rating(imgs[0], "dislike", client="page:2", rater="ann")
+        store.add_rating(imgs[1], "like", rater="ann")
+        store.add_rating(imgs[1], "like", rater="ann")  # no client id: every request is an event
+        assert len(store.rating_events(imgs[0])) == 5 and len(store.rating_events(imgs[1])) == 2
+
+
 def test_undo_never_erases_another_tabs_later_rating(tmp_path):
     with Store(tmp_path, clock=Clock()) as store:
         sid, arm, rnd, imgs = _populate(store)
@@ -435,8 +452,8 @@ _WRITER = textwrap.dedent(
     folder, images, n, client = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), sys.argv[4]
     store = Store(folder)
     print("ready", flush=True)
-    for j in range(n):
-        event = store.add_rating(images[j % len(images)], "like" if j % 3 else "dislike", client=client)
+    for j in range(n):  # each visit to an image changes its rating (a repeat of the same one is one event)
+        event = store.add_rating(images[j % len(images)], ("like", "dislike")[j // len(images) % 2], client=client)
         print(event, flush=True)  # reported only after add_rating returned, i.e. after COMMIT
     """
 )
