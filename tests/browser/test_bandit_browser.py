@@ -120,9 +120,9 @@ def test_rate_by_keyboard_and_the_table_follows(app, browser):  # noqa: F811 (fi
     keys = ActionChains(browser)
     rated = []
     for key in ("l", Keys.ARROW_LEFT, "s"):
-        before = shown_id(browser)
+        before = WebDriverWait(browser, 30).until(shown_id)  # '' while the view is still sending: wait it out
         keys.send_keys(key).perform()
-        WebDriverWait(browser, 30).until(lambda d, b=before: shown_id(d) != b)
+        WebDriverWait(browser, 30).until(lambda d, b=before: shown_id(d) not in ("", b))
         rated.append(int(before))
     assert rated[0] == int(first) and len(set(rated)) == 3
     ratings = {im["id"]: im["rating"] for im in _api(url, "/sessions/1/images")}
@@ -198,7 +198,7 @@ def test_the_rater_is_remembered_in_this_browser_and_names_the_ratings(app, brow
     first = WebDriverWait(browser, 60).until(lambda d: shown_image_id(d, P))
     browser.execute_script("document.activeElement && document.activeElement.blur()")
     ActionChains(browser).send_keys("l").perform()
-    WebDriverWait(browser, 30).until(lambda d: shown_image_id(d, P) != first)
+    WebDriverWait(browser, 30).until(lambda d: shown_image_id(d, P) not in ("", first))  # '' until it is sent
     liked = _api(url, "/sessions/1/images?rating=like&rater=%E3%81%BF%E3%81%8B")
     assert [im["id"] for im in liked] == [int(first)] and liked[0]["ratings"] == {"みか": "like"}
     assert _api(url, "/sessions/1/images?rating=like") == []  # not the unnamed rater's
