@@ -68,3 +68,16 @@ def test_the_seeded_backlog_is_pending_in_rounds_with_files(tmp_path):
         assert all(store.verify_image(i) == "ok" for i, _a, _r in pending)
     figures = _rating_speed.summarize([{"ms": float(m), "key": "l", "ready": m < 90} for m in range(100)], 100)
     assert figures["next_image_ms_p95"] == 94.05 and figures["next_image_not_loaded_at_press"] == 10
+
+
+def test_two_raters_views_recover_each_raters_rates():
+    from bench.seed_bandit_scale import TASTES, two_raters
+
+    out = two_raters(400, seed=1)
+    means = out["two_rater_posterior_means"]
+    for rater, rates in TASTES.items():
+        other = next(v for k, v in TASTES.items() if k != rater)
+        own_error = max(abs(m - t) for m, t in zip(means[rater], rates))
+        other_error = max(abs(m - t) for m, t in zip(means[rater], other))
+        assert own_error < 0.15 < other_error, (rater, means[rater])
+    assert out["two_rater_kappa"] < 0.2  # opposite tastes do not agree
