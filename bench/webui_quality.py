@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.attention_maps import _word_truth as word_truth
 from lib_ext.heatmaps.aggregate import iou, threshold_mask
-from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge, parse_caption
+from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge
 from lib_ext.toyworld.scenes import caption_for, random_specs
 from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 
@@ -236,28 +237,12 @@ class WebUIBackend:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def word_truth(objects: list[DetectedObject], caption: str) -> dict[str, np.ndarray | None]:
-    truth: dict[str, np.ndarray | None] = {}
-    for color, shape in parse_caption(caption):
-        same = [o for o in objects if o.color == color and o.shape == shape]
-        obj = max(same, key=lambda o: o.area) if same else None
-        for word in (color, shape):
-            if word is None:
-                continue
-            if obj is None:
-                truth[word] = None
-            elif truth.get(word, 0) is not None:
-                prev = truth.get(word)
-                truth[word] = obj.mask.copy() if prev is None else prev | obj.mask
-    return truth
-
-
 def word_ious(out: Output, caption: str) -> dict[str, list[float]]:
     """IoU per colour/shape word of the caption whose object the judge found."""
     scores: dict[str, list[float]] = {"color": [], "shape": []}
     h, w = out.picture.shape[:2]
     maps = {canonical(k): v for k, v in out.maps.items()}
-    for word, mask in word_truth(judge(out.picture), caption).items():
+    for word, mask in word_truth(judge(out.picture), caption).items():  # attention_maps' truth: same judge
         raw = maps.get(word)
         if mask is None or raw is None:
             continue

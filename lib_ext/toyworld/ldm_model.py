@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import CrossAttention, timestep_embedding
+from .model import CrossAttention, Downsample, Upsample, timestep_embedding  # ldm's, as the word-level UNet
 
 
 @dataclass
@@ -158,24 +158,6 @@ class SpatialTransformer(nn.Module):
             h = block(h, context)
         h = h.transpose(1, 2).reshape(b, -1, hh, ww)
         return self.proj_out(h) + x
-
-
-class Downsample(nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.op = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 class TimestepEmbedSequential(nn.Sequential):
