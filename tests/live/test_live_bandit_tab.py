@@ -148,12 +148,9 @@ def test_round_in_a1111_with_its_progress_bar_and_keyboard_rating(webui, bandit_
 
     sizes = WebDriverWait(browser, 60).until(lambda d: len(loaded_images(d)) >= ROUND and loaded_images(d))
     assert sizes[:ROUND] == [[64, 64]] * ROUND, sizes
-    WebDriverWait(browser, 60).until(
-        lambda d: d.execute_script(
-            "const i = document.querySelector(arguments[0]); return !!(i && i.complete && i.naturalWidth)",
-            f"#{P}_current img",
-        )
-    )
+    # the image to rate is on show, painted: the rating view's (it hides the tab's own image, which Gradio 4 then
+    # never loads: its <img> is lazy) or, without the view, the tab's
+    WebDriverWait(browser, 60).until(lambda d: shown_image_id(d, P))
     images = _api(webui, f"/sessions/{sid}/images")
     assert len(images) == ROUND and all(im["rating"] == "pending" for im in images)
     # Made by A1111's txt2img pipeline with the session's settings; the infotext names session, arm and round.
