@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import CrossAttention, Downsample, Upsample, timestep_embedding  # ldm's, as the word-level UNet
+from .model import CrossAttention, Downsample, ToyUNet, Upsample  # ldm's, as the word-level UNet
 
 
 @dataclass
@@ -221,22 +221,9 @@ class LdmUNet(nn.Module):
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if timesteps.dim() == 0:
-            timesteps = timesteps.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
-        hs = []
-        h = x
-        for blk in self.input_blocks:
-            h = blk(h, emb, context)
-            hs.append(h)
-        h = self.middle_block(h, emb, context)
-        for blk in self.output_blocks:
-            h = blk(torch.cat([h, hs.pop()], dim=1), emb, context)
-        return self.out(h)
-
-    def cross_attention_modules(self) -> list[tuple[str, CrossAttention]]:
-        return [(n, m) for n, m in self.named_modules() if n.endswith("attn2") and isinstance(m, CrossAttention)]
+    # ldm's UNet pass and the attn2 list are the word-level UNet's (same block layout and module names)
+    forward = ToyUNet.forward
+    cross_attention_modules = ToyUNet.cross_attention_modules
 
 
 # ----------------------------------------------------------------------------------------------- CLIP text model
