@@ -97,9 +97,15 @@ def _fallback_fonts() -> list[str]:
 
 
 def _mpl_figure(
-    series: Sequence[tuple[str, Sequence[float], Sequence[float], str]], title: str, x_title: str, y_title: str
+    series: Sequence[tuple[str, Sequence[float], Sequence[float], str]],
+    title: str,
+    x_title: str,
+    y_title: str,
+    df: pd.DataFrame,
 ) -> Any:
-    """A matplotlib figure (no pyplot: thread-safe) of (name, xs, ys, style) lines; style "line" or "dots"."""
+    """A matplotlib figure (no pyplot: thread-safe) of (name, xs, ys, style) lines; style "line" or "dots".
+
+    The rows drawn ride along as ``promptscope_rows``, so `chart_data` reads either backend's chart alike."""
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
@@ -120,12 +126,13 @@ def _mpl_figure(
         else:
             ax.text(0.5, 0.5, "no ratings yet", ha="center", va="center", transform=ax.transAxes, color="grey")
         fig.canvas.draw()  # lay the text out now, inside the font context
+    fig.promptscope_rows = df.to_dict("records")
     return fig
 
 
 def _mpl_arm_lines(df: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str) -> Any:
     series = [(arm, list(g[x]), list(g[y]), "line") for arm, g in df.groupby("arm", sort=False)]
-    return _mpl_figure(series, title, x_title, y_title)
+    return _mpl_figure(series, title, x_title, y_title, df)
 
 
 def density_chart(curves: Mapping[str, Any], labels: Mapping[int, str]) -> Any:
@@ -176,7 +183,7 @@ def likes_chart(history: Mapping[str, Any], window: int = 100) -> Any:
     if alt is None:
         series = [(name, list(g["round"]), list(g["per_100"]), "dots" if name == "this round" else "line")
                   for name, g in df.groupby("series", sort=False)]  # fmt: skip
-        return _mpl_figure(series, title, "round", "likes per 100 ratings")
+        return _mpl_figure(series, title, "round", "likes per 100 ratings", df)
     tip = [alt.Tooltip("series:N"), alt.Tooltip("round:Q"), alt.Tooltip("per_100:Q", format=".1f",
            title="likes per 100"), alt.Tooltip("likes:Q"), alt.Tooltip("ratings:Q")]  # fmt: skip
     colour = alt.Color("series:N", title="", sort=["this round", f"latest {window} ratings"],
@@ -191,7 +198,9 @@ def likes_chart(history: Mapping[str, Any], window: int = 100) -> Any:
 
 
 def chart_data(chart: Any) -> list[dict[str, Any]]:
-    """The rows an altair chart draws (tests read them)."""
+    """The rows a chart draws, altair or matplotlib (tests read them)."""
+    if not hasattr(chart, "to_dict"):
+        return list(chart.promptscope_rows)
     spec = chart.to_dict()
     datasets = spec.get("datasets", {})
     return [row for rows in datasets.values() for row in rows]

@@ -161,8 +161,11 @@ def test_a_page_of_another_origin_cannot_rate_or_undo_through_the_app(host, tmp_
     evil = "http://evil.example:8000"
     ask = {"origin": evil, "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
     preflight = asgi(app, "OPTIONS", rating, headers=ask)
-    assert preflight.status_code == 200  # gradio 3.41's CORS middleware lets the browser send the POST…
-    assert preflight.headers["access-control-allow-origin"] in ("*", evil)
+    allowed = preflight.headers.get("access-control-allow-origin")
+    if gr.__version__.startswith("3."):  # gradio 3.41's CORS middleware lets the browser send the POST…
+        assert preflight.status_code == 200 and allowed in ("*", evil)
+    else:  # gradio 4 already withholds CORS from a foreign page when the host is local; the route must not rely on it
+        assert allowed is None
     r = asgi(app, "POST", rating, json={"rating": "like"}, headers={"origin": evil})
     assert r.status_code == 403 and evil in r.json()["detail"], r.text  # …and the route refuses it
     simple = {"origin": evil, "content-type": "text/plain"}  # needs no preflight at all
