@@ -25,8 +25,17 @@ class RowRole(NamedTuple):
     """What one row of a UNet batch is: a sub-prompt of an image, or that image's unconditional row."""
 
     image: int
-    subprompt: int  # index of the sub-prompt in the image's cond list; -1 for the uncond row
+    subprompt: int  # index of the sub-prompt in the image's cond list; -1 for the uncond row; FILLER for a filler
     is_uncond: bool
+
+    @property
+    def is_filler(self) -> bool:
+        """A row run only to keep the batch rectangular (Forge: an image with fewer sub-prompts than another);
+        it belongs to no prompt, and no feature reads it."""
+        return self.subprompt == FILLER
+
+
+FILLER = -2
 
 
 @dataclass(frozen=True)

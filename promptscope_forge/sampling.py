@@ -11,6 +11,10 @@ What Neo does differently, and what we do about it:
   into plain `AND`s), a conditioning modifier keeps only the first sub-prompt for Neo and takes the others as
   concept rows of ours; the UNet function wrapper appends them to the SAME batched UNet call (one extra chunk of B
   rows per concept, cross-attention padded to a common length as Neo pads) and keeps their outputs.
+- Neo pairs the sub-prompts of a batch's images by position and drops those past the shortest image's count
+  (`zip`), with the last image's weight. When the images' counts differ we build the concept chunks ourselves from
+  the step's conditioning (Neo's own `reconstruct_multicond_batch` and `compile_conditions`); an image with fewer
+  sub-prompts fills its place in a chunk with its first sub-prompt, a filler row no feature reads.
 - The combination: a post-CFG function builds the seam's `DenoiseStep` (A1111's row layout: sub-prompt rows of
   image 0, of image 1, ..., then one uncond row per image; x0 predictions) and offers it to the features. When
   one replaces the combination and the clone has a `sampler_cfg_function` (Neo's Rescale CFG), that function
@@ -27,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from promptscope_lib_ext.seam import BatchLayout, DenoiseStep, JobInfo, RowRole
+from promptscope_lib_ext.seam import FILLER, BatchLayout, DenoiseStep, JobInfo, RowRole
 from promptscope_lib_ext.session import SamplingSession
 
 from promptscope_a1111.host import job_info
@@ -54,7 +58,7 @@ def run_with_session(p: Any, sampler: Any, conditioning: Any, call: Callable[[],
     unet = patcher.model.diffusion_model
     layout = layout_of(conditioning)
     session = SamplingSession(features, job, unet, layout, tokenizer_for(p.sd_model))
-    hooks = NeoHooks(session, job, layout, getattr(sampler, "model_wrap_cfg", None))
+    hooks = NeoHooks(session, job, layout, getattr(sampler, "model_wrap_cfg", None), conditioning)
     session.ctx.current_rows = hooks.current_rows
     try:
         with session:
@@ -90,22 +94,20 @@ def _lcm_pad(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 class NeoHooks:
     """The patches of one sampling pass: conditioning modifier, UNet function wrapper, post-CFG function."""
 
-    def __init__(self, session: SamplingSession, job: JobInfo, layout: BatchLayout, denoiser: Any) -> None:
+    def __init__(
+        self, session: SamplingSession, job: JobInfo, layout: BatchLayout, denoiser: Any, conditioning: Any = None
+    ) -> None:
         self.session = session
         self.job = job
         self.layout = layout
         self.denoiser = denoiser
-        counts = [len(c) for c in layout.conds]
-        self.n_leaves = max(counts, default=1)
+        self.conditioning = conditioning  # the pass's MulticondLearnedConditioning, for batches of mixed counts
+        self.counts = [len(c) for c in layout.conds]
+        self.n_leaves = max(self.counts, default=1)
         # Concept rows are ours only when a feature rewrote the prompts (semantic guidance); otherwise Neo's own
         # `AND` stays Neo's (averaged), and a feature sees one cond row per image.
         self.split = bool(job.host_prompts) and self.n_leaves > 1
-        if self.split and len(set(counts)) > 1:
-            self._message(
-                "semantic guidance needs the same number of sub-prompts in every image of a batch on Forge "
-                f"(got {counts}); this batch is generated without it"
-            )
-            self.split = False
+        self.mixed = self.split and len(set(self.counts)) > 1
         self._rows: list[RowRole] | None = None
         self._concepts: list[dict[str, Any]] = []  # this step's compiled conds of sub-prompts 1.., for our rows
         self._concept_out: list[torch.Tensor] = []
@@ -138,14 +140,53 @@ class NeoHooks:
         self._appended = self._saw_uncond = False
         self._cond_chunks_seen = 0
         self.session.begin_step(self.layout, self._step())
-        if self.split and not self._failed and len(cond) == self.n_leaves:
+        if not self.split or self._failed:
+            return model, x, timestep, uncond, cond, cond_scale, model_options, seed
+        if self.mixed:
+            concepts = self._concepts_of_mixed_batch(cond)
+        elif len(cond) == self.n_leaves:
+            concepts = list(cond[1:])
+        else:
+            concepts = None
+            self._message(f"semantic guidance skipped a step: Forge gave {len(cond)} conds for {self.n_leaves} rows")
+        if concepts:
             first = dict(cond[0])
             first["strength"] = 1.0  # Neo's cond prediction is then exactly sub-prompt 0's output
-            self._concepts = list(cond[1:])
+            self._concepts = concepts
             cond = [first]
-        elif self.split and not self._failed:
-            self._message(f"semantic guidance skipped a step: Forge gave {len(cond)} conds for {self.n_leaves} rows")
         return model, x, timestep, uncond, cond, cond_scale, model_options, seed
+
+    def _concepts_of_mixed_batch(self, cond: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Sub-prompts 1.. of every image as compiled conds of B rows each (Neo's `zip` drops those past the
+        shortest image); an image without sub-prompt j repeats its sub-prompt 0 there (a filler row)."""
+        try:
+            from backend.sampling.condition import compile_conditions
+            from modules.prompt_parser import reconstruct_multicond_batch
+
+            conds_list, stacked = reconstruct_multicond_batch(self.conditioning, self._step())
+
+            def compiled(indices: list[int]) -> dict[str, Any]:
+                if isinstance(stacked, dict):  # SDXL: {crossattn, vector}, as Neo's `advanced_indexing` picks
+                    return compile_conditions({k: v[indices] for k, v in stacked.items() if torch.is_tensor(v)})[0]
+                return compile_conditions(stacked[indices])[0]
+
+            if [len(c) for c in conds_list] != self.counts:
+                raise ValueError(f"the step's sub-prompt counts {[len(c) for c in conds_list]} are not the pass's")
+            mine = compiled([c[0][0] for c in conds_list])
+            if not torch.equal(mine["cross_attn"].to(cond[0]["cross_attn"]), cond[0]["cross_attn"]):
+                raise ValueError("Forge's conditioning is not the pass's (a refiner switch?)")
+            concepts = []
+            for j in range(1, self.n_leaves):
+                entry = compiled([c[j][0] if j < len(c) else c[0][0] for c in conds_list])
+                concepts.append({**cond[0], **entry, "model_conds": {**cond[0]["model_conds"], **entry["model_conds"]}})
+            return concepts
+        except Exception as exc:  # our rows must never cost the user the image
+            log.exception("PromptScope: could not build the concept rows of a batch with mixed sub-prompt counts")
+            self._fail(
+                f"semantic guidance is off for this batch: its images have {self.counts} sub-prompts and the concept "
+                f"rows could not be built ({exc})"
+            )
+            return None
 
     def _step(self) -> int:
         return int(getattr(self.denoiser, "step", 0) or 0)
@@ -162,9 +203,12 @@ class NeoHooks:
                 sub = max(0, self.n_leaves - 1 - self._cond_chunks_seen)
             self._cond_chunks_seen += 1
             roles += [RowRole(i, sub, False) for i in range(per_chunk)]
-        for j in range(extra):
-            roles += [RowRole(i, j + 1, False) for i in range(per_chunk)]
+        for j in range(1, extra + 1):
+            roles += [RowRole(i, j if j < self._count(i) else FILLER, False) for i in range(per_chunk)]
         return roles
+
+    def _count(self, image: int) -> int:
+        return self.counts[image] if image < len(self.counts) else self.n_leaves
 
     def unet_wrapper(self, apply_model: Callable[..., torch.Tensor], args: dict[str, Any]) -> torch.Tensor:
         inner = self._previous_wrapper

@@ -372,7 +372,7 @@ class Capture:
         if rows is None:
             return
         rows = list(rows)
-        if any(not r.is_uncond or self.options.capture_negative for r in rows):
+        if any(not r.is_filler and (not r.is_uncond or self.options.capture_negative) for r in rows):
             state.rows = rows
 
     def _on_q(self, state: _LayerState, _module: nn.Module, _args: tuple, output: Any) -> None:
@@ -439,7 +439,7 @@ class Capture:
         size = common_size(latent, self.options.max_map_side)
         selected = []
         for i, role in enumerate(rows):
-            if role.is_uncond and not self.options.capture_negative:
+            if role.is_filler or (role.is_uncond and not self.options.capture_negative):
                 continue
             if self._sizes.setdefault((self.pass_name, role.image), size) != size:
                 self._note(f"image {role.image}: latent size changed within pass {self.pass_name!r}; call skipped")

@@ -135,6 +135,7 @@ def generate(
     before_sampling: tuple[Any, ...] = (),
     fail_at_step: int | None = None,
     hires: bool = False,
+    latent: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, P]:
     """One batch the way Neo's processing runs it: process → process_batch (prompt rewrite) → setup conds →
     reset forge_objects → process_before_every_sampling (other scripts first, then ours) → sampler.sample."""
@@ -158,7 +159,7 @@ def generate(
     prepare_sampling(p)
     gen = torch.Generator().manual_seed(1234)
     size = 8
-    x = torch.randn(len(prompts), 4, size, size, generator=gen)
+    x = torch.randn(len(prompts), 4, size, size, generator=gen) if latent is None else latent.clone()
     if hires:
         p.is_hr_pass = True
         noise = torch.randn(x.shape, generator=gen)

@@ -224,17 +224,30 @@ def test_heatmap_rows_follow_cond_or_uncond_with_concept_rows_and_the_hires_pass
     _clean(model)
 
 
-def test_a_batch_with_different_sub_prompt_counts_says_so_and_keeps_neos_result(neo):
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_a_batch_with_different_sub_prompt_counts_guides_each_image_as_alone(neo, kind):
+    """Neo pairs sub-prompts by position and drops those past the shortest image (zip); we build the concept
+    chunks ourselves, so each image of the batch is guided as it is in a batch of its own."""
     from promptscope_lib_ext.guidance.feature import GuidanceFeature
+    from promptscope_lib_ext.heatmaps.feature import HeatmapFeature
 
-    model = _model(neo)
-    prompts = ["a cat AND_PERP a dog :0.8", "a fox"]
-    feature = GuidanceFeature()
+    model = _model(neo, kind)
+    prompts = ["a cat AND_PERP a dog :0.8 AND_SALT a hat :0.5", "a fox", "a red fox AND_PERP a hat :0.6"]
+    latent = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     calls = _calls()
     calls.clear()
-    out, p = neo_double.generate(neo, model, prompts, (feature,), steps=2)
-    assert any("same number of sub-prompts" in c for c in p.comments), p.comments
-    assert all(rows == 4 for _k, rows in calls)  # no concept rows of ours
+    heat = HeatmapFeature()
+    batch, p = neo_double.generate(neo, model, prompts, (GuidanceFeature(), heat), steps=2, latent=latent)
+    assert not p.comments, p.comments
+    assert [rows for _k, rows in calls] == [3 * 4, 3 * 4]  # uncond, cond, two concept chunks: one call per step
+    maps = {(r.image, s) for r in heat.take_results() for s in r.maps.positive}
+    assert maps == {(0, 0), (0, 1), (0, 2), (1, 0), (2, 0), (2, 1)}  # no map of a filler row
+    for i, prompt in enumerate(prompts):
+        alone, q = neo_double.generate(neo, model, [prompt], (GuidanceFeature(),), steps=2, latent=latent[i : i + 1])
+        assert not q.comments
+        assert torch.allclose(batch[i : i + 1], alone, atol=1e-3, rtol=1e-4), (i, (batch[i] - alone[0]).abs().max())
+    plain, _ = neo_double.generate(neo, model, prompts, (GuidanceFeature(enabled=False),), steps=2, latent=latent)
+    assert (plain[0] - batch[0]).abs().max() > 0.1  # guidance acted on the image with concepts
     _clean(model)
 
 

@@ -5,11 +5,12 @@ A1111). The A1111-only facts of this tier (its hook order, CFGDenoiserTimesteps,
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 
-from tests.live.conftest import SCRIPT_TITLES, running_neo
+from tests.live.conftest import PROBE_TITLE, SCRIPT_TITLES, running_neo
 from tests.live.webui_harness import WebUIClient, decode_image, png_size
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(not running_neo(), reason="Forge Neo only")]
@@ -58,6 +59,20 @@ def test_guidance_in_a_batch_of_two(webui: WebUIClient) -> None:
     assert len(guided["images"]) == 2
     for a, b in zip(plain["images"], guided["images"], strict=True):
         assert np.abs(_pixels(a) - _pixels(b)).max() > 0
+
+
+def test_guidance_in_a_batch_whose_images_have_different_sub_prompt_counts(webui: WebUIClient) -> None:
+    """Neo pairs a batch's sub-prompts by position and drops those past the shortest image; PromptScope builds its
+    concept rows from the step's conditioning instead, so image 0 is guided and image 1 is left as it was."""
+    prompts = ["a red cube AND_PERP a blue ball :0.8", "a red cube"]
+    per_image = {PROBE_TITLE: [True, "prompts:" + json.dumps(prompts)]}
+    plain = webui.txt2img("a red cube", batch_size=2)
+    mixed = webui.txt2img("a red cube", batch_size=2, alwayson={**per_image, GUIDANCE: [True]})
+    comments = mixed["info"].get("comments") or ""
+    assert "PromptScope" not in comments, comments
+    assert mixed["info"]["all_prompts"][:2] == prompts, mixed["info"]["all_prompts"]
+    assert np.abs(_pixels(plain["images"][0]) - _pixels(mixed["images"][0])).max() > 0  # the concept acted
+    assert np.abs(_pixels(plain["images"][1]) - _pixels(mixed["images"][1])).max() <= 2  # the plain image kept
 
 
 def test_both_features_through_hires_fix(webui: WebUIClient) -> None:
