@@ -251,6 +251,28 @@ def test_a_batch_with_different_sub_prompt_counts_guides_each_image_as_alone(neo
     _clean(model)
 
 
+def test_a_model_switch_sd1_to_sdxl_and_back_mid_session(neo):
+    """Neo builds a new `forge_objects` per model; nothing of ours may stay on either model across the switch."""
+    from promptscope_lib_ext.guidance.feature import GuidanceFeature
+    from promptscope_lib_ext.heatmaps.feature import HeatmapFeature
+
+    sd1 = _model(neo, "sd1")
+    prompts = ["a cat AND_PERP a dog :0.8"]
+    plain_sd1, _ = neo_double.generate(neo, sd1, ["a cat"], steps=2)
+    first, _ = neo_double.generate(neo, sd1, prompts, (GuidanceFeature(), HeatmapFeature()), steps=2)
+    _clean(sd1)
+    sdxl = _model(neo, "sdxl")  # loading a model unloads the one before, as in the WebUI
+    heat = HeatmapFeature()
+    _xl, p = neo_double.generate(neo, sdxl, prompts, (GuidanceFeature(), heat), steps=2)
+    assert not p.comments and heat.take_results()
+    _clean(sdxl)
+    sd1 = _model(neo, "sd1")
+    again, _ = neo_double.generate(neo, sd1, prompts, (GuidanceFeature(), HeatmapFeature()), steps=2)
+    assert torch.equal(first, again)
+    assert torch.equal(plain_sd1, neo_double.generate(neo, sd1, ["a cat"], steps=2)[0])
+    _clean(sd1)
+
+
 def test_the_same_scripts_load_the_forge_glue_and_unload_completely(neo):
     import sys
 
