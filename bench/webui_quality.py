@@ -43,8 +43,9 @@ import numpy as np
 import torch
 
 from bench.attention_maps import _word_truth as word_truth
+from bench.semantic_guidance import main_object, mask_iou  # the SEGA trials are that bench's, scored alike
 from lib_ext.heatmaps.aggregate import iou, threshold_mask
-from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge
+from lib_ext.toyworld.judge import caption_matches, judge
 from lib_ext.toyworld.scenes import caption_for, random_specs
 from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 
@@ -269,18 +270,6 @@ def run_case(backend: Any, case: Case, caps: list[str]) -> dict[str, float | Non
         "miou_shape": float(np.mean(shape_ious)) if shape_ious else None,
         "miou_color": float(np.mean(color_ious)) if color_ious else None,
     }
-
-
-def main_object(picture: np.ndarray) -> DetectedObject | None:
-    objects = judge(picture)
-    return objects[0] if objects else None
-
-
-def mask_iou(a: DetectedObject | None, b: DetectedObject | None) -> float:
-    if a is None or b is None:
-        return 0.0
-    union = np.logical_or(a.mask, b.mask).sum()
-    return float(np.logical_and(a.mask, b.mask).sum() / union) if union else 0.0
 
 
 def run_sega(backend: Any, n: int) -> dict[str, float | None]:

@@ -173,7 +173,8 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class LdmUNet(nn.Module):
-    """ldm's UNetModel (use_spatial_transformer, legacy=False, attention at every level), ε-prediction."""
+    """ldm's UNetModel (use_spatial_transformer, legacy=False, attention at every level); predicts what
+    `LdmConfig.prediction` names (v for the shipped checkpoint)."""
 
     def __init__(self, cfg: LdmConfig) -> None:
         super().__init__()
