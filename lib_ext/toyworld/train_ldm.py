@@ -9,7 +9,9 @@ the prompt goes through CLIP's BPE tokenizer and a causal CLIP text model, as in
 tokens and its attention is the sum over its tokens (as the heatmaps read it); synonyms split into several tokens
 (vermilion, cerulean, roundel, 赤) stand in for their word in a fifth of the captions; one step in eight conditions
 on two 77-token chunks, filler words first (a prompt past token 75, or with BREAK, in the WebUI); one step in ten
-draws 48×48 latents (the hires pass at 1.5×). The latent is the picture itself (channels 0–2 = RGB, 3 = 0): the
+draws 48×48 latents (the hires pass at 1.5×); with `--emphasis-prob`, a caption's word is emphasised as the WebUI
+does it (`(word:w)`: the word's token outputs × w, then the chunk's mean restored), so `(red:1.3)` is not a context
+the model never saw. The latent is the picture itself (channels 0–2 = RGB, 3 = 0): the
 autoencoder is constructed to read and write exactly that (`ldm_model.vae_state_dict`).
 """
 
@@ -51,6 +53,7 @@ class Batch:
     masks: torch.Tensor  # (B, W, H, W) float: object mask of supervised word w
     spans: torch.Tensor  # (B, W, 77 × chunks) float: 1 at the tokens of word w
     supervised: torch.Tensor  # (B, W) bool
+    multipliers: torch.Tensor | None = None  # (B, 77 × chunks): emphasis weight per token, or None (all 1)
 
 
 def caption_words(rng: np.random.Generator, size: int) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
@@ -84,7 +87,17 @@ def context_ids(tok: ClipTokenizer, chunks: list[list[int]]) -> list[int]:
     return out
 
 
-def make_batch(rng: np.random.Generator, batch: int, tok: ClipTokenizer, size: int, two_chunks: bool) -> Batch:
+EMPHASIS_WEIGHTS = (0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5)
+
+
+def make_batch(
+    rng: np.random.Generator,
+    batch: int,
+    tok: ClipTokenizer,
+    size: int,
+    two_chunks: bool,
+    emphasis_prob: float = 0.0,
+) -> Batch:
     n_ctx = 77 * (2 if two_chunks else 1)
     max_words = 12
     images = np.empty((batch, size, size, 3), dtype=np.uint8)
@@ -92,6 +105,7 @@ def make_batch(rng: np.random.Generator, batch: int, tok: ClipTokenizer, size: i
     masks = np.zeros((batch, max_words, size, size), dtype=np.float32)
     spans = np.zeros((batch, max_words, n_ctx), dtype=np.float32)
     sup = np.zeros((batch, max_words), dtype=bool)
+    mult = np.ones((batch, n_ctx), dtype=np.float32)
     for b in range(batch):
         words, image, pairs = caption_words(rng, size)
         images[b] = image
@@ -109,16 +123,42 @@ def make_batch(rng: np.random.Generator, batch: int, tok: ClipTokenizer, size: i
             masks[b, k] = mask
             spans[b, k, offset + starts[i] : offset + starts[i + 1]] = 1.0
             sup[b, k] = True
+        # drawn only when asked, so a run without emphasis keeps the random stream it always had
+        if emphasis_prob > 0 and words and rng.random() < emphasis_prob:
+            i = int(rng.integers(len(words)))
+            mult[b, offset + starts[i] : offset + starts[i + 1]] = float(rng.choice(EMPHASIS_WEIGHTS))
     rgb = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     latents = torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1)
+    multipliers = torch.from_numpy(mult) if (mult != 1.0).any() else None
     return Batch(
-        latents, torch.from_numpy(ids), torch.from_numpy(masks), torch.from_numpy(spans), torch.from_numpy(sup)
+        latents,
+        torch.from_numpy(ids),
+        torch.from_numpy(masks),
+        torch.from_numpy(spans),
+        torch.from_numpy(sup),
+        multipliers,
     )
 
 
-def encode_context(te: ClipTextModel, ids: torch.Tensor) -> torch.Tensor:
+def emphasise(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
+    """A1111's "Original" emphasis on one chunk per row: z × weight per token, then each row's mean restored.
+
+    The WebUI restores the mean over the whole batch it encodes at once; per row is the same for a batch of one
+    and keeps one example's context independent of the others in training.
+    """
+    original = z.mean(dim=(1, 2), keepdim=True)
+    z = z * multipliers[:, :, None]
+    new = z.mean(dim=(1, 2), keepdim=True)
+    ratio = torch.where(new != 0, original / torch.where(new != 0, new, torch.ones_like(new)), torch.ones_like(new))
+    return z * ratio
+
+
+def encode_context(te: ClipTextModel, ids: torch.Tensor, multipliers: torch.Tensor | None = None) -> torch.Tensor:
     """Each 77-token chunk through the text model on its own, then concatenated (the WebUI's long prompts)."""
-    return torch.cat([te(chunk) for chunk in ids.split(77, dim=1)], dim=1)
+    zs = [te(chunk) for chunk in ids.split(77, dim=1)]
+    if multipliers is not None:
+        zs = [emphasise(z, m) for z, m in zip(zs, multipliers.split(77, dim=1), strict=True)]
+    return torch.cat(zs, dim=1)
 
 
 def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
@@ -161,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--anneal-from", type=int, default=0)
     ap.add_argument("--attn-weight", type=float, default=0.05)
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--emphasis-prob", type=float, default=0.0, help="share of captions with one word emphasised")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
@@ -205,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             "anneal_from": args.anneal_from,
             "attn_weight": args.attn_weight,
             "ema": args.ema,
+            "emphasis_prob": args.emphasis_prob,
         }
 
     def export() -> None:
@@ -253,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     while not (args.max_steps and step >= args.max_steps) and (time.time() - t_start) / 60.0 < args.minutes:
         size = 48 if step % 10 == 9 else 32
         two = step % 8 == 7
-        batch = make_batch(rng, args.batch if size == 32 else args.batch // 2, tok, size, two)
+        batch = make_batch(rng, args.batch if size == 32 else args.batch // 2, tok, size, two, args.emphasis_prob)
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)
         a = ac[t].view(-1, 1, 1, 1)
@@ -261,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         lr = learning_rate(args.lr, step, args.warmup, args.anneal_from, args.max_steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        out = unet(x_t, t, encode_context(te, batch.ids))
+        out = unet(x_t, t, encode_context(te, batch.ids, batch.multipliers))
         # ldm's targets: ε, or v = √ᾱ·ε − √(1−ᾱ)·x0 (`get_v`)
         target = noise if cfg.prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * batch.latents
         mse = F.mse_loss(out, target)

@@ -229,3 +229,50 @@ def test_v_denoisers_recover_x0_from_an_exact_v_model() -> None:
     a = ac[500]
     ddim.model_fn = lambda x, tt: a.sqrt() * eps - (1 - a).sqrt() * x0
     assert torch.allclose(ddim(a.sqrt() * x0 + (1 - a).sqrt() * eps, t), eps, atol=1e-5)
+
+
+# ---- training's emphasis augmentation is the context the host builds for `(word:w)` -------------------------------
+def test_training_emphasis_is_the_hosts_emphasis() -> None:
+    from lib_ext.toyworld.train_ldm import context_ids, encode_context
+
+    torch.manual_seed(0)
+    te, tok = ClipTextModel(CFG).eval(), ClipTokenizer()
+    words = ["a", "vermilion", "circle", "and", "a", "blue", "square"]
+    word_ids = [tok.encode(w) for w in words]
+    assert len(word_ids[1]) > 1  # a multi-token word carries the weight on every piece
+    ids = torch.tensor([context_ids(tok, [[t for w in word_ids for t in w]])])
+    mult = torch.ones(ids.shape, dtype=torch.float32)
+    start = 1 + len(word_ids[0])
+    mult[0, start : start + len(word_ids[1])] = 1.3
+    with torch.no_grad():
+        trained = encode_context(te, ids, mult)[0]
+        plain = encode_context(te, ids)[0]
+    host = ClipConditioner(te, tok).encode("a (vermilion:1.3) circle and a blue square")
+    torch.testing.assert_close(trained, host)
+    assert not torch.allclose(trained, plain)
+
+
+def test_make_batch_emphasises_one_word_only_when_asked() -> None:
+    import numpy as np
+
+    from lib_ext.toyworld.train_ldm import EMPHASIS_WEIGHTS, make_batch
+
+    tok = ClipTokenizer()
+    plain = make_batch(np.random.default_rng(3), 16, tok, 32, two_chunks=False)
+    assert plain.multipliers is None
+    again = make_batch(np.random.default_rng(3), 16, tok, 32, two_chunks=False, emphasis_prob=0.0)
+    assert torch.equal(plain.ids, again.ids)  # no extra random draws without emphasis
+    batch = make_batch(np.random.default_rng(3), 16, tok, 32, two_chunks=True, emphasis_prob=1.0)
+    assert batch.multipliers is not None
+    rows_weighted = 0
+    for row_mult in batch.multipliers:
+        weighted = (row_mult != 1).nonzero().flatten()
+        if weighted.numel() == 0:
+            continue  # an empty caption has no word to weight
+        rows_weighted += 1
+        values = row_mult[weighted]
+        assert bool((values == values[0]).all())  # one word, one weight (on each of its pieces)
+        assert min(abs(values[0].item() - w) for w in EMPHASIS_WEIGHTS) < 1e-6
+        assert bool((weighted >= 77).all())  # in the caption's chunk, not the filler's
+        assert int(weighted.max() - weighted.min()) < 4  # one word's pieces are adjacent
+    assert rows_weighted >= 12
