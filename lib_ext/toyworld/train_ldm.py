@@ -11,8 +11,9 @@ tokens and its attention is the sum over its tokens (as the heatmaps read it); s
 on two 77-token chunks, filler words first (a prompt past token 75, or with BREAK, in the WebUI); one step in ten
 draws 48×48 latents (the hires pass at 1.5×); with `--emphasis-prob`, a caption's word is emphasised as the WebUI
 does it (`(word:w)`: the word's token outputs × w, then the chunk's mean restored), so `(red:1.3)` is not a context
-the model never saw. The latent is the picture itself (channels 0–2 = RGB, 3 = 0): the
-autoencoder is constructed to read and write exactly that (`ldm_model.vae_state_dict`).
+the model never saw; with `--similar-pairs`, more scenes have two objects sharing a colour or a shape. The latent
+is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
+(`ldm_model.vae_state_dict`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from .clip_bpe import ClipTokenizer
 from .ldm_model import ClipTextModel, LdmConfig, LdmUNet
 from .ldm_weights import export_checkpoint_file
-from .scenes import random_scene
+from .scenes import Scene, random_scene
 from .schedule import alphas_cumprod
 from .train import learning_rate, set_store_probs
 from .vocab import FILLER_WORDS, SYNONYMS
@@ -56,8 +57,21 @@ class Batch:
     multipliers: torch.Tensor | None = None  # (B, 77 × chunks): emphasis weight per token, or None (all 1)
 
 
-def caption_words(rng: np.random.Generator, size: int) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
-    """(words, image, [(word index, mask)]) of one training example (the word-level model's mix, plus synonyms)."""
+def shares_a_word(scene: Scene) -> bool:
+    """Two of the scene's objects have one colour or one shape ("a green triangle and a green square")."""
+    colors = [o.color for o in scene.objects]
+    shapes = [o.shape for o in scene.objects]
+    return len(set(colors)) < len(colors) or len(set(shapes)) < len(shapes)
+
+
+def caption_words(
+    rng: np.random.Generator, size: int, similar_pairs: float = 0.0
+) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
+    """(words, image, [(word index, mask)]) of one training example (the word-level model's mix, plus synonyms).
+
+    With `similar_pairs`, that share of the scenes of several objects is drawn again until two objects share a
+    colour or a shape: the captions the model most often drew wrong (two objects merged, or one drawn twice).
+    """
     u = rng.random()
     if u < 0.10:
         return [], random_scene(rng, (1, 3), size).image, []
@@ -70,6 +84,9 @@ def caption_words(rng: np.random.Generator, size: int) -> tuple[list[str], np.nd
     else:
         n = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.20]))
         scene = random_scene(rng, n, size)
+        if n > 1 and similar_pairs > 0 and rng.random() < similar_pairs:
+            while not shares_a_word(scene):
+                scene = random_scene(rng, n, size)
         words = scene.caption.split()
         pairs = [(i, m) for i, _, m in scene.word_masks]
     for i, word in enumerate(words):
@@ -97,6 +114,7 @@ def make_batch(
     size: int,
     two_chunks: bool,
     emphasis_prob: float = 0.0,
+    similar_pairs: float = 0.0,
 ) -> Batch:
     n_ctx = 77 * (2 if two_chunks else 1)
     max_words = 12
@@ -107,7 +125,7 @@ def make_batch(
     sup = np.zeros((batch, max_words), dtype=bool)
     mult = np.ones((batch, n_ctx), dtype=np.float32)
     for b in range(batch):
-        words, image, pairs = caption_words(rng, size)
+        words, image, pairs = caption_words(rng, size, similar_pairs)
         images[b] = image
         word_ids = [tok.encode(w) for w in words]
         flat = [t for w in word_ids for t in w]
@@ -202,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--attn-weight", type=float, default=0.05)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--emphasis-prob", type=float, default=0.0, help="share of captions with one word emphasised")
+    ap.add_argument(
+        "--similar-pairs", type=float, default=0.0, help="share of scenes redrawn until 2 objects share a word"
+    )
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
@@ -247,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             "attn_weight": args.attn_weight,
             "ema": args.ema,
             "emphasis_prob": args.emphasis_prob,
+            "similar_pairs": args.similar_pairs,
         }
 
     def export() -> None:
@@ -295,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     while not (args.max_steps and step >= args.max_steps) and (time.time() - t_start) / 60.0 < args.minutes:
         size = 48 if step % 10 == 9 else 32
         two = step % 8 == 7
-        batch = make_batch(rng, args.batch if size == 32 else args.batch // 2, tok, size, two, args.emphasis_prob)
+        n = args.batch if size == 32 else args.batch // 2
+        batch = make_batch(rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs)
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)
         a = ac[t].view(-1, 1, 1, 1)

@@ -276,3 +276,31 @@ def test_make_batch_emphasises_one_word_only_when_asked() -> None:
         assert bool((weighted >= 77).all())  # in the caption's chunk, not the filler's
         assert int(weighted.max() - weighted.min()) < 4  # one word's pieces are adjacent
     assert rows_weighted >= 12
+
+
+def test_similar_pairs_draws_scenes_whose_objects_share_a_colour_or_shape() -> None:
+    import numpy as np
+
+    from lib_ext.toyworld.scenes import random_scene
+    from lib_ext.toyworld.train_ldm import caption_words, shares_a_word
+
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng, 2, 32) for _ in range(60)]
+    shared = [s for s in scenes if shares_a_word(s)]
+    assert 0 < len(shared) < len(scenes)
+    for scene in shared:
+        words = scene.caption.split()
+        assert len(set(words)) == len(words) - 2  # "a" twice, and a colour or a shape twice
+
+    def two_object_share(p: float) -> float:
+        rng = np.random.default_rng(1)
+        hits = total = 0
+        for _ in range(300):
+            words, _, pairs = caption_words(rng, 32, p)
+            if "and" in words and words.count("and") == 1 and len(pairs) == 4:
+                total += 1
+                first, second = words[1:3], words[5:7]
+                hits += first[0] == second[0] or first[1] == second[1]
+        return hits / total
+
+    assert two_object_share(1.0) > two_object_share(0.0) + 0.3
