@@ -11,7 +11,9 @@ tokens and its attention is the sum over its tokens (as the heatmaps read it); s
 on two 77-token chunks, filler words first (a prompt past token 75, or with BREAK, in the WebUI); one step in ten
 draws 48×48 latents (the hires pass at 1.5×); with `--emphasis-prob`, a caption's word is emphasised as the WebUI
 does it (`(word:w)`: the word's token outputs × w, then the chunk's mean restored), so `(red:1.3)` is not a context
-the model never saw; with `--similar-pairs`, more scenes have two objects sharing a colour or a shape. The latent
+the model never saw; with `--similar-pairs`, more scenes have two objects sharing a colour or a shape; with
+`--long-prompts`, that share of the two-chunk steps is one long prompt cut at token 75 (a full first chunk, filler
+words before the caption in the second), the WebUI's layout of a prompt past token 75. The latent
 is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
 (`ldm_model.vae_state_dict`).
 """
@@ -115,6 +117,7 @@ def make_batch(
     two_chunks: bool,
     emphasis_prob: float = 0.0,
     similar_pairs: float = 0.0,
+    long_prompts: float = 0.0,
 ) -> Batch:
     n_ctx = 77 * (2 if two_chunks else 1)
     max_words = 12
@@ -130,7 +133,15 @@ def make_batch(
         word_ids = [tok.encode(w) for w in words]
         flat = [t for w in word_ids for t in w]
         offset = 1  # the start token
-        if two_chunks:
+        if two_chunks and long_prompts > 0 and rng.random() < long_prompts:
+            # a long prompt as the WebUI splits it: 75 filler tokens fill the first chunk, the rest of the filler
+            # comes before the caption in the second (`bench webui_quality`'s past_75 case)
+            n_filler = 75 + int(rng.integers(1, 21))
+            filler = [t for w in rng.choice(FILLER_WORDS, size=n_filler) for t in tok.encode(str(w))]
+            rest = filler[CHUNK:]
+            ids[b] = context_ids(tok, [filler[:CHUNK], rest + flat])
+            offset = 77 + 1 + len(rest)
+        elif two_chunks:
             filler = [t for w in rng.choice(FILLER_WORDS, size=int(rng.integers(1, 40))) for t in tok.encode(str(w))]
             ids[b] = context_ids(tok, [filler, flat])
             offset = 77 + 1
@@ -223,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--similar-pairs", type=float, default=0.0, help="share of scenes redrawn until 2 objects share a word"
     )
+    ap.add_argument(
+        "--long-prompts", type=float, default=0.0, help="share of two-chunk steps laid out as one long prompt"
+    )
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
@@ -269,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
             "ema": args.ema,
             "emphasis_prob": args.emphasis_prob,
             "similar_pairs": args.similar_pairs,
+            "long_prompts": args.long_prompts,
         }
 
     def export() -> None:
@@ -318,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         size = 48 if step % 10 == 9 else 32
         two = step % 8 == 7
         n = args.batch if size == 32 else args.batch // 2
-        batch = make_batch(rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs)
+        batch = make_batch(rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts)
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)
         a = ac[t].view(-1, 1, 1, 1)

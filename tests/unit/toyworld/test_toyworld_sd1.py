@@ -304,3 +304,23 @@ def test_similar_pairs_draws_scenes_whose_objects_share_a_colour_or_shape() -> N
         return hits / total
 
     assert two_object_share(1.0) > two_object_share(0.0) + 0.3
+
+
+def test_long_prompt_steps_are_the_webuis_layout_of_a_prompt_past_token_75() -> None:
+    import numpy as np
+
+    from lib_ext.toyworld.train_ldm import make_batch
+    from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
+
+    tok = ClipTokenizer()
+    conditioner = ClipConditioner(ClipTextModel(CFG), tok)
+    batch = make_batch(np.random.default_rng(5), 8, tok, 32, two_chunks=True, long_prompts=1.0)
+    for row, spans, sup in zip(batch.ids.tolist(), batch.spans, batch.supervised, strict=True):
+        body = [t for t in row[1:76] + row[78:153] if t != tok.eos_id]
+        line = conditioner.tokenize_line(tok.token_text(body))
+        assert [t for chunk in line.chunks for t in chunk.tokens] == row  # the host cuts the prompt where training did
+        assert tok.eos_id not in row[1:76]  # a full first chunk
+        for span in spans[sup]:
+            at = span.nonzero().flatten().tolist()
+            assert min(at) >= 78  # the supervised words are in the second chunk, where their tokens are
+            assert tok.token_text([row[i] for i in at]).strip() in {*COLORS, *SHAPES, *SYNONYMS}
