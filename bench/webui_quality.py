@@ -9,7 +9,7 @@ with that checkpoint (the live tier's harness: CPU, offline, 127.0.0.1, scratch 
 seeds and settings in this process. Keys `webui_<case>_<metric>` and `toyhost_<case>_<metric>`, and
 `max_abs_delta` over every pair.
 
-Cases (20 steps, CFG 2, Euler a unless named; 256×256):
+Cases (20 steps, CFG 1.5, Euler a unless named; 256×256):
 - plain; batch2 (two different captions in one batch of 2: the WebUI gets them through the live tier's probe
   extension, which sets one prompt per image as Dynamic Prompts does); past_75 (76 filler tokens first, so the
   object words are in the second 75-token chunk); break (`filler BREAK caption`); emphasis (the first colour word
@@ -50,7 +50,7 @@ from lib_ext.toyworld.scenes import caption_for, random_specs
 from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 
 STEPS = 20
-CFG = 2.0  # the SD1 checkpoint's best on held-out captions (PROMPTSCOPE_TOYWORLD_SD1=… bench toyworld_samplers)
+CFG = 1.5  # the SD1 checkpoint's best on held-out captions (PROMPTSCOPE_TOYWORLD_SD1=… bench toyworld_samplers)
 SIZE = 256
 TAU = 0.4
 CAPTION_SEED = 9100
