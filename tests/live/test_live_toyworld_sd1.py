@@ -55,7 +55,9 @@ with torch.no_grad():
     ctx = te(ids).repeat(2, 1, 1)
     x = torch.randn(2, 4, 32, 32, generator=g)
     t = torch.tensor([15.5, 800.0])
-    out["unet_max_diff"] = (unet(x, t, context=ctx) - our_unet(x, t, ctx)).abs().max().item()
+    theirs = unet(x, t, context=ctx)
+    out["unet_max_diff"] = (theirs - our_unet(x, t, ctx)).abs().max().item()
+    out["unet_scale"] = theirs.abs().max().item()
     z = torch.rand(1, 4, 32, 32, generator=g) * 2 - 1
     out["decode_max_diff"] = (vae.decode(z) - pixels_from_latent(z)).abs().max().item()
     out["encode_max_diff"] = (vae.encode(pixels_from_latent(z)).mode()[:, :3] - z[:, :3]).abs().max().item()
@@ -78,6 +80,7 @@ def test_checkpoint_in_the_webuis_own_classes() -> None:
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["tokens_equal"], out
     assert out["text_max_diff"] < 1e-4, out
-    assert out["unet_max_diff"] < 1e-4, out
+    # the same maths in another order (ldm's attention vs ours): fp32 rounding, relative to the output's size
+    assert out["unet_max_diff"] < 1e-4 * max(1.0, out["unet_scale"]), (out["unet_max_diff"], out["unet_scale"])
     assert out["decode_max_diff"] < 2e-3, out  # fp16-stored constants of the constructed autoencoder
     assert out["encode_max_diff"] < 2e-3, out
