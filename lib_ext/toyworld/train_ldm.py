@@ -3,8 +3,9 @@
     python -m lib_ext.toyworld.train_ldm --minutes 75 --max-steps 6000 --anneal-from 2000 \
         --ckpt work/ldm/ckpt.pt --out lib_ext/toyworld/weights/toyworld-sd1.safetensors [--resume]
 
-Same recipe as the word-level model (`train.py`): ε-prediction on SD's schedule plus the attention loss that pulls
-each colour and shape word's cross-attention map towards its object's mask; EMA weights exported. What differs:
+Same recipe as the word-level model (`train.py`) on SD's schedule, with the attention loss that pulls each colour and
+shape word's cross-attention map towards its object's mask; EMA weights exported. What differs: the target is v
+(`LdmConfig.prediction`; ε left the pictures on random tints, see the model card);
 the prompt goes through CLIP's BPE tokenizer and a causal CLIP text model, as in the WebUI, so a word may be several
 tokens and its attention is the sum over its tokens (as the heatmaps read it); synonyms split into several tokens
 (vermilion, cerulean, roundel, 赤) stand in for their word in a fifth of the captions; one step in eight conditions
