@@ -20,6 +20,22 @@ from ..seam import PromptTokens, TokenPiece
 from .tokenizer import ToyTokenizer
 
 
+def emphasise(z: torch.Tensor, multipliers: torch.Tensor, per_row: bool = False) -> torch.Tensor:
+    """A1111's "Original" emphasis: each token's output × its weight, then the mean before weighting restored.
+
+    z (B, T, D), multipliers (B, T). The WebUI restores the mean of the whole batch it encodes at once; `per_row`
+    restores each row's own (training, where one example's context must not depend on the others). A zero mean
+    after weighting leaves the weighted z as it is (the WebUI's 0/0 would be NaN).
+    """
+    dims = (1, 2) if per_row else tuple(range(z.dim()))
+    original = z.mean(dim=dims, keepdim=True)
+    z = z * multipliers[..., None]
+    new = z.mean(dim=dims, keepdim=True)
+    nonzero = new != 0
+    # the division on a safe denominator, so no inf/NaN reaches the gradient through the unused branch
+    return z * torch.where(nonzero, original / torch.where(nonzero, new, torch.ones_like(new)), torch.ones_like(new))
+
+
 @dataclass
 class PromptChunk:
     """One 77-token context under construction (without start/end until closed), like A1111's PromptChunk."""
@@ -107,10 +123,7 @@ class ToyConditioner:
         mult = torch.as_tensor(multipliers, dtype=z.dtype, device=device)
         if bool((mult == 1).all()):
             return z  # A1111's formula is then the identity, except that it turns a zero mean into 0/0 = NaN
-        original_mean = z.mean()
-        z = z * mult.reshape((*mult.shape, 1)).expand(z.shape)
-        new_mean = z.mean()
-        return z * (original_mean / new_mean) if new_mean != 0 else z
+        return emphasise(z, mult)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """A1111's `cond_stage_model(texts)`: (len(texts), 77·k, D), shorter prompts padded with empty chunks."""

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip_bpe import ClipTokenizer
+from .conditioning import emphasise
 from .ldm_model import ClipTextModel, LdmConfig, LdmUNet
 from .ldm_weights import export_checkpoint_file
 from .scenes import Scene, random_scene
@@ -170,24 +171,11 @@ def make_batch(
     )
 
 
-def emphasise(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
-    """A1111's "Original" emphasis on one chunk per row: z × weight per token, then each row's mean restored.
-
-    The WebUI restores the mean over the whole batch it encodes at once; per row is the same for a batch of one
-    and keeps one example's context independent of the others in training.
-    """
-    original = z.mean(dim=(1, 2), keepdim=True)
-    z = z * multipliers[:, :, None]
-    new = z.mean(dim=(1, 2), keepdim=True)
-    ratio = torch.where(new != 0, original / torch.where(new != 0, new, torch.ones_like(new)), torch.ones_like(new))
-    return z * ratio
-
-
 def encode_context(te: ClipTextModel, ids: torch.Tensor, multipliers: torch.Tensor | None = None) -> torch.Tensor:
     """Each 77-token chunk through the text model on its own, then concatenated (the WebUI's long prompts)."""
     zs = [te(chunk) for chunk in ids.split(77, dim=1)]
     if multipliers is not None:
-        zs = [emphasise(z, m) for z, m in zip(zs, multipliers.split(77, dim=1), strict=True)]
+        zs = [emphasise(z, m, per_row=True) for z, m in zip(zs, multipliers.split(77, dim=1), strict=True)]
     return torch.cat(zs, dim=1)
 
 
