@@ -44,14 +44,16 @@ def accuracy(model: T.ToyModel, captions: list[str], sampler: str, cfg: float, s
 
 
 # The SD1 checkpoint (v-prediction, CLIP text model) has its own best scale: it is judged on its own grid.
+# Every sampler `bench webui_quality` runs is judged here: its CFG per sampler (`SAMPLER_CFG`) is chosen from this grid.
 SD1_SETTINGS = [
     ("Euler a", 1.5, 20),
     ("Euler a", 2.0, 20),
-    ("Euler a", 2.5, 20),
-    ("Euler a", 3.0, 20),
-    ("DPM++ 2M", 2.0, 20),
     ("DPM++ 2M", 3.0, 20),
     ("DPM++ 2M", 4.0, 20),
+    ("DPM++ 2M", 5.0, 20),
+    ("Heun", 1.5, 20),
+    ("Heun", 2.0, 20),
+    ("Heun", 3.0, 20),
 ]
 
 
@@ -82,8 +84,20 @@ def main_sd1(path: Path, quick: bool) -> dict:
         result["accuracy"][key] = sd1_accuracy(host, captions, sampler, cfg, steps)
         print(f"{key:<20}{result['accuracy'][key]:.3f}", flush=True)
     result["best"] = max(result["accuracy"], key=result["accuracy"].get)
+    result["best_per_sampler"] = best_per_sampler(result["accuracy"])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
+
+
+def best_per_sampler(accuracy: dict[str, float]) -> dict[str, float]:
+    """{sampler: CFG} with the highest accuracy; on a tie the lower CFG (closer to the unguided model's pictures)."""
+    best: dict[str, tuple[float, float]] = {}
+    for key, acc in accuracy.items():
+        sampler, cfg, _steps = key.split(":")
+        score = (acc, -float(cfg))
+        if sampler not in best or score > best[sampler]:
+            best[sampler] = score
+    return {sampler: -score[1] for sampler, score in best.items()}
 
 
 def main(quick: bool = False) -> dict:

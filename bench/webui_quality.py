@@ -9,7 +9,7 @@ with that checkpoint (the live tier's harness: CPU, offline, 127.0.0.1, scratch 
 seeds and settings in this process. Keys `webui_<case>_<metric>` and `toyhost_<case>_<metric>`, and
 `max_abs_delta` over every pair.
 
-Cases (20 steps, CFG 1.5, Euler a unless named; 256×256):
+Cases (20 steps, Euler a unless named, each sampler at its CFG in `SAMPLER_CFG`; 256×256):
 - plain; batch2 (two different captions in one batch of 2: the WebUI gets them through the live tier's probe
   extension, which sets one prompt per image as Dynamic Prompts does); past_75 (76 filler tokens first, so the
   object words are in the second 75-token chunk); break (`filler BREAK caption`); emphasis (the first colour word
@@ -50,7 +50,9 @@ from lib_ext.toyworld.scenes import caption_for, random_specs
 from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 
 STEPS = 20
-CFG = 1.5  # the SD1 checkpoint's best on held-out captions (PROMPTSCOPE_TOYWORLD_SD1=… bench toyworld_samplers)
+# Each sampler's CFG scale: the SD1 checkpoint's best for that sampler on held-out captions
+# (PROMPTSCOPE_TOYWORLD_SD1=… python -m bench toyworld_samplers), so no case is scored off its sampler's best scale.
+SAMPLER_CFG = {"Euler a": 1.5, "DPM++ 2M": 4.0, "Heun": 1.5}
 SIZE = 256
 TAU = 0.4
 CAPTION_SEED = 9100
@@ -74,6 +76,10 @@ class Case:
     batch: int = 1
     hires: bool = False
     prompt: Callable[[str, int], str] = lambda caption, i: caption
+
+    @property
+    def cfg(self) -> float:
+        return SAMPLER_CFG[self.sampler]
 
     def words(self, caption: str, i: int) -> str:
         return self.prompt(caption, i)
@@ -259,7 +265,7 @@ def run_case(backend: Any, case: Case, caps: list[str]) -> dict[str, float | Non
     for start in range(0, len(caps), case.batch):
         chunk = caps[start : start + case.batch]
         prompts = [case.words(c, start + k) for k, c in enumerate(chunk)]
-        outs = backend.generate(prompts, IMAGE_SEED + start, case.sampler, CFG, case.hires, True, False)
+        outs = backend.generate(prompts, IMAGE_SEED + start, case.sampler, case.cfg, case.hires, True, False)
         for caption, out in zip(chunk, outs):
             ok.append(caption_matches(judge(out.picture), caption))
             scores = word_ious(out, caption)
