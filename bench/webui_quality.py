@@ -52,7 +52,7 @@ from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 STEPS = 20
 # Each sampler's CFG scale: the SD1 checkpoint's best for that sampler on held-out captions
 # (PROMPTSCOPE_TOYWORLD_SD1=… python -m bench toyworld_samplers), so no case is scored off its sampler's best scale.
-SAMPLER_CFG = {"Euler a": 1.5, "DPM++ 2M": 4.0, "Heun": 1.5}
+SAMPLER_CFG = {"Euler a": 2.0, "DPM++ 2M": 5.0, "Heun": 3.0}
 SIZE = 256
 TAU = 0.4
 CAPTION_SEED = 9100
