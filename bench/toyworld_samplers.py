@@ -6,7 +6,8 @@ not chosen on the captions it is then reported on. Generation as in `bench toywo
 seeds, empty negative prompt). Last-line JSON: `accuracy` {"sampler:cfg:steps": fraction}, `best`, `n_captions`.
 Weights: $PROMPTSCOPE_TOYWORLD_WEIGHTS, else the shipped weights. With $PROMPTSCOPE_TOYWORLD_SD1 naming the SD1
 checkpoint (`lib_ext/toyworld/weights/toyworld-sd1.safetensors`), the same question for that checkpoint, drawn by the
-toy host as the WebUI draws it (`ToyHost.load_sd1`; its own grid of settings): it chooses `bench webui_quality`'s CFG.
+toy host as the WebUI draws it (`ToyHost.load_sd1`; its own grid of settings, every sampler `bench webui_quality`
+runs): `best_per_sampler` in its JSON is that bench's CFG per sampler (`SAMPLER_CFG`).
 """
 
 from __future__ import annotations
