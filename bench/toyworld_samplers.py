@@ -44,8 +44,8 @@ def accuracy(model: T.ToyModel, captions: list[str], sampler: str, cfg: float, s
     return ok / len(captions)
 
 
-# The SD1 checkpoint (v-prediction, CLIP text model) has its own best scale: it is judged on its own grid.
-# Every sampler `bench webui_quality` runs is judged here: its CFG per sampler (`SAMPLER_CFG`) is chosen from this grid.
+# The SD1 checkpoint (v-prediction, CLIP text model) is judged on its own grid, every sampler `bench webui_quality`
+# runs: that bench's CFG per sampler (`SAMPLER_CFG`) is chosen from it.
 SD1_SETTINGS = [
     ("Euler a", 1.5, 20),
     ("Euler a", 2.0, 20),

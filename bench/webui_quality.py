@@ -45,7 +45,7 @@ import torch
 from bench.attention_maps import _word_truth as word_truth
 from bench.semantic_guidance import main_object, mask_iou  # the SEGA trials are that bench's, scored alike
 from lib_ext.heatmaps.aggregate import iou, threshold_mask
-from lib_ext.toyworld.judge import caption_matches, judge
+from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge
 from lib_ext.toyworld.scenes import caption_for, random_specs
 from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 
@@ -244,12 +244,12 @@ class WebUIBackend:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def word_ious(out: Output, caption: str) -> dict[str, list[float]]:
-    """IoU per colour/shape word of the caption whose object the judge found."""
+def word_ious(out: Output, caption: str, found: list[DetectedObject]) -> dict[str, list[float]]:
+    """IoU per colour/shape word of the caption whose object the judge found (`found`: the judge on the picture)."""
     scores: dict[str, list[float]] = {"color": [], "shape": []}
     h, w = out.picture.shape[:2]
     maps = {canonical(k): v for k, v in out.maps.items()}
-    for word, mask in word_truth(judge(out.picture), caption).items():  # attention_maps' truth: same judge
+    for word, mask in word_truth(found, caption).items():  # attention_maps' truth: same judge
         raw = maps.get(word)
         if mask is None or raw is None:
             continue
@@ -260,15 +260,20 @@ def word_ious(out: Output, caption: str) -> dict[str, list[float]]:
     return scores
 
 
-def run_case(backend: Any, case: Case, caps: list[str]) -> dict[str, float | None]:
+def run_case(backend: Any, case: Case, caps: list[str], misses: list[str] | None = None) -> dict[str, float | None]:
+    """The case's metrics; each caption drawn wrong is appended to `misses` with what the judge found instead."""
     ok, shape_ious, color_ious = [], [], []
     for start in range(0, len(caps), case.batch):
         chunk = caps[start : start + case.batch]
         prompts = [case.words(c, start + k) for k, c in enumerate(chunk)]
         outs = backend.generate(prompts, IMAGE_SEED + start, case.sampler, case.cfg, case.hires, True, False)
-        for caption, out in zip(chunk, outs):
-            ok.append(caption_matches(judge(out.picture), caption))
-            scores = word_ious(out, caption)
+        for k, (caption, out) in enumerate(zip(chunk, outs)):
+            found = judge(out.picture)
+            ok.append(caption_matches(found, caption))
+            if not ok[-1] and misses is not None:
+                drawn = ", ".join(f"{d.color} {d.shape}" for d in found) or "nothing"
+                misses.append(f"#{start + k} {caption!r}: drew {drawn}")
+            scores = word_ious(out, caption, found)
             shape_ious += scores["shape"]
             color_ious += scores["color"]
     return {
@@ -310,10 +315,13 @@ def measure(backend: Any, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for case in CASES:
         t0 = time.time()
-        for key, value in run_case(backend, case, caps).items():
+        misses: list[str] = []
+        for key, value in run_case(backend, case, caps, misses).items():
             out[f"{case.name}_{key}"] = value
         print(f"  {backend.name} {case.name}: {time.time() - t0:.0f} s "
               f"{ {k: v for k, v in out.items() if k.startswith(case.name + '_')} }", flush=True)  # fmt: skip
+        for miss in misses:  # the model card's miss lists come from here
+            print(f"    miss {miss}", flush=True)
     out.update(run_sega(backend, SEGA_QUICK if quick else SEGA_FULL))
     return out
 

@@ -54,3 +54,10 @@ def test_case_prompts_keep_the_caption_and_change_only_what_the_case_names():
     assert [SYNONYMS.get(w, w) for w in synonyms] == caption.split()
     assert all(w in SYNONYMS for w in synonyms if SYNONYMS.get(w, w) in ("red", "blue", "circle"))
     assert any(w in COLORS for w in by_name["plain"].words(caption, 0).split())
+
+
+def test_run_case_lists_each_caption_drawn_wrong_with_what_was_drawn():
+    caps = wq.captions(3)
+    misses: list[str] = []
+    wq.run_case(_Recorder(), wq.CASES[0], caps, misses)
+    assert misses == [f"#{i} {c!r}: drew nothing" for i, c in enumerate(caps)]
