@@ -8,9 +8,9 @@ shape word's cross-attention map towards its object's mask; EMA weights exported
 (`LdmConfig.prediction`; ε left the pictures on random tints, see the model card);
 the prompt goes through CLIP's BPE tokenizer and a causal CLIP text model, as in the WebUI, so a word may be several
 tokens and its attention is the sum over its tokens (as the heatmaps read it); synonyms split into several tokens
-(vermilion, cerulean, roundel, 赤) stand in for their word in a fifth of the captions; one step in eight conditions
-on two 77-token chunks, filler words first (a prompt past token 75, or with BREAK, in the WebUI); one step in ten
-draws 48×48 latents (the hires pass at 1.5×); with `--emphasis-prob`, a caption's word is emphasised as the WebUI
+(vermilion, cerulean, roundel, 赤) stand in for their word a fifth of the time (`--synonyms`); one step in eight
+conditions on two 77-token chunks, filler words first (a prompt past token 75, or with BREAK, in the WebUI); one step
+in ten draws 48×48 latents (the hires pass at 1.5×); with `--emphasis-prob`, a caption's word is emphasised as the WebUI
 does it (`(word:w)`: the word's token outputs × w, then the chunk's mean restored), so `(red:1.3)` is not a context
 the model never saw; with `--similar-pairs`, more scenes have two objects sharing a colour or a shape; with
 `--long-prompts`, that share of the two-chunk steps is one long prompt cut at token 75 (a full first chunk, filler
@@ -69,12 +69,13 @@ def shares_a_word(scene: Scene) -> bool:
 
 
 def caption_words(
-    rng: np.random.Generator, size: int, similar_pairs: float = 0.0
+    rng: np.random.Generator, size: int, similar_pairs: float = 0.0, synonyms: float = 0.2
 ) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
     """(words, image, [(word index, mask)]) of one training example (the word-level model's mix, plus synonyms).
 
     With `similar_pairs`, that share of the scenes of several objects is drawn again until two objects share a
     colour or a shape: the captions the model most often drew wrong (two objects merged, or one drawn twice).
+    `synonyms` is the chance that a word with synonyms takes one of them.
     """
     u = rng.random()
     if u < 0.10:
@@ -94,7 +95,7 @@ def caption_words(
         words = scene.caption.split()
         pairs = [(i, m) for i, _, m in scene.word_masks]
     for i, word in enumerate(words):
-        if word in _SYNONYMS_OF and rng.random() < 0.2:
+        if word in _SYNONYMS_OF and rng.random() < synonyms:
             words[i] = str(rng.choice(_SYNONYMS_OF[word]))
     return words, scene.image, pairs
 
@@ -120,6 +121,7 @@ def make_batch(
     emphasis_prob: float = 0.0,
     similar_pairs: float = 0.0,
     long_prompts: float = 0.0,
+    synonyms: float = 0.2,
 ) -> Batch:
     n_ctx = 77 * (2 if two_chunks else 1)
     max_words = 12
@@ -130,7 +132,7 @@ def make_batch(
     sup = np.zeros((batch, max_words), dtype=bool)
     mult = np.ones((batch, n_ctx), dtype=np.float32)
     for b in range(batch):
-        words, image, pairs = caption_words(rng, size, similar_pairs)
+        words, image, pairs = caption_words(rng, size, similar_pairs, synonyms)
         images[b] = image
         word_ids = [tok.encode(w) for w in words]
         flat = [t for w in word_ids for t in w]
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--long-prompts", type=float, default=0.0, help="share of two-chunk steps laid out as one long prompt"
     )
+    ap.add_argument("--synonyms", type=float, default=0.2, help="chance that a word with synonyms takes one")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             "emphasis_prob": args.emphasis_prob,
             "similar_pairs": args.similar_pairs,
             "long_prompts": args.long_prompts,
+            "synonyms": args.synonyms,
         }
 
     def export() -> None:
@@ -322,7 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         size = 48 if step % 10 == 9 else 32
         two = step % 8 == 7
         n = args.batch if size == 32 else args.batch // 2
-        batch = make_batch(rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts)
+        batch = make_batch(
+            rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts, args.synonyms
+        )
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)
         a = ac[t].view(-1, 1, 1, 1)

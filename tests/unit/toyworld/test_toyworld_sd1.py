@@ -324,3 +324,24 @@ def test_long_prompt_steps_are_the_webuis_layout_of_a_prompt_past_token_75() -> 
             at = span.nonzero().flatten().tolist()
             assert min(at) >= 78  # the supervised words are in the second chunk, where their tokens are
             assert tok.token_text([row[i] for i in at]).strip() in {*COLORS, *SHAPES, *SYNONYMS}
+
+
+def test_synonyms_sets_how_often_a_word_takes_its_synonym() -> None:
+    import numpy as np
+
+    from lib_ext.toyworld.train_ldm import _SYNONYMS_OF, caption_words
+
+    synonyms = {s for group in _SYNONYMS_OF.values() for s in group}
+
+    def share(p: float) -> float:
+        rng = np.random.default_rng(2)
+        taken = could = 0
+        for _ in range(400):
+            words, _, _ = caption_words(rng, 32, 0.0, p)
+            taken += sum(w in synonyms for w in words)
+            could += sum(w in synonyms or w in _SYNONYMS_OF for w in words)
+        return taken / could
+
+    assert share(0.0) == 0.0
+    assert share(1.0) == 1.0
+    assert abs(share(0.4) - 0.4) < 0.08
