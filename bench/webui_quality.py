@@ -1,6 +1,11 @@
 """The toy world measured through the real WebUI and through the toy host, on the same SD1 checkpoint and seeds.
 
     PROMPTSCOPE_WEBUI=/path/to/stable-diffusion-webui python -m bench webui_quality [--quick]
+    PROMPTSCOPE_BENCH_HOSTS=toyhost PROMPTSCOPE_BENCH_CAPTIONS=48 python -m bench webui_quality
+
+`PROMPTSCOPE_BENCH_CAPTIONS` sets the captions per case (the first N of the same list, so a larger run extends a
+smaller one); `PROMPTSCOPE_BENCH_HOSTS=toyhost` runs the toy host alone (no WebUI: to judge a checkpoint while
+training it; only `toyhost_*` keys, `max_abs_delta` null).
 
 The checkout is one `tools/prepare_webui.py` prepared (it puts lib_ext/toyworld/weights/toyworld-sd1.safetensors
 and its yaml in models/Stable-diffusion and the tiny CLIP config in the Hugging Face cache). The WebUI is started
@@ -310,15 +315,42 @@ def run_sega(backend: Any, n: int) -> dict[str, float | None]:
     }
 
 
-def measure(backend: Any, quick: bool) -> dict[str, Any]:
-    caps = captions(N_QUICK if quick else N_FULL)
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion: how far 24 captions pin down a caption accuracy."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def bench_options(environ: Any, quick: bool) -> tuple[int, bool]:
+    """(captions per case, whether to drive the WebUI) from PROMPTSCOPE_BENCH_CAPTIONS and PROMPTSCOPE_BENCH_HOSTS."""
+    n = N_QUICK if quick else N_FULL
+    raw = environ.get("PROMPTSCOPE_BENCH_CAPTIONS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise SystemExit(f"PROMPTSCOPE_BENCH_CAPTIONS must be a whole number ≥ 1, got {raw!r}")
+        n = int(raw)
+    hosts = environ.get("PROMPTSCOPE_BENCH_HOSTS", "both").strip().lower() or "both"
+    if hosts not in ("both", "toyhost"):
+        raise SystemExit(f"PROMPTSCOPE_BENCH_HOSTS must be 'both' or 'toyhost', got {hosts!r}")
+    return n, hosts == "both"
+
+
+def measure(backend: Any, quick: bool, n_captions: int | None = None) -> dict[str, Any]:
+    caps = captions(n_captions or (N_QUICK if quick else N_FULL))
     out: dict[str, Any] = {}
     for case in CASES:
         t0 = time.time()
         misses: list[str] = []
         for key, value in run_case(backend, case, caps, misses).items():
             out[f"{case.name}_{key}"] = value
-        print(f"  {backend.name} {case.name}: {time.time() - t0:.0f} s "
+        hits = len(caps) - len(misses)
+        low, high = wilson_interval(hits, len(caps))
+        print(f"  {backend.name} {case.name}: {time.time() - t0:.0f} s, {hits}/{len(caps)} captions "
+              f"(95% interval {low:.2f}–{high:.2f}) "
               f"{ {k: v for k, v in out.items() if k.startswith(case.name + '_')} }", flush=True)  # fmt: skip
         for miss in misses:  # the model card's miss lists come from here
             print(f"    miss {miss}", flush=True)
@@ -331,17 +363,21 @@ def main(quick: bool = False) -> dict:
 
     torch.set_num_threads(int(os.environ.get("PROMPTSCOPE_BENCH_THREADS", "2")))
     weights = Path(os.environ.get("PROMPTSCOPE_TOYWORLD_SD1") or DEFAULT_LDM_WEIGHTS)
+    n_captions, with_webui = bench_options(os.environ, quick)
     t0 = time.time()
-    toy = measure(ToyBackend(weights), quick)
-    webui_backend = WebUIBackend(weights)
-    try:
-        web = measure(webui_backend, quick)
-    finally:
-        webui_backend.close()
-    result: dict[str, Any] = {"weights": str(weights), "n_captions": N_QUICK if quick else N_FULL}
+    toy = measure(ToyBackend(weights), quick, n_captions)
+    web: dict[str, Any] = {}
+    if with_webui:
+        webui_backend = WebUIBackend(weights)
+        try:
+            web = measure(webui_backend, quick, n_captions)
+        finally:
+            webui_backend.close()
+    result: dict[str, Any] = {"weights": str(weights), "n_captions": n_captions}
     deltas = []
     for key in toy:
-        result[f"webui_{key}"] = web.get(key)
+        if with_webui:
+            result[f"webui_{key}"] = web.get(key)
         result[f"toyhost_{key}"] = toy[key]
         a, b = web.get(key), toy[key]
         if isinstance(a, float) and isinstance(b, float) and not key.endswith("trials"):

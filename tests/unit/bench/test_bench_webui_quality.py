@@ -61,3 +61,55 @@ def test_run_case_lists_each_caption_drawn_wrong_with_what_was_drawn():
     misses: list[str] = []
     wq.run_case(_Recorder(), wq.CASES[0], caps, misses)
     assert misses == [f"#{i} {c!r}: drew nothing" for i, c in enumerate(caps)]
+
+
+def test_wilson_interval_holds_the_observed_share_and_narrows_with_more_captions():
+    assert wq.wilson_interval(0, 10)[0] == 0.0
+    assert abs(wq.wilson_interval(0, 10)[1] - 1.96**2 / (10 + 1.96**2)) < 1e-9  # the closed form at p = 0
+    assert wq.wilson_interval(10, 10)[1] == 1.0
+    low24, high24 = wq.wilson_interval(23, 24)
+    low48, high48 = wq.wilson_interval(46, 48)
+    assert low24 < 23 / 24 < high24 and low48 < 46 / 48 < high48
+    assert high48 - low48 < high24 - low24
+    assert low24 < 0.85  # 23 of 24 does not show an accuracy of 0.95 on its own
+
+
+def test_bench_options_read_the_caption_count_and_hosts_and_refuse_bad_values():
+    import pytest
+
+    assert wq.bench_options({}, quick=False) == (wq.N_FULL, True)
+    assert wq.bench_options({}, quick=True) == (wq.N_QUICK, True)
+    assert wq.bench_options({"PROMPTSCOPE_BENCH_CAPTIONS": "48", "PROMPTSCOPE_BENCH_HOSTS": "toyhost"}, False) == (
+        48,
+        False,
+    )
+    for bad in (
+        {"PROMPTSCOPE_BENCH_CAPTIONS": "0"},
+        {"PROMPTSCOPE_BENCH_CAPTIONS": "x"},
+        {"PROMPTSCOPE_BENCH_HOSTS": "a"},
+    ):
+        with pytest.raises(SystemExit, match="PROMPTSCOPE_BENCH_"):
+            wq.bench_options(bad, quick=False)
+    assert wq.captions(6)[:3] == wq.captions(3)  # a larger run extends a smaller one
+
+
+def test_toyhost_only_runs_without_a_webui_and_reports_only_toyhost_keys(monkeypatch):
+    recorders: list[_Recorder] = []
+
+    def fake_toy(weights):
+        recorders.append(_Recorder())
+        return recorders[-1]
+
+    def no_webui(weights):
+        raise AssertionError("the WebUI was started")
+
+    monkeypatch.setattr(wq, "ToyBackend", fake_toy)
+    monkeypatch.setattr(wq, "WebUIBackend", no_webui)
+    monkeypatch.setenv("PROMPTSCOPE_BENCH_HOSTS", "toyhost")
+    monkeypatch.setenv("PROMPTSCOPE_BENCH_CAPTIONS", "2")
+    result = wq.main(quick=True)
+    assert result["n_captions"] == 2
+    assert not any(k.startswith("webui_") for k in result)
+    assert result["toyhost_plain_caption_accuracy"] == 0.0
+    assert result["max_abs_delta"] is None
+    assert sum(len(c[0]) for c in recorders[0].calls if c[2] == "Euler a" and not c[4]) >= 2 * 5
