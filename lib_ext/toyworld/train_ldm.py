@@ -112,6 +112,14 @@ def context_ids(tok: ClipTokenizer, chunks: list[list[int]]) -> list[int]:
 EMPHASIS_WEIGHTS = (0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5)
 
 
+def two_chunk_step(step: int, share: float) -> bool:
+    """Whether training step `step` conditions on two chunks: `share` of the steps, spread evenly.
+
+    At the default 1/8 this is `step % 8 == 7`, the schedule every earlier cycle trained on.
+    """
+    return int((step + 1) * share) > int(step * share)
+
+
 def make_batch(
     rng: np.random.Generator,
     batch: int,
@@ -229,10 +237,13 @@ def main(argv: list[str] | None = None) -> None:
         "--long-prompts", type=float, default=0.0, help="share of two-chunk steps laid out as one long prompt"
     )
     ap.add_argument("--synonyms", type=float, default=0.2, help="chance that a word with synonyms takes one")
+    ap.add_argument("--two-chunks", type=float, default=0.125, help="share of steps on two 77-token chunks")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.two_chunks <= 1.0:
+        ap.error(f"--two-chunks is a share of the steps, between 0 and 1 (got {args.two_chunks})")
     torch.set_num_threads(args.threads)
     log_path = args.ckpt.with_suffix(".csv")
 
@@ -277,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             "similar_pairs": args.similar_pairs,
             "long_prompts": args.long_prompts,
             "synonyms": args.synonyms,
+            "two_chunks": args.two_chunks,
         }
 
     def export() -> None:
@@ -324,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     acc, acc_n = np.zeros(3), 0
     while not (args.max_steps and step >= args.max_steps) and (time.time() - t_start) / 60.0 < args.minutes:
         size = 48 if step % 10 == 9 else 32
-        two = step % 8 == 7
+        two = two_chunk_step(step, args.two_chunks)
         n = args.batch if size == 32 else args.batch // 2
         batch = make_batch(
             rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts, args.synonyms

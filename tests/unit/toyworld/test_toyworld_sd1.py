@@ -345,3 +345,26 @@ def test_synonyms_sets_how_often_a_word_takes_its_synonym() -> None:
     assert share(0.0) == 0.0
     assert share(1.0) == 1.0
     assert abs(share(0.4) - 0.4) < 0.08
+
+
+def test_two_chunks_sets_the_share_of_two_chunk_steps(tmp_path: Path) -> None:
+    from lib_ext.toyworld.train_ldm import main, two_chunk_step
+
+    # the default keeps the schedule every earlier cycle trained on
+    assert [two_chunk_step(s, 0.125) for s in range(800)] == [s % 8 == 7 for s in range(800)]
+    assert sum(two_chunk_step(s, 0.3) for s in range(1000)) == 300
+    assert not any(two_chunk_step(s, 0.0) for s in range(100))
+    assert all(two_chunk_step(s, 1.0) for s in range(100))
+    with pytest.raises(SystemExit):
+        # paths in tmp_path, so a check that stopped refusing could not overwrite the shipped weights
+        main(
+            [
+                "--two-chunks",
+                "1.5",
+                "--export-only",
+                "--out",
+                str(tmp_path / "o.safetensors"),
+                "--ckpt",
+                str(tmp_path / "c.pt"),
+            ]
+        )
