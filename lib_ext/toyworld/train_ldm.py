@@ -14,7 +14,9 @@ in ten draws 48×48 latents (the hires pass at 1.5×); with `--emphasis-prob`, a
 does it (`(word:w)`: the word's token outputs × w, then the chunk's mean restored), so `(red:1.3)` is not a context
 the model never saw; with `--similar-pairs`, more scenes have two objects sharing a colour or a shape; with
 `--long-prompts`, that share of the two-chunk steps is one long prompt cut at token 75 (a full first chunk, filler
-words before the caption in the second), the WebUI's layout of a prompt past token 75. The latent
+words before the caption in the second), the WebUI's layout of a prompt past token 75; with `--gap`, objects keep more
+than the one background pixel every bench's scenes keep (two same-coloured objects drawn as one blob was the commonest
+miss); `--init-from` fine-tunes an exported checkpoint (the only file that outlives a machine). The latent
 is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
 (`ldm_model.vae_state_dict`).
 """
@@ -69,29 +71,31 @@ def shares_a_word(scene: Scene) -> bool:
 
 
 def caption_words(
-    rng: np.random.Generator, size: int, similar_pairs: float = 0.0, synonyms: float = 0.2
+    rng: np.random.Generator, size: int, similar_pairs: float = 0.0, synonyms: float = 0.2, gap: int = 1
 ) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
     """(words, image, [(word index, mask)]) of one training example (the word-level model's mix, plus synonyms).
 
     With `similar_pairs`, that share of the scenes of several objects is drawn again until two objects share a
     colour or a shape: the captions the model most often drew wrong (two objects merged, or one drawn twice).
-    `synonyms` is the chance that a word with synonyms takes one of them.
+    `synonyms` is the chance that a word with synonyms takes one of them. `gap` is the least background between two
+    objects, in pixels of a 32×32 scene (scaled down to whole pixels at other sizes, so gap 1 is 1 at any size).
     """
+    gap = max(1, int(gap * size / 32))
     u = rng.random()
     if u < 0.10:
-        return [], random_scene(rng, (1, 3), size).image, []
+        return [], random_scene(rng, (1, 3), size, gap).image, []
     if u < 0.25:
-        scene = random_scene(rng, 1, size)
+        scene = random_scene(rng, 1, size, gap)
         obj = scene.objects[0]
         v = rng.random()
         words = [obj.color] if v < 0.4 else [obj.shape] if v < 0.8 else [obj.color, obj.shape]
         pairs = [(i, obj.mask) for i in range(len(words))]
     else:
         n = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.20]))
-        scene = random_scene(rng, n, size)
+        scene = random_scene(rng, n, size, gap)
         if n > 1 and similar_pairs > 0 and rng.random() < similar_pairs:
             while not shares_a_word(scene):
-                scene = random_scene(rng, n, size)
+                scene = random_scene(rng, n, size, gap)
         words = scene.caption.split()
         pairs = [(i, m) for i, _, m in scene.word_masks]
     for i, word in enumerate(words):
@@ -130,6 +134,7 @@ def make_batch(
     similar_pairs: float = 0.0,
     long_prompts: float = 0.0,
     synonyms: float = 0.2,
+    gap: int = 1,
 ) -> Batch:
     n_ctx = 77 * (2 if two_chunks else 1)
     max_words = 12
@@ -140,7 +145,7 @@ def make_batch(
     sup = np.zeros((batch, max_words), dtype=bool)
     mult = np.ones((batch, n_ctx), dtype=np.float32)
     for b in range(batch):
-        words, image, pairs = caption_words(rng, size, similar_pairs, synonyms)
+        words, image, pairs = caption_words(rng, size, similar_pairs, synonyms, gap)
         images[b] = image
         word_ids = [tok.encode(w) for w in words]
         flat = [t for w in word_ids for t in w]
@@ -215,6 +220,26 @@ def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
+def init_from_export(
+    path: Path, te: ClipTextModel, unet: LdmUNet, cfg: LdmConfig, ema: list[torch.Tensor], params: list
+) -> tuple[int, float]:
+    """Loads an exported checkpoint (its EMA weights, fp16) into the live and EMA weights; (steps, minutes) it had.
+
+    Only the exported file outlives a machine, so a later run fine-tunes from it; the optimiser starts afresh.
+    """
+    from .ldm_weights import load_ldm_toyworld
+
+    src_te, src_unet, src_cfg, info = load_ldm_toyworld(path)
+    if src_cfg.to_dict() != cfg.to_dict():
+        raise SystemExit(f"{path}: its model config differs from this code's ({src_cfg.to_dict()} vs {cfg.to_dict()})")
+    te.load_state_dict(src_te.state_dict())
+    unet.load_state_dict(src_unet.state_dict())
+    with torch.no_grad():
+        for e, p in zip(ema, params, strict=True):
+            e.copy_(p.detach())
+    return int(info.get("steps", 0)), float(info.get("minutes", 0.0))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=75.0)
@@ -238,12 +263,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--synonyms", type=float, default=0.2, help="chance that a word with synonyms takes one")
     ap.add_argument("--two-chunks", type=float, default=0.125, help="share of steps on two 77-token chunks")
+    ap.add_argument("--gap", type=int, default=1, help="least background pixels between two objects of a scene")
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from an exported checkpoint's weights (a new optimiser; steps and minutes carry on)",
+    )
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
     args = ap.parse_args(argv)
     if not 0.0 <= args.two_chunks <= 1.0:
         ap.error(f"--two-chunks is a share of the steps, between 0 and 1 (got {args.two_chunks})")
+    if args.gap < 1:
+        ap.error(f"--gap is at least one background pixel (got {args.gap})")
+    if args.init_from is not None and (args.resume or args.export_only):
+        ap.error("--init-from starts a new run; it does not go with --resume or --export-only")
     torch.set_num_threads(args.threads)
     log_path = args.ckpt.with_suffix(".csv")
 
@@ -271,8 +307,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_rng_state(ck["torch_rng"])
         step, minutes_before = ck["step"], ck["minutes"]
         print(f"resumed at step {step} after {minutes_before:.1f} min", flush=True)
-    elif log_path.exists():
-        log_path.unlink()
+    else:
+        if log_path.exists():
+            log_path.unlink()
+        if args.init_from is not None:
+            step, minutes_before = init_from_export(args.init_from, te, unet, cfg, ema, params)
+            print(f"starting from {args.init_from} at step {step} after {minutes_before:.1f} min", flush=True)
 
     def info() -> dict:
         return {
@@ -289,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             "long_prompts": args.long_prompts,
             "synonyms": args.synonyms,
             "two_chunks": args.two_chunks,
+            "gap": args.gap,
+            **({"init_from": args.init_from.name} if args.init_from is not None else {}),
         }
 
     def export() -> None:

@@ -7,6 +7,7 @@ compare the same tensors with the WebUI's own ldm and transformers classes."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -368,3 +369,63 @@ def test_two_chunks_sets_the_share_of_two_chunk_steps(tmp_path: Path) -> None:
                 str(tmp_path / "c.pt"),
             ]
         )
+
+
+def test_gap_reaches_the_training_scenes_and_keeps_the_default_stream() -> None:
+    import numpy as np
+
+    from lib_ext.toyworld.train_ldm import caption_words
+
+    for size in (32, 48):  # the default stays one pixel at the hires size too (what every earlier run drew)
+        a = caption_words(np.random.default_rng(4), size, 0.7, 0.35)
+        b = caption_words(np.random.default_rng(4), size, 0.7, 0.35, gap=1)
+        assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+    def least_gap(masks: list[np.ndarray]) -> int:
+        least = 10**6
+        for k, m in enumerate(masks):
+            for other in masks[k + 1 :]:
+                p, q = np.argwhere(m), np.argwhere(other)
+                least = min(least, int(np.abs(p[:, None] - q[None]).max(-1).min()) - 1)
+        return least
+
+    rng = np.random.default_rng(6)
+    seen = []
+    for _ in range(200):
+        words, _, pairs = caption_words(rng, 32, 1.0, 0.0, gap=2)
+        masks = list({id(m): m for _, m in pairs}.values())
+        if len(masks) > 1:
+            seen.append(least_gap(masks))
+    assert seen and min(seen) >= 2
+
+
+def test_init_from_fine_tunes_an_exported_checkpoint(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from lib_ext.toyworld.ldm_weights import export_checkpoint_file, load_ldm_toyworld
+    from lib_ext.toyworld.train_ldm import main
+
+    torch.manual_seed(11)
+    te, unet = ClipTextModel(CFG), LdmUNet(CFG)
+    src = tmp_path / "src.safetensors"
+    export_checkpoint_file(src, te, unet, CFG, {"steps": 40, "minutes": 3.5})
+    out, ckpt = tmp_path / "out.safetensors", tmp_path / "c.pt"
+    # zero steps: the export is the source's weights, with its steps and minutes carried on
+    main(["--init-from", str(src), "--max-steps", "40", "--out", str(out), "--ckpt", str(ckpt), "--threads", "1"])
+    _, unet_out, _, info = load_ldm_toyworld(out)
+    _, unet_src, _, _ = load_ldm_toyworld(src)
+    assert info["steps"] == 40 and info["init_from"] == "src.safetensors" and info["gap"] == 1
+    assert 3.5 <= info["minutes"] < 4.5
+    for (k, v), w in zip(unet_out.state_dict().items(), unet_src.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    # two steps on from there: the weights move, and the step count goes on from the source's
+    more = ["--max-steps", "42", "--batch", "2", "--warmup", "1", "--ema", "0.5", "--threads", "1", "--gap", "2"]
+    main(["--init-from", str(src), *more, "--out", str(out), "--ckpt", str(ckpt)])
+    with safe_open(str(out), "pt") as f:
+        info = json.loads(f.metadata()["train"])
+    assert info["steps"] == 42 and info["gap"] == 2
+    _, unet_out, _, _ = load_ldm_toyworld(out)
+    assert any(not torch.equal(v, w) for v, w in zip(unet_out.state_dict().values(), unet_src.state_dict().values()))
+    for bad in (["--gap", "0"], ["--init-from", str(src), "--resume"]):
+        with pytest.raises(SystemExit):
+            main([*bad, "--export-only", "--out", str(tmp_path / "x.safetensors"), "--ckpt", str(tmp_path / "x.pt")])
