@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
         two = two_chunk_step(step, args.two_chunks)
         n = args.batch if size == 32 else args.batch // 2
         batch = make_batch(
-            rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts, args.synonyms
+            rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts, args.synonyms, args.gap
         )
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)

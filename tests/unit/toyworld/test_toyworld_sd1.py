@@ -429,3 +429,23 @@ def test_init_from_fine_tunes_an_exported_checkpoint(tmp_path: Path) -> None:
     for bad in (["--gap", "0"], ["--init-from", str(src), "--resume"]):
         with pytest.raises(SystemExit):
             main([*bad, "--export-only", "--out", str(tmp_path / "x.safetensors"), "--ckpt", str(tmp_path / "x.pt")])
+
+
+def test_the_training_loop_draws_its_scenes_with_the_gap_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--gap` must reach every batch the loop draws, not only the exported metadata (a run once recorded gap 2 while
+    drawing gap-1 scenes)."""
+    from lib_ext.toyworld import train_ldm
+
+    seen: list[int] = []
+    real = train_ldm.make_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("gap", args[9] if len(args) > 9 else 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_ldm, "make_batch", spy)
+    more = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0"]
+    train_ldm.main([*more, "--gap", "3", "--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")])
+    assert seen == [3, 3]
