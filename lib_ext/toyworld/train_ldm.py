@@ -380,8 +380,18 @@ def main(argv: list[str] | None = None) -> None:
         size = 48 if step % 10 == 9 else 32
         two = two_chunk_step(step, args.two_chunks)
         n = args.batch if size == 32 else args.batch // 2
+        # by keyword, so a missing option shows (--gap once reached only the metadata, not the batches)
         batch = make_batch(
-            rng, n, tok, size, two, args.emphasis_prob, args.similar_pairs, args.long_prompts, args.synonyms, args.gap
+            rng,
+            n,
+            tok,
+            size,
+            two,
+            emphasis_prob=args.emphasis_prob,
+            similar_pairs=args.similar_pairs,
+            long_prompts=args.long_prompts,
+            synonyms=args.synonyms,
+            gap=args.gap,
         )
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)

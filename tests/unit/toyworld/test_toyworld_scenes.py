@@ -8,6 +8,7 @@ import pytest
 from lib_ext.toyworld.scenes import MAX_SIZE, MIN_SIZE, caption_for, random_scene, render, shape_mask
 from lib_ext.toyworld.tokenizer import ToyTokenizer
 from lib_ext.toyworld.vocab import BACKGROUND_RGB, COLORS, FILLER_WORDS, IMAGE_SIZE, SHAPES
+from tests.unit.toyworld.geometry import least_gap
 
 
 def _dilate(m: np.ndarray) -> np.ndarray:
@@ -120,18 +121,11 @@ def test_tokenizer_contexts():
         assert tok.id_to_word[ctx[1 + i]] == w
 
 
-def _least_gap(scene) -> int:
-    """Fewest background pixels (8-connected, so Chebyshev distance − 1) between two of the scene's objects."""
-    least = 10**6
-    for k, obj in enumerate(scene.objects):
-        for other in scene.objects[k + 1 :]:
-            a, b = np.argwhere(obj.mask), np.argwhere(other.mask)
-            least = min(least, int(np.abs(a[:, None, :] - b[None, :, :]).max(-1).min()) - 1)
-    return least
-
-
 def test_gap_sets_the_least_background_between_objects():
-    gaps = {g: [_least_gap(random_scene(np.random.default_rng(s), 3, gap=g)) for s in range(40)] for g in (1, 2, 3)}
+    def scene_gap(seed: int, g: int) -> int:
+        return least_gap([o.mask for o in random_scene(np.random.default_rng(seed), 3, gap=g).objects])
+
+    gaps = {g: [scene_gap(s, g) for s in range(40)] for g in (1, 2, 3)}
     for g, seen in gaps.items():
         assert min(seen) >= g
     assert 1 in gaps[1]  # the default lets objects come as close as the judge can still tell apart

@@ -375,19 +375,12 @@ def test_gap_reaches_the_training_scenes_and_keeps_the_default_stream() -> None:
     import numpy as np
 
     from lib_ext.toyworld.train_ldm import caption_words
+    from tests.unit.toyworld.geometry import least_gap
 
     for size in (32, 48):  # the default stays one pixel at the hires size too (what every earlier run drew)
         a = caption_words(np.random.default_rng(4), size, 0.7, 0.35)
         b = caption_words(np.random.default_rng(4), size, 0.7, 0.35, gap=1)
         assert a[0] == b[0] and np.array_equal(a[1], b[1])
-
-    def least_gap(masks: list[np.ndarray]) -> int:
-        least = 10**6
-        for k, m in enumerate(masks):
-            for other in masks[k + 1 :]:
-                p, q = np.argwhere(m), np.argwhere(other)
-                least = min(least, int(np.abs(p[:, None] - q[None]).max(-1).min()) - 1)
-        return least
 
     rng = np.random.default_rng(6)
     seen = []
@@ -442,7 +435,7 @@ def test_the_training_loop_draws_its_scenes_with_the_gap_it_was_given(
     real = train_ldm.make_batch
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("gap", args[9] if len(args) > 9 else 1))
+        seen.append(kwargs.get("gap", 1))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_ldm, "make_batch", spy)
