@@ -220,6 +220,19 @@ def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
+def export_config(path: Path) -> LdmConfig:
+    """The model config an exported checkpoint was written with (a deepened file has more res blocks)."""
+    from safetensors import safe_open
+
+    from .ldm_weights import FORMAT
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise SystemExit(f"{path} is not a toy-world SD1 checkpoint (format {meta.get('format')!r})")
+    return LdmConfig.from_dict(json.loads(meta["config"]))
+
+
 def init_from_export(
     path: Path, te: ClipTextModel, unet: LdmUNet, cfg: LdmConfig, ema: list[torch.Tensor], params: list
 ) -> tuple[int, float]:
@@ -231,7 +244,7 @@ def init_from_export(
 
     src_te, src_unet, src_cfg, info = load_ldm_toyworld(path)
     if src_cfg.to_dict() != cfg.to_dict():
-        raise SystemExit(f"{path}: its model config differs from this code's ({src_cfg.to_dict()} vs {cfg.to_dict()})")
+        raise SystemExit(f"{path}: its model config differs from the run's ({src_cfg.to_dict()} vs {cfg.to_dict()})")
     te.load_state_dict(src_te.state_dict())
     unet.load_state_dict(src_unet.state_dict())
     with torch.no_grad():
@@ -283,7 +296,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     log_path = args.ckpt.with_suffix(".csv")
 
+    # The architecture is the code's default, or that of the file a run continues (`deepen` adds res blocks).
     cfg = LdmConfig()
+    continuing = (args.resume or args.export_only) and args.ckpt.exists()
+    ck = torch.load(args.ckpt, map_location="cpu") if continuing else None
+    if ck is not None:
+        saved = {**cfg.to_dict(), **ck["config"], "prediction": cfg.prediction}
+        if {k: v for k, v in saved.items() if k != "num_res_blocks"} != {
+            k: v for k, v in cfg.to_dict().items() if k != "num_res_blocks"
+        }:
+            raise SystemExit("checkpoint config differs from this code's model config")
+        cfg = LdmConfig.from_dict(saved)
+    elif args.init_from is not None:
+        cfg = export_config(args.init_from)
     tok = ClipTokenizer()
     torch.manual_seed(args.seed)
     te, unet = ClipTextModel(cfg), LdmUNet(cfg)
@@ -292,10 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     ema = [p.detach().clone() for p in params]
     rng = np.random.default_rng(args.seed)
     step, minutes_before = 0, 0.0
-    if (args.resume or args.export_only) and args.ckpt.exists():
-        ck = torch.load(args.ckpt, map_location="cpu")
-        if cfg.to_dict() != {**ck["config"], "prediction": cfg.prediction}:
-            raise SystemExit("checkpoint config differs from this code's model config")
+    if ck is not None:
         if ck["config"].get("prediction", "eps") != cfg.prediction:
             print(f"continuing an {ck['config'].get('prediction', 'eps')}-model with the {cfg.prediction} objective")
         te.load_state_dict(ck["text_encoder"])
