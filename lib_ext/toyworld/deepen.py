@@ -64,20 +64,20 @@ def deepen(unet: LdmUNet, seed: int = 0) -> LdmUNet:
         if state[name].shape != value.shape:
             raise ValueError(f"{name}: {tuple(value.shape)} does not fit {tuple(state[name].shape)}")
         state[name] = value.clone()
-    with torch.no_grad():
-        for level in range(len(cfg.channel_mult)):
-            down = deep.input_blocks[new_in[("res", level, n)]]
-            if not isinstance(down[0].skip_connection, torch.nn.Identity):
-                raise ValueError(f"level {level}: a new down block must keep its channel count")
-            up = f"output_blocks.{new_out[(level, 1)]}.0.skip_connection"
-            w = torch.zeros_like(state[f"{up}.weight"])
-            out_ch = w.shape[0]
-            w[:, :out_ch, 0, 0] = torch.eye(out_ch)  # pass the running features, drop the skip
-            state[f"{up}.weight"], state[f"{up}.bias"] = w, torch.zeros_like(state[f"{up}.bias"])
+    for level in range(len(cfg.channel_mult)):
+        down = deep.input_blocks[new_in[("res", level, n)]]
+        if not isinstance(down[0].skip_connection, torch.nn.Identity):
+            raise ValueError(f"level {level}: a new down block must keep its channel count")
+        up = f"output_blocks.{new_out[(level, 1)]}.0.skip_connection"
+        w = torch.zeros_like(state[f"{up}.weight"])
+        out_ch = w.shape[0]
+        w[:, :out_ch, 0, 0] = torch.eye(out_ch)  # pass the running features, drop the skip
+        state[f"{up}.weight"], state[f"{up}.bias"] = w, torch.zeros_like(state[f"{up}.bias"])
     deep.load_state_dict(state)
     for level in range(len(cfg.channel_mult)):  # the new blocks' residual branches must start at zero
         for block in (deep.input_blocks[new_in[("res", level, n)]], deep.output_blocks[new_out[(level, 1)]]):
-            if block[0].out_layers[3].weight.abs().max() != 0 or block[1].proj_out.weight.abs().max() != 0:
+            last = [block[0].out_layers[3], block[1].proj_out]
+            if any(t.abs().max() != 0 for m in last for t in (m.weight, m.bias)):
                 raise AssertionError(f"level {level}: a new block's residual branch does not start at zero")
     return deep
 
