@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     continuing = (args.resume or args.export_only) and args.ckpt.exists()
     ck = torch.load(args.ckpt, map_location="cpu") if continuing else None
     if ck is not None:
-        saved = {**cfg.to_dict(), **ck["config"], "prediction": cfg.prediction}
+        saved = {**ck["config"], "prediction": cfg.prediction}  # a key missing from an old state still differs
         if {k: v for k, v in saved.items() if k != "num_res_blocks"} != {
             k: v for k, v in cfg.to_dict().items() if k != "num_res_blocks"
         }:
