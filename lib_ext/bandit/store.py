@@ -345,6 +345,8 @@ class _Checkpointer:
                 if self._stop.wait(self.interval):  # a burst of ratings shares one checkpoint
                     break
                 self._wake.clear()  # writes from here on wake the next round; this one includes them anyway
+                if self._stop.is_set():  # close() may have set both just before the clear: its wake is gone
+                    break
                 try:
                     conn = conn or self._connect()
                     self.last = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
