@@ -12,7 +12,6 @@ says what it is made of.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,13 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..bandit.store import sha256_file as sha256
 
 
 def average(paths: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

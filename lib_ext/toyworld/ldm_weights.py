@@ -57,20 +57,26 @@ def is_sd1_checkpoint(path: Path | str) -> bool:
         return (f.metadata() or {}).get("format") == FORMAT
 
 
+def read_config(path: Path | str) -> tuple[LdmConfig, dict[str, str]]:
+    """(model config, metadata) of a toy-world SD1 checkpoint, without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a toy-world SD1 checkpoint (format {meta.get('format')!r})")
+    return LdmConfig.from_dict(json.loads(meta["config"])), meta
+
+
 def load_ldm_toyworld(
     path: Path | str = DEFAULT_LDM_WEIGHTS, device: str | torch.device = "cpu"
 ) -> tuple[ClipTextModel, LdmUNet, LdmConfig, dict]:
     """(text model, UNet, config, training info) in eval mode, fp32. The autoencoder is not loaded: it is the fixed
     8×8 block map of `ldm_model.latent_from_pixels` / `pixels_from_latent`; a check compares the file's tensors."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a toy-world SD1 checkpoint (format {meta.get('format')!r})")
-    cfg = LdmConfig.from_dict(json.loads(meta["config"]))
+    cfg, meta = read_config(path)
     state = load_file(str(path))
     te, unet = ClipTextModel(cfg), LdmUNet(cfg)
     te.load_state_dict(

@@ -222,15 +222,12 @@ def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
 
 def export_config(path: Path) -> LdmConfig:
     """The model config an exported checkpoint was written with (a deepened file has more res blocks)."""
-    from safetensors import safe_open
+    from .ldm_weights import read_config
 
-    from .ldm_weights import FORMAT
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise SystemExit(f"{path} is not a toy-world SD1 checkpoint (format {meta.get('format')!r})")
-    return LdmConfig.from_dict(json.loads(meta["config"]))
+    try:
+        return read_config(path)[0]
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
 
 
 def init_from_export(
