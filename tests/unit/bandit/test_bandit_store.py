@@ -397,6 +397,54 @@ def test_a_reader_holding_old_frames_only_delays_the_checkpoint(tmp_path):
         assert _seconds_until_in_main_file(data, imgs[0], tmp_path / "scratch", limit=3.0) is not None
 
 
+def test_close_between_the_interval_and_the_wake_clear_still_ends_the_checkpoint_thread(tmp_path, monkeypatch):
+    """The race a CI run hung on: close() sets stop and wake after the thread's interval wait returned and before
+    it cleared its wake, so the clear erased close()'s wake. The thread must see stop and end, not wait for a wake
+    that never comes (close() would join it forever)."""
+    from lib_ext.bandit import store as store_module
+
+    class CloseBeforeClear(threading.Event):
+        owner = None
+
+        def clear(self):
+            if self.owner is not None:  # close()'s two sets land here, once
+                owner, self.owner = self.owner, None
+                owner._stop.set()
+                threading.Event.set(self)
+            super().clear()
+
+    made: list[threading.Event] = []
+    real_event = threading.Event
+
+    def event():
+        made.append(CloseBeforeClear() if not made else real_event())
+        return made[-1]
+
+    path = tmp_path / DB_FILENAME  # a whole WAL database: a checkpoint of it succeeds and asks for no rerun
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with monkeypatch.context() as m:
+        m.setattr(store_module.threading, "Event", event)  # the first Event the checkpointer makes is its wake
+        checkpointer = store_module._Checkpointer(path, 0.01, 1000)
+    wake = made[0]
+    assert checkpointer._wake is wake
+    wake.owner = checkpointer
+    checkpointer.notify()
+    checkpointer._thread.join(timeout=10)
+    stuck = checkpointer._thread.is_alive()
+    if stuck:  # let the daemon thread go before failing
+        threading.Event.set(wake)
+        checkpointer._thread.join(timeout=10)
+    assert not stuck, "the checkpoint thread waited for a wake that close() had already given"
+    closer = threading.Thread(target=checkpointer.close, daemon=True)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive()
+    assert checkpointer.runs == 0  # it stopped without a checkpoint
+
+
 def test_closing_stops_the_checkpoint_thread(tmp_path):
     def checkpoint_threads():
         return [t for t in threading.enumerate() if t.name.startswith("promptscope-checkpoint")]
