@@ -166,13 +166,16 @@ def export_checkpoint(ckpt_path: Path, out: Path) -> dict:
     return info
 
 
-def learning_rate(base: float, step: int, warmup: int, anneal_from: int = 0, max_steps: int = 0) -> float:
-    """Linear warm-up, then constant; with ``anneal_from`` a cosine decay to 5% at ``max_steps``.
+def learning_rate(
+    base: float, step: int, warmup: int, anneal_from: int = 0, max_steps: int = 0, warmup_from: int = 0
+) -> float:
+    """Linear warm-up over the ``warmup`` steps from ``warmup_from``, then constant; with ``anneal_from`` a cosine
+    decay to 5% at ``max_steps``.
 
     A constant rate left the samples noisy (the ε error floor of a large step size); annealing the resumed
     segment is the cheap way to a cleaner model without retraining from scratch.
     """
-    lr = base * min(1.0, (step + 1) / warmup)
+    lr = base * min(1.0, max(0, step - warmup_from + 1) / warmup)
     if anneal_from and max_steps > anneal_from and step >= anneal_from:
         frac = min(1.0, (step - anneal_from) / (max_steps - anneal_from))
         lr *= 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac))

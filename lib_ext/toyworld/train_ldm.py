@@ -16,8 +16,9 @@ the model never saw; with `--similar-pairs`, more scenes have two objects sharin
 `--long-prompts`, that share of the two-chunk steps is one long prompt cut at token 75 (a full first chunk, filler
 words before the caption in the second), the WebUI's layout of a prompt past token 75; with `--gap`, objects keep more
 than the one background pixel every bench's scenes keep (two same-coloured objects drawn as one blob was the commonest
-miss); `--init-from` fine-tunes an exported checkpoint (the only file that outlives a machine). The latent
-is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
+miss; `--same-colour` makes that share of the `--similar-pairs` redraws share a colour); `--init-from` fine-tunes an
+exported checkpoint (the only file that outlives a machine), its fresh optimiser warmed up from its first step. The
+latent is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
 (`ldm_model.vae_state_dict`).
 """
 
@@ -63,20 +64,32 @@ class Batch:
     multipliers: torch.Tensor | None = None  # (B, 77 × chunks): emphasis weight per token, or None (all 1)
 
 
-def shares_a_word(scene: Scene) -> bool:
-    """Two of the scene's objects have one colour or one shape ("a green triangle and a green square")."""
+def shares_a_word(scene: Scene, colour_only: bool = False) -> bool:
+    """Two of the scene's objects have one colour or one shape ("a green triangle and a green square").
+
+    With `colour_only`, only a shared colour counts: two same-coloured objects merged into one blob is the miss
+    that costs the most captions.
+    """
     colors = [o.color for o in scene.objects]
     shapes = [o.shape for o in scene.objects]
+    if colour_only:
+        return len(set(colors)) < len(colors)
     return len(set(colors)) < len(colors) or len(set(shapes)) < len(shapes)
 
 
 def caption_words(
-    rng: np.random.Generator, size: int, similar_pairs: float = 0.0, synonyms: float = 0.2, gap: int = 1
+    rng: np.random.Generator,
+    size: int,
+    similar_pairs: float = 0.0,
+    synonyms: float = 0.2,
+    gap: int = 1,
+    same_colour: float = 0.0,
 ) -> tuple[list[str], np.ndarray, list[tuple[int, np.ndarray]]]:
     """(words, image, [(word index, mask)]) of one training example (the word-level model's mix, plus synonyms).
 
     With `similar_pairs`, that share of the scenes of several objects is drawn again until two objects share a
-    colour or a shape: the captions the model most often drew wrong (two objects merged, or one drawn twice).
+    colour or a shape: the captions the model most often drew wrong (two objects merged, or one drawn twice);
+    `same_colour` is the share of those redraws that must share a colour.
     `synonyms` is the chance that a word with synonyms takes one of them. `gap` is the least background between two
     objects, in pixels of a 32×32 scene (scaled down to whole pixels at other sizes, so gap 1 is 1 at any size).
     """
@@ -94,7 +107,8 @@ def caption_words(
         n = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.20]))
         scene = random_scene(rng, n, size, gap)
         if n > 1 and similar_pairs > 0 and rng.random() < similar_pairs:
-            while not shares_a_word(scene):
+            colour_only = same_colour > 0 and rng.random() < same_colour
+            while not shares_a_word(scene, colour_only):
                 scene = random_scene(rng, n, size, gap)
         words = scene.caption.split()
         pairs = [(i, m) for i, _, m in scene.word_masks]
@@ -135,6 +149,7 @@ def make_batch(
     long_prompts: float = 0.0,
     synonyms: float = 0.2,
     gap: int = 1,
+    same_colour: float = 0.0,
 ) -> Batch:
     n_ctx = 77 * (2 if two_chunks else 1)
     max_words = 12
@@ -145,7 +160,7 @@ def make_batch(
     sup = np.zeros((batch, max_words), dtype=bool)
     mult = np.ones((batch, n_ctx), dtype=np.float32)
     for b in range(batch):
-        words, image, pairs = caption_words(rng, size, similar_pairs, synonyms, gap)
+        words, image, pairs = caption_words(rng, size, similar_pairs, synonyms, gap, same_colour)
         images[b] = image
         word_ids = [tok.encode(w) for w in words]
         flat = [t for w in word_ids for t in w]
@@ -275,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--two-chunks", type=float, default=0.125, help="share of steps on two 77-token chunks")
     ap.add_argument("--gap", type=int, default=1, help="least background pixels between two objects of a scene")
     ap.add_argument(
+        "--same-colour", type=float, default=0.0, help="share of the --similar-pairs redraws that share a colour"
+    )
+    ap.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -314,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     ema = [p.detach().clone() for p in params]
     rng = np.random.default_rng(args.seed)
     step, minutes_before = 0, 0.0
+    warmup_from = 0  # a fresh optimiser warms up from its first step (Adam's first steps are full-size)
     if ck is not None:
         if ck["config"].get("prediction", "eps") != cfg.prediction:
             print(f"continuing an {ck['config'].get('prediction', 'eps')}-model with the {cfg.prediction} objective")
@@ -325,12 +344,14 @@ def main(argv: list[str] | None = None) -> None:
         rng.bit_generator.state = ck["numpy_rng"]
         torch.set_rng_state(ck["torch_rng"])
         step, minutes_before = ck["step"], ck["minutes"]
+        warmup_from = int(ck.get("warmup_from", 0))
         print(f"resumed at step {step} after {minutes_before:.1f} min", flush=True)
     else:
         if log_path.exists():
             log_path.unlink()
         if args.init_from is not None:
             step, minutes_before = init_from_export(args.init_from, te, unet, cfg, ema, params)
+            warmup_from = step
             print(f"starting from {args.init_from} at step {step} after {minutes_before:.1f} min", flush=True)
 
     def info() -> dict:
@@ -349,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
             "synonyms": args.synonyms,
             "two_chunks": args.two_chunks,
             "gap": args.gap,
+            **({"same_colour": args.same_colour} if args.same_colour else {}),
+            **({"warmup_from": warmup_from} if warmup_from else {}),
             **({"init_from": args.init_from.name} if args.init_from is not None else {}),
         }
 
@@ -378,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
             "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "step": step,
+            "warmup_from": warmup_from,
             "minutes": minutes_before + (time.time() - t_start) / 60.0,
             "args": {k: str(v) for k, v in vars(args).items()},
         }
@@ -411,12 +435,13 @@ def main(argv: list[str] | None = None) -> None:
             long_prompts=args.long_prompts,
             synonyms=args.synonyms,
             gap=args.gap,
+            same_colour=args.same_colour,
         )
         t = torch.randint(0, len(ac), (batch.latents.shape[0],))
         noise = torch.randn_like(batch.latents)
         a = ac[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * batch.latents + (1 - a).sqrt() * noise
-        lr = learning_rate(args.lr, step, args.warmup, args.anneal_from, args.max_steps)
+        lr = learning_rate(args.lr, step, args.warmup, args.anneal_from, args.max_steps, warmup_from)
         for g in opt.param_groups:
             g["lr"] = lr
         out = unet(x_t, t, encode_context(te, batch.ids, batch.multipliers))

@@ -230,3 +230,7 @@ def test_learning_rate_warms_up_then_anneals_to_five_percent():
     assert lr(1e-3, 7600, 100, anneal_from=3350, max_steps=7600) == pytest.approx(5e-5)
     steps = [lr(1e-3, s, 100, 3350, 7600) for s in range(3350, 7601, 50)]
     assert steps == sorted(steps, reverse=True)
+    # a fine-tuning's fresh optimiser warms up from its own first step
+    assert lr(1e-3, 14000, 200, warmup_from=14000) == pytest.approx(5e-6)
+    assert lr(1e-3, 14199, 200, warmup_from=14000) == pytest.approx(1e-3)
+    assert lr(1e-3, 14000, 200) == pytest.approx(1e-3)  # from step 0, long past

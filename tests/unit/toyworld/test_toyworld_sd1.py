@@ -431,14 +431,59 @@ def test_the_training_loop_draws_its_scenes_with_the_gap_it_was_given(
     drawing gap-1 scenes)."""
     from lib_ext.toyworld import train_ldm
 
-    seen: list[int] = []
+    seen: list[tuple[int, float]] = []
     real = train_ldm.make_batch
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("gap", 1))
+        seen.append((kwargs.get("gap", 1), kwargs.get("same_colour", 0.0)))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_ldm, "make_batch", spy)
-    more = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0"]
+    more = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0", "--same-colour", "0.5"]
     train_ldm.main([*more, "--gap", "3", "--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")])
-    assert seen == [3, 3]
+    assert seen == [(3, 0.5), (3, 0.5)]
+
+
+def test_same_colour_redraws_scenes_until_two_objects_share_a_colour() -> None:
+    import numpy as np
+
+    from lib_ext.toyworld.train_ldm import caption_words
+
+    def colour_share(same_colour: float) -> float:
+        rng = np.random.default_rng(2)
+        hits = total = 0
+        for _ in range(300):
+            words, _, pairs = caption_words(rng, 32, 1.0, synonyms=0.0, same_colour=same_colour)
+            if words.count("and") == 1 and len(pairs) == 4:
+                total += 1
+                hits += words[1] == words[5]
+        return hits / total
+
+    assert colour_share(1.0) == 1.0  # every redrawn pair shares its colour
+    assert colour_share(0.0) < 0.9  # colour or shape, as before
+
+
+def test_a_fine_tuning_warms_its_fresh_optimiser_up_from_its_first_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--init-from` starts Adam afresh at step N > warm-up; counted from step 0 it would take full-size steps at once
+    (the earlier fine-tunings restarted at 1e-4 to 2e-4 without one). A resume keeps the run's warm-up start."""
+    from lib_ext.toyworld import train_ldm
+    from lib_ext.toyworld.ldm_weights import export_checkpoint_file
+
+    torch.manual_seed(12)
+    src = tmp_path / "src.safetensors"
+    export_checkpoint_file(src, ClipTextModel(CFG), LdmUNet(CFG), CFG, {"steps": 50, "minutes": 1.0})
+    rates: list[float] = []
+    real = train_ldm.learning_rate
+
+    def spy(*args, **kwargs):
+        rates.append(real(*args, **kwargs))
+        return rates[-1]
+
+    monkeypatch.setattr(train_ldm, "learning_rate", spy)
+    common = ["--batch", "2", "--threads", "1", "--attn-weight", "0", "--lr", "1e-3", "--warmup", "4"]
+    paths = ["--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")]
+    train_ldm.main(["--init-from", str(src), "--max-steps", "52", *common, *paths])
+    train_ldm.main(["--resume", "--max-steps", "54", *common, *paths])
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
