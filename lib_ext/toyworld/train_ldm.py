@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--two-chunks is a share of the steps, between 0 and 1 (got {args.two_chunks})")
     if args.gap < 1:
         ap.error(f"--gap is at least one background pixel (got {args.gap})")
+    if not 0.0 <= args.same_colour <= 1.0:
+        ap.error(f"--same-colour is a share of the redraws, between 0 and 1 (got {args.same_colour})")
     if args.init_from is not None and (args.resume or args.export_only):
         ap.error("--init-from starts a new run; it does not go with --resume or --export-only")
     torch.set_num_threads(args.threads)

@@ -419,7 +419,7 @@ def test_init_from_fine_tunes_an_exported_checkpoint(tmp_path: Path) -> None:
     assert info["steps"] == 42 and info["gap"] == 2
     _, unet_out, _, _ = load_ldm_toyworld(out)
     assert any(not torch.equal(v, w) for v, w in zip(unet_out.state_dict().values(), unet_src.state_dict().values()))
-    for bad in (["--gap", "0"], ["--init-from", str(src), "--resume"]):
+    for bad in (["--gap", "0"], ["--same-colour", "1.5"], ["--init-from", str(src), "--resume"]):
         with pytest.raises(SystemExit):
             main([*bad, "--export-only", "--out", str(tmp_path / "x.safetensors"), "--ckpt", str(tmp_path / "x.pt")])
 
