@@ -43,7 +43,7 @@ from .conditioning import emphasise
 from .ldm_model import ClipTextModel, LdmConfig, LdmUNet
 from .ldm_weights import export_checkpoint_file
 from .scenes import Scene, random_scene
-from .schedule import alphas_cumprod
+from .schedule import NUM_TIMESTEPS, alphas_cumprod
 from .train import learning_rate, set_store_probs
 from .vocab import FILLER_WORDS, SYNONYMS
 
@@ -201,6 +201,20 @@ def make_batch(
     )
 
 
+def draw_timesteps(n: int, total: int, high_share: float = 0.0, high_from: int = 600) -> torch.Tensor:
+    """Uniform timesteps; with ``high_share`` > 0 that share of them drawn again from ``high_from`` up.
+
+    The misses left are layouts (an object drawn twice, two drawn over each other, one left out), and a sampler fixes
+    the layout in its first steps, at σ above about 2 (t ≥ 600 on SD's schedule). Without a share the draw is the
+    uniform one, so earlier recipes replay exactly.
+    """
+    t = torch.randint(0, total, (n,))
+    if high_share > 0:
+        high = torch.rand(n) < high_share
+        t = torch.where(high, torch.randint(high_from, total, (n,)), t)
+    return t
+
+
 def encode_context(te: ClipTextModel, ids: torch.Tensor, multipliers: torch.Tensor | None = None) -> torch.Tensor:
     """Each 77-token chunk through the text model on its own, then concatenated (the WebUI's long prompts)."""
     zs = [te(chunk) for chunk in ids.split(77, dim=1)]
@@ -292,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--same-colour", type=float, default=0.0, help="share of the --similar-pairs redraws that share a colour"
     )
+    ap.add_argument("--high-noise", type=float, default=0.0, help="share of timesteps drawn from --high-noise-from up")
+    ap.add_argument("--high-noise-from", type=int, default=600, help="first timestep of the --high-noise draws")
     ap.add_argument(
         "--init-from",
         type=Path,
@@ -308,6 +324,10 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--gap is at least one background pixel (got {args.gap})")
     if not 0.0 <= args.same_colour <= 1.0:
         ap.error(f"--same-colour is a share of the redraws, between 0 and 1 (got {args.same_colour})")
+    if not 0.0 <= args.high_noise <= 1.0:
+        ap.error(f"--high-noise is a share of the timesteps, between 0 and 1 (got {args.high_noise})")
+    if not 0 <= args.high_noise_from < NUM_TIMESTEPS:
+        ap.error(f"--high-noise-from is a timestep, 0 to {NUM_TIMESTEPS - 1} (got {args.high_noise_from})")
     if args.init_from is not None and (args.resume or args.export_only):
         ap.error("--init-from starts a new run; it does not go with --resume or --export-only")
     torch.set_num_threads(args.threads)
@@ -373,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
             "two_chunks": args.two_chunks,
             "gap": args.gap,
             **({"same_colour": args.same_colour} if args.same_colour else {}),
+            **({"high_noise": args.high_noise, "high_noise_from": args.high_noise_from} if args.high_noise else {}),
             **({"warmup_from": warmup_from} if warmup_from else {}),
             **({"init_from": args.init_from.name} if args.init_from is not None else {}),
         }
@@ -439,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             gap=args.gap,
             same_colour=args.same_colour,
         )
-        t = torch.randint(0, len(ac), (batch.latents.shape[0],))
+        t = draw_timesteps(batch.latents.shape[0], len(ac), args.high_noise, args.high_noise_from)
         noise = torch.randn_like(batch.latents)
         a = ac[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * batch.latents + (1 - a).sqrt() * noise

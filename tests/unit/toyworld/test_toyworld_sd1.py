@@ -419,7 +419,13 @@ def test_init_from_fine_tunes_an_exported_checkpoint(tmp_path: Path) -> None:
     assert info["steps"] == 42 and info["gap"] == 2
     _, unet_out, _, _ = load_ldm_toyworld(out)
     assert any(not torch.equal(v, w) for v, w in zip(unet_out.state_dict().values(), unet_src.state_dict().values()))
-    for bad in (["--gap", "0"], ["--same-colour", "1.5"], ["--init-from", str(src), "--resume"]):
+    for bad in (
+        ["--gap", "0"],
+        ["--same-colour", "1.5"],
+        ["--high-noise", "-0.1"],
+        ["--high-noise-from", "1000"],
+        ["--init-from", str(src), "--resume"],
+    ):
         with pytest.raises(SystemExit):
             main([*bad, "--export-only", "--out", str(tmp_path / "x.safetensors"), "--ckpt", str(tmp_path / "x.pt")])
 
@@ -442,6 +448,36 @@ def test_the_training_loop_draws_its_scenes_with_the_gap_it_was_given(
     more = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0", "--same-colour", "0.5"]
     train_ldm.main([*more, "--gap", "3", "--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")])
     assert seen == [(3, 0.5), (3, 0.5)]
+
+
+def test_high_noise_draws_that_share_of_timesteps_from_its_first_step_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lib_ext.toyworld import train_ldm
+
+    torch.manual_seed(5)
+    plain = train_ldm.draw_timesteps(20_000, 1000)
+    torch.manual_seed(5)
+    assert torch.equal(train_ldm.draw_timesteps(20_000, 1000, 0.0, 600), plain)  # no share: the old draw, exactly
+    torch.manual_seed(5)
+    t = train_ldm.draw_timesteps(20_000, 1000, 0.75, 600)
+    assert int(t.min()) >= 0 and int(t.max()) <= 999
+    # uniform: 40% at or above 600; with the share: 0.75 + 0.25 × 0.4 = 85%
+    assert float((plain >= 600).float().mean()) == pytest.approx(0.4, abs=0.015)
+    assert float((t >= 600).float().mean()) == pytest.approx(0.85, abs=0.015)
+    # and the loop passes its options on
+    seen: list[tuple[float, int]] = []
+    real = train_ldm.draw_timesteps
+
+    def spy(n: int, total: int, share: float = 0.0, first: int = 600) -> torch.Tensor:
+        seen.append((share, first))
+        return real(n, total, share, first)
+
+    monkeypatch.setattr(train_ldm, "draw_timesteps", spy)
+    more = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0", "--high-noise", "0.5"]
+    paths = ["--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")]
+    train_ldm.main([*more, "--high-noise-from", "700", *paths])
+    assert seen == [(0.5, 700), (0.5, 700)]
 
 
 def test_same_colour_redraws_scenes_until_two_objects_share_a_colour() -> None:
