@@ -424,6 +424,7 @@ def test_init_from_fine_tunes_an_exported_checkpoint(tmp_path: Path) -> None:
         ["--same-colour", "1.5"],
         ["--high-noise", "-0.1"],
         ["--high-noise-from", "1000"],
+        ["--input-perturbation", "-0.1"],
         ["--init-from", str(src), "--resume"],
     ):
         with pytest.raises(SystemExit):
@@ -478,6 +479,36 @@ def test_high_noise_draws_that_share_of_timesteps_from_its_first_step_up(
     paths = ["--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")]
     train_ldm.main([*more, "--high-noise-from", "700", *paths])
     assert seen == [(0.5, 700), (0.5, 700)]
+
+
+def test_input_perturbation_adds_noise_to_the_input_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lib_ext.toyworld import train_ldm
+
+    noise = torch.randn(4000, 4, 2, 2)
+    assert train_ldm.perturbed(noise, 0.0) is noise
+    out = train_ldm.perturbed(noise, 0.5)
+    assert float((out - noise).std()) == pytest.approx(0.5, rel=0.03)  # γ·ξ with ξ ~ N(0, 1)
+    # the loop hands its γ over on every step, and the target keeps the unperturbed ε
+    seen: list[float] = []
+    targets: list[torch.Tensor] = []
+    real_perturbed, real_mse = train_ldm.perturbed, train_ldm.F.mse_loss
+
+    def spy(noise: torch.Tensor, gamma: float) -> torch.Tensor:
+        seen.append(gamma)
+        return real_perturbed(noise, gamma) + 1000.0  # an input far off: the target must not follow it
+
+    def mse_spy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        targets.append(target.detach())
+        return real_mse(out, target)
+
+    monkeypatch.setattr(train_ldm, "perturbed", spy)
+    monkeypatch.setattr(train_ldm.F, "mse_loss", mse_spy)
+    more = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0", "--input-perturbation", "0.1"]
+    train_ldm.main([*more, "--out", str(tmp_path / "o.safetensors"), "--ckpt", str(tmp_path / "c.pt")])
+    assert seen == [0.1, 0.1]
+    assert len(targets) == 2 and all(float(t.abs().max()) < 10 for t in targets)
 
 
 def test_same_colour_redraws_scenes_until_two_objects_share_a_colour() -> None:
