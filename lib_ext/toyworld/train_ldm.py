@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -317,13 +318,13 @@ def main(argv: list[str] | None = None) -> None:
         "--same-colour", type=float, default=0.0, help="share of the --similar-pairs redraws that share a colour"
     )
     ap.add_argument("--high-noise", type=float, default=0.0, help="share of timesteps drawn from --high-noise-from up")
+    ap.add_argument("--high-noise-from", type=int, default=600, help="first timestep of the --high-noise draws")
     ap.add_argument(
         "--input-perturbation",
         type=float,
         default=0.0,
         help="γ: the noised input takes ε + γ·ξ, the target keeps ε (Ning et al. 2023, against exposure bias)",
     )
-    ap.add_argument("--high-noise-from", type=int, default=600, help="first timestep of the --high-noise draws")
     ap.add_argument(
         "--init-from",
         type=Path,
@@ -344,8 +345,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--high-noise is a share of the timesteps, between 0 and 1 (got {args.high_noise})")
     if not 0 <= args.high_noise_from < NUM_TIMESTEPS:
         ap.error(f"--high-noise-from is a timestep, 0 to {NUM_TIMESTEPS - 1} (got {args.high_noise_from})")
-    if args.input_perturbation < 0:
-        ap.error(f"--input-perturbation is a noise scale, at least 0 (got {args.input_perturbation})")
+    if not 0.0 <= args.input_perturbation < math.inf:  # NaN fails this too
+        ap.error(f"--input-perturbation is a finite noise scale, at least 0 (got {args.input_perturbation})")
     if args.init_from is not None and (args.resume or args.export_only):
         ap.error("--init-from starts a new run; it does not go with --resume or --export-only")
     torch.set_num_threads(args.threads)

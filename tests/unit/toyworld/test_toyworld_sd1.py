@@ -425,6 +425,7 @@ def test_init_from_fine_tunes_an_exported_checkpoint(tmp_path: Path) -> None:
         ["--high-noise", "-0.1"],
         ["--high-noise-from", "1000"],
         ["--input-perturbation", "-0.1"],
+        ["--input-perturbation", "nan"],
         ["--init-from", str(src), "--resume"],
     ):
         with pytest.raises(SystemExit):
