@@ -16,8 +16,10 @@ the model never saw; with `--similar-pairs`, more scenes have two objects sharin
 `--long-prompts`, that share of the two-chunk steps is one long prompt cut at token 75 (a full first chunk, filler
 words before the caption in the second), the WebUI's layout of a prompt past token 75; with `--gap`, objects keep more
 than the one background pixel every bench's scenes keep (two same-coloured objects drawn as one blob was the commonest
-miss; `--same-colour` makes that share of the `--similar-pairs` redraws share a colour); `--init-from` fine-tunes an
-exported checkpoint (the only file that outlives a machine), its fresh optimiser warmed up from its first step. The
+miss; `--same-colour` makes that share of the `--similar-pairs` redraws share a colour); `--reverse-attn` adds
+KL(word attention ‖ mask), which charges a word's attention on a second place (an object drawn twice); `--init-from`
+fine-tunes an exported checkpoint (the only file that outlives a machine), its fresh optimiser warmed up from its first
+step. The
 latent is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
 (`ldm_model.vae_state_dict`).
 """
@@ -234,15 +236,18 @@ def encode_context(te: ClipTextModel, ids: torch.Tensor, multipliers: torch.Tens
     return torch.cat(zs, dim=1)
 
 
-def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
-    """Mean over attn2 layers of KL(mask ‖ word attention) over pixels; a word's attention sums its tokens'."""
+def word_maps(unet: LdmUNet, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mask, attention) per attn2 layer, each (N, HW) over the N supervised words and normalised to sum 1.
+
+    A word's attention sums its tokens' (as the heatmaps read it), averaged over heads; the mask is pooled to the
+    layer's resolution.
+    """
     bi, wi = batch.supervised.nonzero(as_tuple=True)
     if bi.numel() == 0:
-        return torch.zeros(())
-    size = batch.masks.shape[-1]
+        return []
     targets: dict[int, torch.Tensor] = {}
     spans = batch.spans[bi, wi]  # (N, T)
-    losses = []
+    maps = []
     for _, mod in unet.cross_attention_modules():
         probs = mod.last_probs  # (B, heads, HW, T)
         if probs is None:
@@ -251,13 +256,39 @@ def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
         if res not in targets:
             pooled = F.adaptive_avg_pool2d(batch.masks[bi, wi][:, None], res)[:, 0].flatten(1)
             targets[res] = pooled / pooled.sum(-1, keepdim=True).clamp_min(1e-8)
-        m = targets[res]
         a = torch.einsum("nqt,nt->nq", probs.mean(1)[bi], spans)
-        a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
-        kl = (m * (torch.log(m.clamp_min(1e-8)) - torch.log(a.clamp_min(1e-8)))).sum(-1)
-        losses.append(kl.mean())
-    del size
-    return torch.stack(losses).mean()
+        maps.append((targets[res], a / a.sum(-1, keepdim=True).clamp_min(1e-12)))
+    return maps
+
+
+def attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
+    """Mean over attn2 layers of KL(mask ‖ word attention) over pixels; a word's attention sums its tokens'."""
+    losses = [
+        (m * (torch.log(m.clamp_min(1e-8)) - torch.log(a.clamp_min(1e-8)))).sum(-1).mean()
+        for m, a in word_maps(unet, batch)
+    ]
+    return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+# The reverse KL's mask keeps this share of its mass spread evenly over the picture, so attention off the object
+# costs a finite log(share of a pixel / (this / pixels)) instead of an infinite one.
+REVERSE_SMOOTHING = 0.01
+
+
+def reverse_attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
+    """Mean over attn2 layers of KL(word attention ‖ smoothed mask): the reverse of `attention_loss`.
+
+    KL(mask ‖ attention) charges a word's attention on a second place only −log(share left on the mask): half of it on
+    a second blob costs log 2, less than attention spread thinly everywhere. That second place is where the sampler
+    draws the object twice. The reverse direction charges each unit of attention by how far off the mask it lies,
+    log(a / smoothed mask), about log(pixels / (2 × mask pixels × 0.01)) per unit for that second blob, so it asks
+    for one place per word (mode-seeking), and the mask's shape is still the forward term's job.
+    """
+    losses = []
+    for m, a in word_maps(unet, batch):
+        smooth = (1 - REVERSE_SMOOTHING) * m + REVERSE_SMOOTHING / m.shape[-1]
+        losses.append((a * (torch.log(a.clamp_min(1e-12)) - torch.log(smooth))).sum(-1).mean())
+    return torch.stack(losses).mean() if losses else torch.zeros(())
 
 
 def export_config(path: Path) -> LdmConfig:
@@ -303,6 +334,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--anneal-from", type=int, default=0)
     ap.add_argument("--attn-weight", type=float, default=0.05)
+    ap.add_argument(
+        "--reverse-attn",
+        type=float,
+        default=0.0,
+        help="weight of KL(word attention ‖ mask), which charges a word's attention on a second place",
+    )
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--emphasis-prob", type=float, default=0.0, help="share of captions with one word emphasised")
     ap.add_argument(
@@ -347,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--high-noise-from is a timestep, 0 to {NUM_TIMESTEPS - 1} (got {args.high_noise_from})")
     if not 0.0 <= args.input_perturbation < math.inf:  # NaN fails this too
         ap.error(f"--input-perturbation is a finite noise scale, at least 0 (got {args.input_perturbation})")
+    if not 0.0 <= args.reverse_attn < math.inf:
+        ap.error(f"--reverse-attn is a finite loss weight, at least 0 (got {args.reverse_attn})")
     if args.init_from is not None and (args.resume or args.export_only):
         ap.error("--init-from starts a new run; it does not go with --resume or --export-only")
     torch.set_num_threads(args.threads)
@@ -414,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
             **({"same_colour": args.same_colour} if args.same_colour else {}),
             **({"high_noise": args.high_noise, "high_noise_from": args.high_noise_from} if args.high_noise else {}),
             **({"input_perturbation": args.input_perturbation} if args.input_perturbation else {}),
+            **({"reverse_attn": args.reverse_attn} if args.reverse_attn else {}),
             **({"warmup_from": warmup_from} if warmup_from else {}),
             **({"init_from": args.init_from.name} if args.init_from is not None else {}),
         }
@@ -454,14 +494,14 @@ def main(argv: list[str] | None = None) -> None:
         os.replace(tmp, args.ckpt)
 
     ac = alphas_cumprod()
-    set_store_probs(unet, args.attn_weight > 0)
+    set_store_probs(unet, args.attn_weight > 0 or args.reverse_attn > 0)
     te.train()
     unet.train()
     args.ckpt.parent.mkdir(parents=True, exist_ok=True)
     if not log_path.exists():
-        log_path.write_text("step,minutes,loss,mse,attn_kl,lr\n")
+        log_path.write_text("step,minutes,loss,mse,attn_kl,lr,attn_rkl\n")
     last_ckpt = time.time()
-    acc, acc_n = np.zeros(3), 0
+    acc, acc_n = np.zeros(4), 0
     while not (args.max_steps and step >= args.max_steps) and (time.time() - t_start) / 60.0 < args.minutes:
         size = 48 if step % 10 == 9 else 32
         two = two_chunk_step(step, args.two_chunks)
@@ -492,7 +532,8 @@ def main(argv: list[str] | None = None) -> None:
         target = noise if cfg.prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * batch.latents
         mse = F.mse_loss(out, target)
         attn = attention_loss(unet, batch) if args.attn_weight > 0 else torch.zeros(())
-        loss = mse + args.attn_weight * attn
+        rev = reverse_attention_loss(unet, batch) if args.reverse_attn > 0 else torch.zeros(())
+        loss = mse + args.attn_weight * attn + args.reverse_attn * rev
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -502,16 +543,17 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             for e, p in zip(ema, params):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        acc += (loss.item(), mse.item(), attn.item())
+        acc += (loss.item(), mse.item(), attn.item(), rev.item())
         acc_n += 1
         if step % 25 == 0:
             m = acc / acc_n
             minutes = minutes_before + (time.time() - t_start) / 60.0
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow(
-                    [step, f"{minutes:.2f}", f"{m[0]:.5f}", f"{m[1]:.5f}", f"{m[2]:.5f}", f"{lr:.2e}"]
+                    [step, f"{minutes:.2f}", f"{m[0]:.5f}", f"{m[1]:.5f}", f"{m[2]:.5f}", f"{lr:.2e}", f"{m[3]:.5f}"]
                 )
-            print(f"step {step} min {minutes:.1f} loss {m[0]:.4f} mse {m[1]:.4f} attn {m[2]:.4f}", flush=True)
+            rkl = f" rkl {m[3]:.4f}" if args.reverse_attn > 0 else ""
+            print(f"step {step} min {minutes:.1f} loss {m[0]:.4f} mse {m[1]:.4f} attn {m[2]:.4f}{rkl}", flush=True)
             acc[:], acc_n = 0, 0
         if time.time() - last_ckpt >= args.ckpt_minutes * 60:
             save_ckpt()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -555,3 +556,90 @@ def test_a_fine_tuning_warms_its_fresh_optimiser_up_from_its_first_step(
     train_ldm.main(["--init-from", str(src), "--max-steps", "52", *common, *paths])
     train_ldm.main(["--resume", "--max-steps", "54", *common, *paths])
     assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+
+
+def _unet_with_maps(probs: torch.Tensor):
+    """A UNet stand-in whose one attn2 layer holds the given attention probabilities (B, heads, HW, T)."""
+
+    class Layer:
+        last_probs = probs
+
+    class FakeUNet:
+        def cross_attention_modules(self):
+            return [("x.attn2", Layer())]
+
+    return FakeUNet()
+
+
+def test_reverse_attention_loss_charges_a_second_place_that_the_forward_loss_lets_pass() -> None:
+    """A word's attention half on its object and half on a second, equal place (an object drawn twice) costs the
+    forward KL only log 2; the reverse KL charges it many times that, and next to nothing for attention on the mask."""
+    from lib_ext.toyworld.train_ldm import Batch, attention_loss, reverse_attention_loss
+
+    size, n_ctx = 32, 77
+    masks = torch.zeros(1, 1, size, size)
+    masks[0, 0, 4:12, 4:12] = 1.0  # 64 pixels
+    second = torch.zeros(size, size)
+    second[20:28, 20:28] = 1.0
+    spans = torch.zeros(1, 1, n_ctx)
+    spans[0, 0, 2:4] = 1.0  # a word of two tokens: its attention is the sum of both
+    batch = Batch(
+        torch.zeros(1, 4, size, size),
+        torch.zeros(1, n_ctx, dtype=torch.long),
+        masks,
+        spans,
+        torch.ones(1, 1, dtype=torch.bool),
+    )
+
+    def probs(where: torch.Tensor) -> torch.Tensor:
+        p = torch.full((1, 2, size * size, n_ctx), 1e-9)
+        p[0, :, :, 2] = 0.5 * where.flatten() / where.sum()
+        p[0, :, :, 3] = 0.5 * where.flatten() / where.sum()
+        return p
+
+    exact = _unet_with_maps(probs(masks[0, 0]))
+    twice = _unet_with_maps(probs(masks[0, 0] + second))
+    assert float(attention_loss(exact, batch)) < 1e-3
+    assert float(reverse_attention_loss(exact, batch)) < 0.02  # −log(1 − 0.01 + 0.01 × 64/1024)
+    forward, reverse = float(attention_loss(twice, batch)), float(reverse_attention_loss(twice, batch))
+    assert forward == pytest.approx(math.log(2), abs=1e-3)
+    # half the attention at log((1/128) / (0.01/1024)) = log 800 per unit, half at log((1/128) / (0.99/64 + ...))
+    assert reverse == pytest.approx(
+        0.5 * math.log(800) + 0.5 * math.log((1 / 128) / (0.99 / 64 + 0.01 / 1024)), rel=1e-3
+    )
+    assert reverse > 4 * forward
+    # no supervised word: no loss, as the forward term
+    none = Batch(batch.latents, batch.ids, masks, spans, torch.zeros(1, 1, dtype=torch.bool))
+    assert float(reverse_attention_loss(twice, none)) == 0.0
+
+
+def test_reverse_attn_reaches_the_loss_and_the_metadata_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors import safe_open
+
+    from lib_ext.toyworld import train_ldm
+
+    calls: list[int] = []
+    real = train_ldm.reverse_attention_loss
+
+    def spy(unet, batch):
+        calls.append(1)
+        return real(unet, batch)
+
+    monkeypatch.setattr(train_ldm, "reverse_attention_loss", spy)
+    common = ["--max-steps", "2", "--batch", "2", "--threads", "1", "--attn-weight", "0"]
+    out, ckpt = tmp_path / "o.safetensors", tmp_path / "c.pt"
+    train_ldm.main([*common, "--out", str(out), "--ckpt", str(ckpt)])
+    with safe_open(str(out), "pt") as f:
+        assert "reverse_attn" not in json.loads(f.metadata()["train"])
+    assert calls == []  # off by default: earlier recipes replay
+    train_ldm.main([*common, "--reverse-attn", "0.05", "--out", str(out), "--ckpt", str(ckpt)])
+    assert len(calls) == 2
+    with safe_open(str(out), "pt") as f:
+        assert json.loads(f.metadata()["train"])["reverse_attn"] == 0.05
+    rows = ckpt.with_suffix(".csv").read_text().splitlines()
+    assert rows[0].endswith(",attn_rkl") and len(rows) == 1  # 2 steps: no row yet (one every 25)
+    for bad in ("-0.1", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            train_ldm.main(["--reverse-attn", bad, "--export-only", "--out", str(out), "--ckpt", str(ckpt)])
