@@ -19,9 +19,8 @@ than the one background pixel every bench's scenes keep (two same-coloured objec
 miss; `--same-colour` makes that share of the `--similar-pairs` redraws share a colour); `--reverse-attn` adds
 KL(word attention ‖ mask), which charges a word's attention on a second place (an object drawn twice); `--init-from`
 fine-tunes an exported checkpoint (the only file that outlives a machine), its fresh optimiser warmed up from its first
-step. The
-latent is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write exactly that
-(`ldm_model.vae_state_dict`).
+step. The latent is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write
+exactly that (`ldm_model.vae_state_dict`).
 """
 
 from __future__ import annotations
