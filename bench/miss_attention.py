@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from bench import webui_quality as wq
 from lib_ext.toyworld.judge import DetectedObject, caption_matches, judge, parse_caption
@@ -32,10 +31,9 @@ SPLIT = 0.15
 
 def map_shares(out: wq.Output, found: list[DetectedObject]) -> dict[str, list[float]]:
     """Per prompt word: the share of its map's mass on each found object (in `found`'s order)."""
-    h, w = out.picture.shape[:2]
     shares: dict[str, list[float]] = {}
     for word, raw in out.maps.items():
-        heat = F.interpolate(raw.float()[None, None], size=(h, w), mode="bilinear")[0, 0].clamp_min(0)
+        heat = wq.map_at_picture(raw, out.picture).clamp_min(0)
         total = float(heat.sum())
         shares[word] = [float(heat[torch.from_numpy(d.mask)].sum()) / total if total > 0 else 0.0 for d in found]
     return shares

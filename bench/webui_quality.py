@@ -249,16 +249,21 @@ class WebUIBackend:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
+def map_at_picture(raw: torch.Tensor, picture: np.ndarray) -> torch.Tensor:
+    """A word's raw map resized (bilinear) to the picture's latent resolution, where the judge finds its objects."""
+    h, w = picture.shape[:2]
+    return torch.nn.functional.interpolate(raw.float()[None, None], size=(h, w), mode="bilinear")[0, 0]
+
+
 def word_ious(out: Output, caption: str, found: list[DetectedObject]) -> dict[str, list[float]]:
     """IoU per colour/shape word of the caption whose object the judge found (`found`: the judge on the picture)."""
     scores: dict[str, list[float]] = {"color": [], "shape": []}
-    h, w = out.picture.shape[:2]
     maps = {canonical(k): v for k, v in out.maps.items()}
     for word, mask in word_truth(found, caption).items():  # attention_maps' truth: same judge
         raw = maps.get(word)
         if mask is None or raw is None:
             continue
-        heat = torch.nn.functional.interpolate(raw.float()[None, None], size=(h, w), mode="bilinear")[0, 0]
+        heat = map_at_picture(raw, out.picture)
         kind = "color" if word in COLORS else "shape" if word in SHAPES else None
         if kind:
             scores[kind].append(iou(threshold_mask(heat, TAU), torch.from_numpy(mask)))
