@@ -44,7 +44,7 @@ from .clip_bpe import ClipTokenizer
 from .conditioning import emphasise
 from .ldm_model import ClipTextModel, LdmConfig, LdmUNet
 from .ldm_weights import export_checkpoint_file
-from .scenes import Scene, random_scene
+from .scenes import Scene, random_scene, render, specs_for
 from .schedule import NUM_TIMESTEPS, alphas_cumprod
 from .train import learning_rate, set_store_probs
 from .vocab import FILLER_WORDS, SYNONYMS
@@ -290,6 +290,87 @@ def reverse_attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
     return torch.stack(losses).mean() if losses else torch.zeros(())
 
 
+@dataclass
+class PreferencePairs:
+    """The misses `own_samples` collected, tokenized once: the dispreferred halves of Diffusion-DPO pairs."""
+
+    losers: torch.Tensor  # (N, 4, 32, 32): the sampler's final latents, judged wrong
+    objects: list[list[tuple[str, str]]]  # per miss, the caption's (shape, colour) objects
+    ids: list[torch.Tensor]  # per miss, (77 × chunks,) the prompt as the WebUI tokenizes it
+    multipliers: list[torch.Tensor | None]  # per miss, emphasis weights, or None (all 1)
+
+    @classmethod
+    def load(cls, path: Path, tok: ClipTokenizer) -> PreferencePairs:
+        from .clip_conditioning import ClipConditioner
+        from .judge import parse_caption
+        from .own_samples import Misses
+
+        misses = Misses.load(path)
+        if not misses.captions:
+            raise ValueError(f"{path} holds no misses; collect some with `python -m lib_ext.toyworld.own_samples`")
+        conditioner = ClipConditioner(None, tok)
+        objects, ids, mults = [], [], []
+        for caption, prompt in zip(misses.captions, misses.prompts, strict=True):
+            parsed = parse_caption(caption)
+            if not parsed or any(color is None for color, _ in parsed):
+                raise ValueError(f"{path}: caption {caption!r} does not name a colour and shape per object")
+            objects.append([(shape, str(color)) for color, shape in parsed])
+            chunks = conditioner.tokenize_line(prompt).chunks
+            ids.append(torch.tensor([t for c in chunks for t in c.tokens]))
+            m = torch.tensor([w for c in chunks for w in c.multipliers], dtype=torch.float32)
+            mults.append(m if (m != 1.0).any() else None)
+        return cls(torch.from_numpy(misses.latents.astype(np.float32)), objects, ids, mults)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n pairs whose prompts have one chunk count (contexts batch without padding): (winners, losers, ids,
+        multipliers). A winner is the world's rendering of the miss's caption at a fresh layout."""
+        first = int(rng.integers(len(self.ids)))
+        same = [i for i, x in enumerate(self.ids) if x.shape == self.ids[first].shape]
+        chosen = [first, *rng.choice(same, size=n - 1)] if n > 1 else [first]
+        winners = []
+        for i in chosen:
+            image = render(specs_for(rng, self.objects[i], self.losers.shape[-1])).image
+            rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
+            winners.append(torch.cat([rgb, torch.zeros_like(rgb[:1])]))
+        mults = [self.multipliers[i] for i in chosen]
+        multipliers = torch.stack([m if m is not None else torch.ones_like(self.ids[i], dtype=torch.float32)
+                                   for i, m in zip(chosen, mults, strict=True)])  # fmt: skip
+        return torch.stack(winners), self.losers[chosen], torch.stack([self.ids[i] for i in chosen]), multipliers
+
+
+def dpo_loss(
+    te: ClipTextModel,
+    unet: LdmUNet,
+    ref_te: ClipTextModel,
+    ref_unet: LdmUNet,
+    winners: torch.Tensor,
+    losers: torch.Tensor,
+    ids: torch.Tensor,
+    multipliers: torch.Tensor,
+    beta: float,
+    ac: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffusion-DPO (Wallace et al. 2023): −log σ(−β/2 · [(e_w − e_w,ref) − (e_l − e_l,ref)]), one noise and
+    timestep per pair, e = the v-target's mean squared error. The policy gains on the preferred picture relative to
+    the frozen reference, and loses on its own miss. Returns (loss, share of pairs the policy already orders right).
+    """
+    n = winners.shape[0]
+    t = torch.randint(0, len(ac), (n,))
+    noise = torch.randn_like(winners)
+    a = ac[t].view(-1, 1, 1, 1)
+    x0 = torch.cat([winners, losers])
+    eps, tt, a2 = torch.cat([noise, noise]), torch.cat([t, t]), torch.cat([a, a])
+    x_t = a2.sqrt() * x0 + (1 - a2).sqrt() * eps
+    target = a2.sqrt() * eps - (1 - a2).sqrt() * x0
+    ids2 = torch.cat([ids, ids])
+    mult2 = torch.cat([multipliers, multipliers])
+    err = (unet(x_t, tt, encode_context(te, ids2, mult2)) - target).pow(2).mean(dim=(1, 2, 3))
+    with torch.no_grad():
+        ref = (ref_unet(x_t, tt, encode_context(ref_te, ids2, mult2)) - target).pow(2).mean(dim=(1, 2, 3))
+    inside = -0.5 * beta * ((err[:n] - ref[:n]) - (err[n:] - ref[n:]))
+    return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
+
+
 def export_config(path: Path) -> LdmConfig:
     """The model config an exported checkpoint was written with (a deepened file has more res blocks)."""
     from .ldm_weights import read_config
@@ -367,6 +448,21 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="start from an exported checkpoint's weights (a new optimiser; steps and minutes carry on)",
     )
+    ap.add_argument(
+        "--dpo-pairs",
+        type=Path,
+        default=None,
+        help="misses from `own_samples` (.npz): adds Diffusion-DPO against them, the world's rendering preferred",
+    )
+    ap.add_argument("--dpo-weight", type=float, default=1.0, help="weight of the DPO loss beside the others")
+    ap.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β (Wallace et al. use 5000 for SD1.5)")
+    ap.add_argument("--dpo-batch", type=int, default=8, help="pairs per step")
+    ap.add_argument(
+        "--dpo-reference",
+        type=Path,
+        default=None,
+        help="the frozen reference model (an exported checkpoint); defaults to --init-from",
+    )
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
@@ -385,6 +481,14 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--input-perturbation is a finite noise scale, at least 0 (got {args.input_perturbation})")
     if not 0.0 <= args.reverse_attn < math.inf:
         ap.error(f"--reverse-attn is a finite loss weight, at least 0 (got {args.reverse_attn})")
+    if args.dpo_pairs is not None:
+        if not (0.0 < args.dpo_weight < math.inf and 0.0 < args.dpo_beta < math.inf):
+            ap.error(f"--dpo-weight and --dpo-beta are finite and above 0 (got {args.dpo_weight}, {args.dpo_beta})")
+        if args.dpo_batch < 1:
+            ap.error(f"--dpo-batch is at least one pair (got {args.dpo_batch})")
+        args.dpo_reference = args.dpo_reference or args.init_from
+        if args.dpo_reference is None:
+            ap.error("--dpo-pairs needs a reference model: --init-from, or --dpo-reference when resuming")
     if args.init_from is not None and (args.resume or args.export_only):
         ap.error("--init-from starts a new run; it does not go with --resume or --export-only")
     torch.set_num_threads(args.threads)
@@ -453,6 +557,17 @@ def main(argv: list[str] | None = None) -> None:
             **({"high_noise": args.high_noise, "high_noise_from": args.high_noise_from} if args.high_noise else {}),
             **({"input_perturbation": args.input_perturbation} if args.input_perturbation else {}),
             **({"reverse_attn": args.reverse_attn} if args.reverse_attn else {}),
+            **(
+                {
+                    "dpo_pairs": args.dpo_pairs.name,
+                    "dpo_weight": args.dpo_weight,
+                    "dpo_beta": args.dpo_beta,
+                    "dpo_batch": args.dpo_batch,
+                    "dpo_reference": args.dpo_reference.name,
+                }
+                if args.dpo_pairs is not None
+                else {}
+            ),  # fmt: skip
             **({"warmup_from": warmup_from} if warmup_from else {}),
             **({"init_from": args.init_from.name} if args.init_from is not None else {}),
         }
@@ -493,14 +608,28 @@ def main(argv: list[str] | None = None) -> None:
         os.replace(tmp, args.ckpt)
 
     ac = alphas_cumprod()
+    pairs, ref_te, ref_unet = None, None, None
+    if args.dpo_pairs is not None:
+        from .ldm_weights import load_ldm_toyworld
+
+        try:
+            pairs = PreferencePairs.load(args.dpo_pairs, tok)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"--dpo-pairs {args.dpo_pairs}: {e}") from e
+        ref_te, ref_unet, ref_cfg, _ = load_ldm_toyworld(args.dpo_reference)
+        if ref_cfg.to_dict() != cfg.to_dict():
+            raise SystemExit(f"--dpo-reference {args.dpo_reference}: its model config differs from the run's")
+        for module in (ref_te, ref_unet):
+            module.eval().requires_grad_(False)
+        print(f"DPO against {len(pairs.ids)} misses from {args.dpo_pairs}", flush=True)
     set_store_probs(unet, args.attn_weight > 0 or args.reverse_attn > 0)
     te.train()
     unet.train()
     args.ckpt.parent.mkdir(parents=True, exist_ok=True)
     if not log_path.exists():
-        log_path.write_text("step,minutes,loss,mse,attn_kl,lr,attn_rkl\n")
+        log_path.write_text("step,minutes,loss,mse,attn_kl,lr,attn_rkl,dpo,dpo_order\n")
     last_ckpt = time.time()
-    acc, acc_n = np.zeros(4), 0
+    acc, acc_n = np.zeros(6), 0
     while not (args.max_steps and step >= args.max_steps) and (time.time() - t_start) / 60.0 < args.minutes:
         size = 48 if step % 10 == 9 else 32
         two = two_chunk_step(step, args.two_chunks)
@@ -533,6 +662,12 @@ def main(argv: list[str] | None = None) -> None:
         attn = attention_loss(unet, batch) if args.attn_weight > 0 else torch.zeros(())
         rev = reverse_attention_loss(unet, batch) if args.reverse_attn > 0 else torch.zeros(())
         loss = mse + args.attn_weight * attn + args.reverse_attn * rev
+        dpo, order = torch.zeros(()), torch.zeros(())
+        if pairs is not None:
+            # after the attention terms: this forward overwrites the maps they read
+            winners, losers, ids, mults = pairs.draw(rng, args.dpo_batch)
+            dpo, order = dpo_loss(te, unet, ref_te, ref_unet, winners, losers, ids, mults, args.dpo_beta, ac)
+            loss = loss + args.dpo_weight * dpo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -542,16 +677,18 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             for e, p in zip(ema, params):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        acc += (loss.item(), mse.item(), attn.item(), rev.item())
+        acc += (loss.item(), mse.item(), attn.item(), rev.item(), dpo.item(), order.item())
         acc_n += 1
         if step % 25 == 0:
             m = acc / acc_n
             minutes = minutes_before + (time.time() - t_start) / 60.0
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow(
-                    [step, f"{minutes:.2f}", f"{m[0]:.5f}", f"{m[1]:.5f}", f"{m[2]:.5f}", f"{lr:.2e}", f"{m[3]:.5f}"]
-                )
+                    [step, f"{minutes:.2f}", f"{m[0]:.5f}", f"{m[1]:.5f}", f"{m[2]:.5f}", f"{lr:.2e}", f"{m[3]:.5f}",
+                     f"{m[4]:.5f}", f"{m[5]:.3f}"]
+                )  # fmt: skip
             rkl = f" rkl {m[3]:.4f}" if args.reverse_attn > 0 else ""
+            rkl += f" dpo {m[4]:.4f} ordered {m[5]:.2f}" if pairs is not None else ""
             print(f"step {step} min {minutes:.1f} loss {m[0]:.4f} mse {m[1]:.4f} attn {m[2]:.4f}{rkl}", flush=True)
             acc[:], acc_n = 0, 0
         if time.time() - last_ckpt >= args.ckpt_minutes * 60:

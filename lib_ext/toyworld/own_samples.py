@@ -1,0 +1,154 @@
+"""The SD1 checkpoint's own pictures drawn wrong: the dispreferred halves of `train_ldm --dpo-pairs`.
+
+    python -m lib_ext.toyworld.own_samples --weights <file> --out work/dpo/misses.npz --minutes 40 [--resume]
+
+Draws captions of one or two objects (as the benches do, from its own seed, so no bench caption is trained on), writes
+each in one of the prompt forms the WebUI sees — plain; filler words pushing it past token 75; filler, `BREAK`,
+caption; one word emphasised `(word:w)`; synonyms (several CLIP tokens each) — samples a batch of one form with the
+toy host (20 steps of Euler a, DPM++ 2M or Heun, each at its CFG scale) and keeps every picture the judge finds
+wrong: its final latent, caption and prompt. The preferred half is not stored; `train_ldm` renders the caption afresh
+each time it uses a pair. Batch k uses its own generator (seed, k) and image seeds, so `--resume` carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+from .judge import caption_matches, judge
+from .scenes import caption_for, random_specs
+from .vocab import COLORS, FILLER_WORDS, SHAPES, SYNONYMS
+
+FORMS = ("plain", "past_75", "break", "emphasis", "synonyms")
+# Each sampler at the CFG scale the benches judge it at (`bench webui_quality`'s SAMPLER_CFG)
+SAMPLERS = {"Euler a": 2.0, "DPM++ 2M": 5.0, "Heun": 3.0}
+EMPHASIS = (0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5)
+STEPS = 20
+IMAGE_SEED = 700_000  # far from every bench's image seeds
+_SYNONYMS_OF: dict[str, list[str]] = {}
+for _syn, _word in SYNONYMS.items():
+    _SYNONYMS_OF.setdefault(_word, []).append(_syn)
+
+
+def prompt_in_form(rng: np.random.Generator, caption: str, form: str) -> str:
+    """`caption` written as the WebUI user of that case would: the words the judge reads stay the caption's."""
+    words = caption.split()
+    if form == "plain":
+        return caption
+    if form == "past_75":  # every filler word is one CLIP token: 76–90 of them put the caption in the second chunk
+        return " ".join(rng.choice(FILLER_WORDS, size=int(rng.integers(76, 91)))) + " " + caption
+    if form == "break":
+        return " ".join(rng.choice(FILLER_WORDS, size=int(rng.integers(1, 31)))) + " BREAK " + caption
+    if form == "emphasis":
+        k = int(rng.choice([i for i, w in enumerate(words) if w in COLORS or w in SHAPES]))
+        words[k] = f"({words[k]}:{float(rng.choice(EMPHASIS))})"
+        return " ".join(words)
+    if form == "synonyms":
+        return " ".join(str(rng.choice(_SYNONYMS_OF[w])) if w in _SYNONYMS_OF else w for w in words)
+    raise ValueError(f"unknown prompt form {form!r}; known: {', '.join(FORMS)}")
+
+
+@dataclass
+class Misses:
+    latents: np.ndarray  # (N, 4, 32, 32) float16: the sampler's final latent, clamped to [-1, 1]
+    captions: list[str]
+    prompts: list[str]
+    batches: int  # batches drawn so far (the next batch's index)
+    drawn: int  # pictures judged so far
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            latents=self.latents,
+            captions=np.array(self.captions, dtype=str),
+            prompts=np.array(self.prompts, dtype=str),
+            counts=np.array([self.batches, self.drawn]),
+        )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Misses:
+        with np.load(path) as f:
+            latents = f["latents"]
+            if latents.ndim != 4 or latents.shape[1] != 4:
+                raise ValueError(f"{path}: latents of shape {latents.shape}, expected (N, 4, H, W)")
+            captions, prompts = [str(s) for s in f["captions"]], [str(s) for s in f["prompts"]]
+            if not len(captions) == len(prompts) == len(latents):
+                raise ValueError(f"{path}: {len(latents)} latents, {len(captions)} captions, {len(prompts)} prompts")
+            batches, drawn = (int(v) for v in f["counts"])
+        return cls(latents, captions, prompts, batches, drawn)
+
+    @classmethod
+    def empty(cls, size: int = 32) -> Misses:
+        return cls(np.zeros((0, 4, size, size), np.float16), [], [], 0, 0)
+
+
+def draw_batch(host, index: int, seed: int, batch: int) -> tuple[list[str], list[str], torch.Tensor, str, str]:
+    """Batch `index`: (captions, prompts, final latents (B, 4, 32, 32), form, sampler)."""
+    rng = np.random.default_rng([seed, index])
+    form = str(rng.choice(FORMS))
+    sampler = str(rng.choice(list(SAMPLERS)))
+    captions = [caption_for(random_specs(rng, (1, 2))) for _ in range(batch)]
+    prompts = [prompt_in_form(rng, c, form) for c in captions]
+    image_seed = IMAGE_SEED + 10_000 * seed + batch * index
+    p = host.txt2img(prompts, seed=image_seed, steps=STEPS, cfg_scale=SAMPLERS[sampler], sampler_name=sampler)
+    rgb = p.samples.float().clamp(-1, 1)
+    return captions, prompts, torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1), form, sampler
+
+
+def picture(latent: torch.Tensor) -> np.ndarray:
+    """The image the host saves, at latent resolution (A1111's truncating 8-bit conversion)."""
+    x = ((latent[:3].float() + 1.0) / 2.0).clamp(0, 1)
+    return (255.0 * x.permute(1, 2, 0).numpy()).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, required=True, help="the SD1 checkpoint whose misses to collect")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--max-batches", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true", help="append to --out, carrying on after its last batch")
+    args = ap.parse_args(argv)
+    if args.batch < 1:
+        ap.error(f"--batch is at least 1 (got {args.batch})")
+    from .host import ToyHost
+
+    torch.set_num_threads(args.threads)
+    host = ToyHost.load_sd1(args.weights)
+    misses = Misses.load(args.out) if args.resume and args.out.exists() else Misses.empty()
+    latents = [misses.latents]
+    t0 = time.time()
+    while (time.time() - t0) / 60 < args.minutes and not (args.max_batches and misses.batches >= args.max_batches):
+        captions, prompts, final, form, sampler = draw_batch(host, misses.batches, args.seed, args.batch)
+        wrong = [k for k, c in enumerate(captions) if not caption_matches(judge(picture(final[k])), c)]
+        for k in wrong:
+            misses.captions.append(captions[k])
+            misses.prompts.append(prompts[k])
+        latents.append(final[wrong].numpy().astype(np.float16))
+        misses.latents = np.concatenate(latents)
+        latents = [misses.latents]
+        misses.batches += 1
+        misses.drawn += len(captions)
+        misses.save(args.out)
+        print(f"batch {misses.batches} {form} / {sampler}: {len(wrong)} wrong; "
+              f"{len(misses.captions)} of {misses.drawn} so far", flush=True)  # fmt: skip
+    print(json.dumps({"misses": len(misses.captions), "drawn": misses.drawn, "batches": misses.batches}))
+
+
+if __name__ == "__main__":
+    main()
