@@ -125,50 +125,32 @@ def random_specs(
         n = n_objects
     else:
         n = int(rng.integers(n_objects[0], n_objects[1] + 1))
+    scale = size / IMAGE_SIZE
     pairs = [(s, c) for s in SHAPES for c in COLORS]
     for _ in range(1000):
         chosen = rng.choice(len(pairs), size=n, replace=False)
-        specs = _place(rng, [pairs[int(i)] for i in chosen], size, gap)
-        if specs is not None:
+        specs: list[ObjectSpec] = []
+        occupied = np.zeros((size, size), dtype=bool)
+        for idx in chosen:
+            shape, color = pairs[int(idx)]
+            for _ in range(50):
+                obj_size = float(rng.uniform(MIN_SIZE, MAX_SIZE)) * scale
+                half = obj_size / 2.0
+                cx = float(rng.uniform(half, size - half))
+                cy = float(rng.uniform(half, size - half))
+                mask = shape_mask(shape, cx, cy, obj_size, size)
+                grown = mask
+                for _ in range(gap):
+                    grown = _dilate(grown)
+                if not (grown & occupied).any():
+                    occupied |= mask
+                    specs.append((shape, color, cx, cy, obj_size))
+                    break
+            else:
+                break
+        if len(specs) == n:
             return specs
     raise RuntimeError(f"could not place {n} objects in a {size}x{size} image")
-
-
-def specs_for(
-    rng: np.random.Generator, objects: list[tuple[str, str]], size: int = IMAGE_SIZE, gap: int = 1
-) -> list[ObjectSpec]:
-    """The given (shape, colour) objects at random non-touching places and sizes, as `random_specs` places them."""
-    if gap < 1:
-        raise ValueError(f"gap is at least one background pixel between objects (got {gap})")
-    for _ in range(1000):
-        specs = _place(rng, objects, size, gap)
-        if specs is not None:
-            return specs
-    raise RuntimeError(f"could not place {len(objects)} objects in a {size}x{size} image")
-
-
-def _place(rng: np.random.Generator, objects: list[tuple[str, str]], size: int, gap: int) -> list[ObjectSpec] | None:
-    """One attempt: each object tried at up to 50 random places; None when one of them finds no room."""
-    scale = size / IMAGE_SIZE
-    specs: list[ObjectSpec] = []
-    occupied = np.zeros((size, size), dtype=bool)
-    for shape, color in objects:
-        for _ in range(50):
-            obj_size = float(rng.uniform(MIN_SIZE, MAX_SIZE)) * scale
-            half = obj_size / 2.0
-            cx = float(rng.uniform(half, size - half))
-            cy = float(rng.uniform(half, size - half))
-            mask = shape_mask(shape, cx, cy, obj_size, size)
-            grown = mask
-            for _ in range(gap):
-                grown = _dilate(grown)
-            if not (grown & occupied).any():
-                occupied |= mask
-                specs.append((shape, color, cx, cy, obj_size))
-                break
-        else:
-            return None
-    return specs
 
 
 def random_scene(
