@@ -1,4 +1,4 @@
-"""The SD1 checkpoint's own pictures drawn wrong: the dispreferred halves of `train_ldm --dpo-pairs`.
+"""Pairs of the SD1 checkpoint's own pictures, one drawn right and one wrong for one prompt: `train_ldm --dpo-pairs`.
 
     python -m lib_ext.toyworld.own_samples --weights <file> --out work/dpo/misses.npz --minutes 40 [--resume]
 
@@ -6,8 +6,11 @@ Draws captions of one or two objects (as the benches do, from its own seed, so n
 each in one of the prompt forms the WebUI sees — plain; filler words pushing it past token 75; filler, `BREAK`,
 caption; one word emphasised `(word:w)`; synonyms (several CLIP tokens each) — samples a batch of one form with the
 toy host (20 steps of Euler a, DPM++ 2M or Heun, each at its CFG scale) and keeps every picture the judge finds
-wrong: its final latent, caption and prompt. The preferred half is not stored; `train_ldm` renders the caption afresh
-each time it uses a pair. Batch k uses its own generator (seed, k) and image seeds, so `--resume` carries on.
+wrong. Each of those prompts is drawn again with other seeds (up to `RETRIES` times) until the judge finds a picture
+right: that is the preferred half. Both halves are the model's own samples, so what tells them apart is the layout
+the judge reads, not the sampler's texture that any rendering of the world lacks. Stored: both final latents, the
+caption, prompt and sampler (a miss with no right picture after the retries is counted, not kept). Batch k uses its
+own generator (seed, k) and image seeds, so `--resume` carries on.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ SAMPLERS = {"Euler a": 2.0, "DPM++ 2M": 5.0, "Heun": 3.0}
 EMPHASIS = (0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5)
 STEPS = 20
 IMAGE_SEED = 700_000  # far from every bench's image seeds
+RETRY_SEED = 1_000_000  # the retries' seeds lie this far on per round, clear of every first draw's
+RETRIES = 3
 _SYNONYMS_OF: dict[str, list[str]] = {}
 for _syn, _word in SYNONYMS.items():
     _SYNONYMS_OF.setdefault(_word, []).append(_syn)
@@ -59,52 +64,89 @@ def prompt_in_form(rng: np.random.Generator, caption: str, form: str) -> str:
 
 @dataclass
 class Misses:
-    latents: np.ndarray  # (N, 4, 32, 32) float16: the sampler's final latent, clamped to [-1, 1]
+    losers: np.ndarray  # (N, 4, 32, 32) float16: the sampler's final latent judged wrong, clamped to [-1, 1]
+    winners: np.ndarray  # (N, 4, 32, 32) float16: a final latent of the same prompt judged right
     captions: list[str]
     prompts: list[str]
+    samplers: list[str]
     batches: int  # batches drawn so far (the next batch's index)
-    drawn: int  # pictures judged so far
+    drawn: int  # first pictures judged so far
+    unpaired: int = 0  # misses whose prompt was never drawn right in the retries
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(
             tmp,
-            latents=self.latents,
+            losers=self.losers,
+            winners=self.winners,
             captions=np.array(self.captions, dtype=str),
             prompts=np.array(self.prompts, dtype=str),
-            counts=np.array([self.batches, self.drawn]),
+            samplers=np.array(self.samplers, dtype=str),
+            counts=np.array([self.batches, self.drawn, self.unpaired]),
         )
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Misses:
         with np.load(path) as f:
-            latents = f["latents"]
-            if latents.ndim != 4 or latents.shape[1] != 4:
-                raise ValueError(f"{path}: latents of shape {latents.shape}, expected (N, 4, H, W)")
+            losers, winners = f["losers"], f["winners"]
+            if losers.ndim != 4 or losers.shape[1] != 4 or winners.shape != losers.shape:
+                raise ValueError(f"{path}: latents of shapes {losers.shape} / {winners.shape}, expected (N, 4, H, W)")
             captions, prompts = [str(s) for s in f["captions"]], [str(s) for s in f["prompts"]]
-            if not len(captions) == len(prompts) == len(latents):
-                raise ValueError(f"{path}: {len(latents)} latents, {len(captions)} captions, {len(prompts)} prompts")
-            batches, drawn = (int(v) for v in f["counts"])
-        return cls(latents, captions, prompts, batches, drawn)
+            samplers = [str(s) for s in f["samplers"]]
+            if not len(captions) == len(prompts) == len(samplers) == len(losers):
+                raise ValueError(f"{path}: {len(losers)} pairs but {len(captions)} captions, {len(prompts)} prompts")
+            batches, drawn, unpaired = (int(v) for v in f["counts"])
+        return cls(losers, winners, captions, prompts, samplers, batches, drawn, unpaired)
 
     @classmethod
     def empty(cls, size: int = 32) -> Misses:
-        return cls(np.zeros((0, 4, size, size), np.float16), [], [], 0, 0)
+        return cls(np.zeros((0, 4, size, size), np.float16), np.zeros((0, 4, size, size), np.float16), [], [], [], 0, 0)
+
+    def add(self, losers: torch.Tensor, winners: torch.Tensor, captions: list[str], prompts: list[str], sampler: str):
+        self.losers = np.concatenate([self.losers, losers.numpy().astype(np.float16)])
+        self.winners = np.concatenate([self.winners, winners.numpy().astype(np.float16)])
+        self.captions += captions
+        self.prompts += prompts
+        self.samplers += [sampler] * len(captions)
 
 
-def draw_batch(host, index: int, seed: int, batch: int) -> tuple[list[str], list[str], torch.Tensor, str, str]:
-    """Batch `index`: (captions, prompts, final latents (B, 4, 32, 32), form, sampler)."""
+def sample(host, prompts: list[str], seed: int, sampler: str) -> torch.Tensor:
+    """Final latents (B, 4, 32, 32), clamped as the saved image is."""
+    p = host.txt2img(prompts, seed=seed, steps=STEPS, cfg_scale=SAMPLERS[sampler], sampler_name=sampler)
+    rgb = p.samples.float().clamp(-1, 1)
+    return torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1)
+
+
+def is_right(latent: torch.Tensor, caption: str) -> bool:
+    return caption_matches(judge(picture(latent)), caption)
+
+
+def draw_batch(host, index: int, seed: int, batch: int) -> tuple[Misses, str, str]:
+    """Batch `index`: its pairs (in a fresh `Misses`, counts zero but `unpaired`), form and sampler."""
     rng = np.random.default_rng([seed, index])
     form = str(rng.choice(FORMS))
     sampler = str(rng.choice(list(SAMPLERS)))
     captions = [caption_for(random_specs(rng, (1, 2))) for _ in range(batch)]
     prompts = [prompt_in_form(rng, c, form) for c in captions]
     image_seed = IMAGE_SEED + 10_000 * seed + batch * index
-    p = host.txt2img(prompts, seed=image_seed, steps=STEPS, cfg_scale=SAMPLERS[sampler], sampler_name=sampler)
-    rgb = p.samples.float().clamp(-1, 1)
-    return captions, prompts, torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1), form, sampler
+    first = sample(host, prompts, image_seed, sampler)
+    wrong = [k for k, c in enumerate(captions) if not is_right(first[k], c)]
+    found: dict[int, torch.Tensor] = {}
+    for attempt in range(1, RETRIES + 1):
+        todo = [k for k in wrong if k not in found]
+        if not todo:
+            break
+        again = sample(host, [prompts[k] for k in todo], image_seed + RETRY_SEED * attempt, sampler)
+        found.update({k: again[j] for j, k in enumerate(todo) if is_right(again[j], captions[k])})
+    out = Misses.empty(first.shape[-1])
+    paired = [k for k in wrong if k in found]
+    if paired:
+        out.add(first[paired], torch.stack([found[k] for k in paired]), [captions[k] for k in paired],
+                [prompts[k] for k in paired], sampler)  # fmt: skip
+    out.unpaired = len(wrong) - len(paired)
+    return out, form, sampler
 
 
 def picture(latent: torch.Tensor) -> np.ndarray:
@@ -131,23 +173,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     host = ToyHost.load_sd1(args.weights)
     misses = Misses.load(args.out) if args.resume and args.out.exists() else Misses.empty()
-    latents = [misses.latents]
     t0 = time.time()
     while (time.time() - t0) / 60 < args.minutes and not (args.max_batches and misses.batches >= args.max_batches):
-        captions, prompts, final, form, sampler = draw_batch(host, misses.batches, args.seed, args.batch)
-        wrong = [k for k, c in enumerate(captions) if not caption_matches(judge(picture(final[k])), c)]
-        for k in wrong:
-            misses.captions.append(captions[k])
-            misses.prompts.append(prompts[k])
-        latents.append(final[wrong].numpy().astype(np.float16))
-        misses.latents = np.concatenate(latents)
-        latents = [misses.latents]
+        new, form, sampler = draw_batch(host, misses.batches, args.seed, args.batch)
+        misses.add(torch.from_numpy(new.losers), torch.from_numpy(new.winners), new.captions, new.prompts, sampler)
+        misses.unpaired += new.unpaired
         misses.batches += 1
-        misses.drawn += len(captions)
+        misses.drawn += args.batch
         misses.save(args.out)
-        print(f"batch {misses.batches} {form} / {sampler}: {len(wrong)} wrong; "
-              f"{len(misses.captions)} of {misses.drawn} so far", flush=True)  # fmt: skip
-    print(json.dumps({"misses": len(misses.captions), "drawn": misses.drawn, "batches": misses.batches}))
+        wrong = len(new.captions) + new.unpaired
+        print(f"batch {misses.batches} {form} / {sampler}: {wrong} wrong; {len(misses.captions)} pairs, "
+              f"{misses.unpaired} unpaired of {misses.drawn} so far", flush=True)  # fmt: skip
+    summary = {"pairs": len(misses.captions), "unpaired": misses.unpaired, "drawn": misses.drawn}
+    print(json.dumps({**summary, "batches": misses.batches}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ the model never saw; with `--similar-pairs`, more scenes have two objects sharin
 words before the caption in the second), the WebUI's layout of a prompt past token 75; with `--gap`, objects keep more
 than the one background pixel every bench's scenes keep (two same-coloured objects drawn as one blob was the commonest
 miss; `--same-colour` makes that share of the `--similar-pairs` redraws share a colour); `--reverse-attn` adds
-KL(word attention ‖ mask), which charges a word's attention on a second place (an object drawn twice); `--init-from`
+KL(word attention ‖ mask), which charges a word's attention on a second place (an object drawn twice); `--dpo-pairs`
+adds Diffusion-DPO on the model's own pictures (`own_samples`: per prompt, one drawn right and one wrong); `--init-from`
 fine-tunes an exported checkpoint (the only file that outlives a machine), its fresh optimiser warmed up from its first
 step. The latent is the picture itself (channels 0–2 = RGB, 3 = 0): the autoencoder is constructed to read and write
 exactly that (`ldm_model.vae_state_dict`).
@@ -44,7 +45,7 @@ from .clip_bpe import ClipTokenizer
 from .conditioning import emphasise
 from .ldm_model import ClipTextModel, LdmConfig, LdmUNet
 from .ldm_weights import export_checkpoint_file
-from .scenes import Scene, random_scene, render, specs_for
+from .scenes import Scene, random_scene
 from .schedule import NUM_TIMESTEPS, alphas_cumprod
 from .train import learning_rate, set_store_probs
 from .vocab import FILLER_WORDS, SYNONYMS
@@ -292,50 +293,43 @@ def reverse_attention_loss(unet: LdmUNet, batch: Batch) -> torch.Tensor:
 
 @dataclass
 class PreferencePairs:
-    """The misses `own_samples` collected, tokenized once: the dispreferred halves of Diffusion-DPO pairs."""
+    """The pairs `own_samples` collected, tokenized once: per prompt, the model's own picture judged right (preferred)
+    and judged wrong (dispreferred)."""
 
-    losers: torch.Tensor  # (N, 4, 32, 32): the sampler's final latents, judged wrong
-    objects: list[list[tuple[str, str]]]  # per miss, the caption's (shape, colour) objects
-    ids: list[torch.Tensor]  # per miss, (77 × chunks,) the prompt as the WebUI tokenizes it
-    multipliers: list[torch.Tensor | None]  # per miss, emphasis weights, or None (all 1)
+    winners: torch.Tensor  # (N, 4, 32, 32) final latents
+    losers: torch.Tensor  # (N, 4, 32, 32)
+    ids: list[torch.Tensor]  # per pair, (77 × chunks,) the prompt as the WebUI tokenizes it
+    multipliers: list[torch.Tensor]  # per pair, (77 × chunks,) emphasis weights
 
     @classmethod
     def load(cls, path: Path, tok: ClipTokenizer) -> PreferencePairs:
         from .clip_conditioning import ClipConditioner
-        from .judge import parse_caption
         from .own_samples import Misses
 
         misses = Misses.load(path)
         if not misses.captions:
-            raise ValueError(f"{path} holds no misses; collect some with `python -m lib_ext.toyworld.own_samples`")
+            raise ValueError(f"{path} holds no pairs; collect some with `python -m lib_ext.toyworld.own_samples`")
         conditioner = ClipConditioner(None, tok)
-        objects, ids, mults = [], [], []
-        for caption, prompt in zip(misses.captions, misses.prompts, strict=True):
-            parsed = parse_caption(caption)
-            if not parsed or any(color is None for color, _ in parsed):
-                raise ValueError(f"{path}: caption {caption!r} does not name a colour and shape per object")
-            objects.append([(shape, str(color)) for color, shape in parsed])
+        ids, mults = [], []
+        for prompt in misses.prompts:
             chunks = conditioner.tokenize_line(prompt).chunks
             ids.append(torch.tensor([t for c in chunks for t in c.tokens]))
-            m = torch.tensor([w for c in chunks for w in c.multipliers], dtype=torch.float32)
-            mults.append(m if (m != 1.0).any() else None)
-        return cls(torch.from_numpy(misses.latents.astype(np.float32)), objects, ids, mults)
+            mults.append(torch.tensor([w for c in chunks for w in c.multipliers], dtype=torch.float32))
+        as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
+        return cls(as_tensor(misses.winners), as_tensor(misses.losers), ids, mults)
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n pairs whose prompts have one chunk count (contexts batch without padding): (winners, losers, ids,
-        multipliers). A winner is the world's rendering of the miss's caption at a fresh layout."""
+        """n pairs whose prompts have one chunk count, so their contexts batch without padding: (winners, losers,
+        ids, multipliers)."""
         first = int(rng.integers(len(self.ids)))
         same = [i for i, x in enumerate(self.ids) if x.shape == self.ids[first].shape]
-        chosen = [first, *rng.choice(same, size=n - 1)] if n > 1 else [first]
-        winners = []
-        for i in chosen:
-            image = render(specs_for(rng, self.objects[i], self.losers.shape[-1])).image
-            rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
-            winners.append(torch.cat([rgb, torch.zeros_like(rgb[:1])]))
-        mults = [self.multipliers[i] for i in chosen]
-        multipliers = torch.stack([m if m is not None else torch.ones_like(self.ids[i], dtype=torch.float32)
-                                   for i, m in zip(chosen, mults, strict=True)])  # fmt: skip
-        return torch.stack(winners), self.losers[chosen], torch.stack([self.ids[i] for i in chosen]), multipliers
+        chosen = [first, *(int(i) for i in rng.choice(same, size=n - 1))]
+        return (
+            self.winners[chosen],
+            self.losers[chosen],
+            torch.stack([self.ids[i] for i in chosen]),
+            torch.stack([self.multipliers[i] for i in chosen]),
+        )
 
 
 def dpo_loss(
@@ -351,8 +345,8 @@ def dpo_loss(
     ac: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Diffusion-DPO (Wallace et al. 2023): −log σ(−β/2 · [(e_w − e_w,ref) − (e_l − e_l,ref)]), one noise and
-    timestep per pair, e = the v-target's mean squared error. The policy gains on the preferred picture relative to
-    the frozen reference, and loses on its own miss. Returns (loss, share of pairs the policy already orders right).
+    timestep per pair, e = the v-target's mean squared error. The policy gains on the picture drawn right relative to
+    the frozen reference, and loses on the one drawn wrong. Returns (loss, share of pairs the policy orders right).
     """
     n = winners.shape[0]
     t = torch.randint(0, len(ac), (n,))
@@ -452,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
         "--dpo-pairs",
         type=Path,
         default=None,
-        help="misses from `own_samples` (.npz): adds Diffusion-DPO against them, the world's rendering preferred",
+        help="pairs from `own_samples` (.npz): adds Diffusion-DPO, the model's own picture drawn right preferred",
     )
     ap.add_argument("--dpo-weight", type=float, default=1.0, help="weight of the DPO loss beside the others")
     ap.add_argument("--dpo-beta", type=float, default=2000.0, help="DPO's β (Wallace et al. use 5000 for SD1.5)")
@@ -621,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--dpo-reference {args.dpo_reference}: its model config differs from the run's")
         for module in (ref_te, ref_unet):
             module.eval().requires_grad_(False)
-        print(f"DPO against {len(pairs.ids)} misses from {args.dpo_pairs}", flush=True)
+        print(f"DPO on {len(pairs.ids)} pairs from {args.dpo_pairs}", flush=True)
     set_store_probs(unet, args.attn_weight > 0 or args.reverse_attn > 0)
     te.train()
     unet.train()
