@@ -55,8 +55,9 @@ from lib_ext.toyworld.scenes import caption_for, random_specs
 from lib_ext.toyworld.vocab import COLORS, SHAPES, SYNONYMS
 
 STEPS = 20
-# Each sampler's CFG scale: the SD1 checkpoint's best for that sampler on held-out captions
-# (PROMPTSCOPE_TOYWORLD_SD1=… python -m bench toyworld_samplers), so no case is scored off its sampler's best scale.
+# Each sampler's CFG scale: the 14,000-step SD1 checkpoint's best for that sampler on held-out captions
+# (PROMPTSCOPE_TOYWORLD_SD1=… python -m bench toyworld_samplers), so no case is scored off its sampler's best scale;
+# kept for the DPO soup that replaced it, so the two files' figures compare at one setting.
 SAMPLER_CFG = {"Euler a": 2.0, "DPM++ 2M": 5.0, "Heun": 3.0}
 SIZE = 256
 TAU = 0.4
