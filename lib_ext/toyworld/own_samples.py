@@ -63,7 +63,9 @@ def prompt_in_form(rng: np.random.Generator, caption: str, form: str) -> str:
 
 
 @dataclass
-class Misses:
+class OwnPairs:
+    """What `own_samples` writes: per prompt, its picture drawn wrong and one drawn right; and how much was drawn."""
+
     losers: np.ndarray  # (N, 4, 32, 32) float16: the sampler's final latent judged wrong, clamped to [-1, 1]
     winners: np.ndarray  # (N, 4, 32, 32) float16: a final latent of the same prompt judged right
     captions: list[str]
@@ -88,7 +90,7 @@ class Misses:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> Misses:
+    def load(cls, path: Path) -> OwnPairs:
         with np.load(path) as f:
             losers, winners = f["losers"], f["winners"]
             if losers.ndim != 4 or losers.shape[1] != 4 or winners.shape != losers.shape:
@@ -101,7 +103,7 @@ class Misses:
         return cls(losers, winners, captions, prompts, samplers, batches, drawn, unpaired)
 
     @classmethod
-    def empty(cls, size: int = 32) -> Misses:
+    def empty(cls, size: int = 32) -> OwnPairs:
         return cls(np.zeros((0, 4, size, size), np.float16), np.zeros((0, 4, size, size), np.float16), [], [], [], 0, 0)
 
     def add(self, losers: torch.Tensor, winners: torch.Tensor, captions: list[str], prompts: list[str], sampler: str):
@@ -123,8 +125,8 @@ def is_right(latent: torch.Tensor, caption: str) -> bool:
     return caption_matches(judge(picture(latent)), caption)
 
 
-def draw_batch(host, index: int, seed: int, batch: int) -> tuple[Misses, str, str]:
-    """Batch `index`: its pairs (in a fresh `Misses`, counts zero but `unpaired`), form and sampler."""
+def draw_batch(host, index: int, seed: int, batch: int) -> tuple[OwnPairs, str, str]:
+    """Batch `index`: its pairs (in a fresh `OwnPairs`, counts zero but `unpaired`), form and sampler."""
     rng = np.random.default_rng([seed, index])
     form = str(rng.choice(FORMS))
     sampler = str(rng.choice(list(SAMPLERS)))
@@ -140,7 +142,7 @@ def draw_batch(host, index: int, seed: int, batch: int) -> tuple[Misses, str, st
             break
         again = sample(host, [prompts[k] for k in todo], image_seed + RETRY_SEED * attempt, sampler)
         found.update({k: again[j] for j, k in enumerate(todo) if is_right(again[j], captions[k])})
-    out = Misses.empty(first.shape[-1])
+    out = OwnPairs.empty(first.shape[-1])
     paired = [k for k in wrong if k in found]
     if paired:
         out.add(first[paired], torch.stack([found[k] for k in paired]), [captions[k] for k in paired],
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     host = ToyHost.load_sd1(args.weights)
-    misses = Misses.load(args.out) if args.resume and args.out.exists() else Misses.empty()
+    misses = OwnPairs.load(args.out) if args.resume and args.out.exists() else OwnPairs.empty()
     t0 = time.time()
     while (time.time() - t0) / 60 < args.minutes and not (args.max_batches and misses.batches >= args.max_batches):
         new, form, sampler = draw_batch(host, misses.batches, args.seed, args.batch)

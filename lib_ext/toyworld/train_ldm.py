@@ -304,19 +304,19 @@ class PreferencePairs:
     @classmethod
     def load(cls, path: Path, tok: ClipTokenizer) -> PreferencePairs:
         from .clip_conditioning import ClipConditioner
-        from .own_samples import Misses
+        from .own_samples import OwnPairs
 
-        misses = Misses.load(path)
-        if not misses.captions:
+        saved = OwnPairs.load(path)
+        if not saved.captions:
             raise ValueError(f"{path} holds no pairs; collect some with `python -m lib_ext.toyworld.own_samples`")
         conditioner = ClipConditioner(None, tok)
         ids, mults = [], []
-        for prompt in misses.prompts:
+        for prompt in saved.prompts:
             chunks = conditioner.tokenize_line(prompt).chunks
             ids.append(torch.tensor([t for c in chunks for t in c.tokens]))
             mults.append(torch.tensor([w for c in chunks for w in c.multipliers], dtype=torch.float32))
-        as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
-        return cls(as_tensor(misses.winners), as_tensor(misses.losers), ids, mults)
+        winners, losers = (torch.from_numpy(a.astype(np.float32)) for a in (saved.winners, saved.losers))
+        return cls(winners, losers, ids, mults)
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """n pairs whose prompts have one chunk count, so their contexts batch without padding: (winners, losers,
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 if args.dpo_pairs is not None
                 else {}
-            ),  # fmt: skip
+            ),
             **({"warmup_from": warmup_from} if warmup_from else {}),
             **({"init_from": args.init_from.name} if args.init_from is not None else {}),
         }

@@ -16,7 +16,7 @@ from lib_ext.toyworld.clip_bpe import ClipTokenizer
 from lib_ext.toyworld.clip_conditioning import ClipConditioner
 from lib_ext.toyworld.ldm_model import ClipTextModel, LdmConfig, LdmUNet
 from lib_ext.toyworld.ldm_weights import export_checkpoint_file
-from lib_ext.toyworld.own_samples import Misses, prompt_in_form
+from lib_ext.toyworld.own_samples import OwnPairs, prompt_in_form
 from lib_ext.toyworld.vocab import SYNONYMS
 
 CFG = LdmConfig()
@@ -71,19 +71,19 @@ def test_own_samples_pairs_a_miss_with_a_right_picture_of_its_prompt(
     monkeypatch.setattr(own_samples, "is_right", judged_right)
     common = ["--weights", str(weights), "--out", str(out), "--batch", "4", "--threads", "1"]
     own_samples.main([*common, "--max-batches", "1"])
-    first = Misses.load(out)
+    first = OwnPairs.load(out)
     assert (first.batches, first.drawn) == (1, 4) and len(first.captions) + first.unpaired >= 1
     assert first.losers.shape == first.winners.shape == (len(first.captions), 4, 32, 32)
     assert all(s in own_samples.SAMPLERS for s in first.samplers)
     for loser, winner in zip(first.losers, first.winners, strict=True):
         assert not np.array_equal(loser, winner) and np.all(loser[3] == 0) and np.abs(winner).max() <= 1.0
     own_samples.main([*common, "--max-batches", "2", "--resume"])
-    both = Misses.load(out)
+    both = OwnPairs.load(out)
     assert (both.batches, both.drawn) == (2, 8) and both.captions[: len(first.captions)] == first.captions
     np.savez(out, losers=np.zeros((2, 3, 32, 32)), winners=np.zeros((2, 3, 32, 32)), captions=np.array(["a"]),
              prompts=np.array(["a"]), samplers=np.array(["Heun"]), counts=[1, 2, 0])  # fmt: skip
     with pytest.raises(ValueError, match="expected"):
-        Misses.load(out)
+        OwnPairs.load(out)
 
 
 def test_the_real_judge_decides_what_is_right() -> None:
@@ -100,7 +100,7 @@ def _pairs(path: Path, prompts: list[str]) -> Path:
     rng = np.random.default_rng(1)
     latents = rng.uniform(-1, 1, (2, len(prompts), 4, 32, 32)).astype(np.float16)
     latents[:, :, 3] = 0
-    Misses(latents[0], latents[1], ["a red circle"] * len(prompts), prompts, ["Heun"] * len(prompts), 1, 8).save(path)
+    OwnPairs(latents[0], latents[1], ["a red circle"] * len(prompts), prompts, ["Heun"] * len(prompts), 1, 8).save(path)
     return path
 
 
@@ -108,7 +108,7 @@ def test_pairs_batch_prompts_of_one_chunk_count_with_the_hosts_emphasis(tmp_path
     long = " ".join(["image"] * 80)
     path = _pairs(tmp_path / "m.npz", [CAPTION, f"{long} a green triangle", "a (vermilion:1.3) square", "a 赤 roundel"])
     pairs = train_ldm.PreferencePairs.load(path, ClipTokenizer())
-    saved = Misses.load(path)
+    saved = OwnPairs.load(path)
     assert pairs.ids[1].shape == (154,) and pairs.ids[0].shape == (77,)
     rng = np.random.default_rng(0)
     for _ in range(10):
@@ -123,7 +123,7 @@ def test_pairs_batch_prompts_of_one_chunk_count_with_the_hosts_emphasis(tmp_path
     assert len(weighted) == len(ClipTokenizer().encode("vermilion")) > 1
     assert weighted.tolist() == pytest.approx([1.3] * len(weighted))
     assert torch.equal(pairs.multipliers[0], torch.ones(77))
-    Misses.empty().save(tmp_path / "none.npz")
+    OwnPairs.empty().save(tmp_path / "none.npz")
     with pytest.raises(ValueError, match="no pairs"):
         train_ldm.PreferencePairs.load(tmp_path / "none.npz", ClipTokenizer())
 
@@ -183,7 +183,7 @@ def test_train_ldm_dpo_reaches_the_loss_the_log_and_the_metadata(tmp_path: Path)
     ):
         with pytest.raises(SystemExit):
             train_ldm.main([*bad, "--export-only", "--out", str(tmp_path / "x.safetensors"), "--ckpt", str(ckpt)])
-    Misses.empty().save(tmp_path / "none.npz")
+    OwnPairs.empty().save(tmp_path / "none.npz")
     with pytest.raises(SystemExit, match="no pairs"):
         train_ldm.main(
             [*common, "--init-from", str(src), "--max-steps", "31", "--dpo-pairs", str(tmp_path / "none.npz")]
