@@ -29,19 +29,16 @@ import torch
 
 from .judge import caption_matches, judge
 from .scenes import caption_for, random_specs
-from .vocab import COLORS, FILLER_WORDS, SHAPES, SYNONYMS
+from .train_ldm import _SYNONYMS_OF, EMPHASIS_WEIGHTS  # the training captions' synonyms and weights
+from .vocab import COLORS, FILLER_WORDS, SHAPES
 
 FORMS = ("plain", "past_75", "break", "emphasis", "synonyms")
 # Each sampler at the CFG scale the benches judge it at (`bench webui_quality`'s SAMPLER_CFG)
 SAMPLERS = {"Euler a": 2.0, "DPM++ 2M": 5.0, "Heun": 3.0}
-EMPHASIS = (0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5)
 STEPS = 20
 IMAGE_SEED = 700_000  # far from every bench's image seeds
 RETRY_SEED = 1_000_000  # the retries' seeds lie this far on per round, clear of every first draw's
 RETRIES = 3
-_SYNONYMS_OF: dict[str, list[str]] = {}
-for _syn, _word in SYNONYMS.items():
-    _SYNONYMS_OF.setdefault(_word, []).append(_syn)
 
 
 def prompt_in_form(rng: np.random.Generator, caption: str, form: str) -> str:
@@ -55,7 +52,7 @@ def prompt_in_form(rng: np.random.Generator, caption: str, form: str) -> str:
         return " ".join(rng.choice(FILLER_WORDS, size=int(rng.integers(1, 31)))) + " BREAK " + caption
     if form == "emphasis":
         k = int(rng.choice([i for i, w in enumerate(words) if w in COLORS or w in SHAPES]))
-        words[k] = f"({words[k]}:{float(rng.choice(EMPHASIS))})"
+        words[k] = f"({words[k]}:{float(rng.choice(EMPHASIS_WEIGHTS))})"
         return " ".join(words)
     if form == "synonyms":
         return " ".join(str(rng.choice(_SYNONYMS_OF[w])) if w in _SYNONYMS_OF else w for w in words)

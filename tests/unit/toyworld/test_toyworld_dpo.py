@@ -40,7 +40,7 @@ def test_prompt_forms_are_the_webuis_cases_and_keep_the_caption() -> None:
         assert len(_chunks(prompt_in_form(rng, CAPTION, "break"))) == 2
         emphasised = prompt_in_form(rng, CAPTION, "emphasis")
         weights = [m for c in _chunks(emphasised) for m in c.multipliers if m != 1.0]
-        assert len(set(weights)) == 1 and weights[0] in own_samples.EMPHASIS  # one word, one weight
+        assert len(set(weights)) == 1 and weights[0] in train_ldm.EMPHASIS_WEIGHTS  # one word, one weight
         synonyms = prompt_in_form(rng, CAPTION, "synonyms").split()
         assert all(w in SYNONYMS for w in (synonyms[1], synonyms[2], synonyms[5]))  # red, circle, blue replaced
         assert [SYNONYMS.get(w, w) for w in synonyms] == CAPTION.split()
